@@ -1,0 +1,300 @@
+"""``pdsweep``: thin commands over the library. Parse, call one function, print, exit code.
+
+Bad input (a flag, a value, a space file, a budget) prints one line naming the problem and the
+fix, and exits 2 without a traceback; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from pdsweep.errors import PdsweepError
+
+
+class _UsageError(Exception):
+    def __init__(self, message: str, prog: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage, so every error is one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message, self.prog)
+
+    def unrecognized(self, extra: list[str]) -> NoReturn:
+        """Reject flags this (sub)command does not know, suggesting the nearest one."""
+        options = [o for action in self._actions for o in action.option_strings]
+        hint = ""
+        for word in extra:
+            close = difflib.get_close_matches(word.split("=")[0], options, n=1)
+            if word.startswith("-") and close:
+                hint = f" (did you mean {close[0]}?)"
+                break
+        self.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+
+
+def _number_list(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or comma-separated numbers such as 1.3,4.6,17.6, got {text!r}"
+        ) from None
+    if any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"budgets must be positive, got {text!r}")
+    return values
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pdsweep import __version__
+    from pdsweep.config import OPTIMIZERS, PRECISIONS
+    from pdsweep.presets import PRESETS
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    parser = _Parser(
+        prog="pdsweep",
+        description="The most accurate PatchDropout ViT for a compute budget.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"pdsweep {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    flops = commands.add_parser(
+        "flops", parents=[common], help="train/inference GFLOPs and memory of one config",
+        description="Train and inference GFLOPs per image (fvcore's convention) and peak "
+        "training memory of one config, from the closed-form cost model.",
+    )
+    flops.add_argument("--model", required=True, help=f"model preset: {', '.join(PRESETS)}")
+    flops.add_argument("--resolution", type=int, required=True, help="image side in pixels")
+    flops.add_argument("--patch-size", type=int, required=True, help="patch side in pixels")
+    flops.add_argument("--keep-rate", type=float, default=1.0, help="fraction of patches kept in training (default 1)")
+    flops.add_argument("--depth", type=int, help="transformer blocks (default: the preset's)")
+    flops.add_argument("--ensemble-size", type=int, default=1, help="ensemble members (default 1)")
+    flops.add_argument("--num-classes", type=int, default=10, help="classes of the head (default 10)")
+    flops.add_argument("--batch-size", type=int, default=64, help="batch size for memory (default 64)")
+    flops.add_argument("--precision", choices=PRECISIONS, default="bf16-mixed", help="default bf16-mixed")
+    flops.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="default sgd")
+    flops.add_argument("--verify", action="store_true", help="also count the real timm model with fvcore")
+    flops.add_argument("--json", action="store_true", help="print one JSON object")
+    flops.set_defaults(handler=_cmd_flops)
+
+    plan = commands.add_parser(
+        "plan", parents=[common], help="every config of a space that fits a budget",
+        description="Every config of a search space that fits the budget, at the keep rate the "
+        "policy gives it, with its cost; cheapest first.",
+    )
+    plan.add_argument("--budget-gflops", type=_number_list, required=True, metavar="B[,B...]",
+                      help="train GFLOPs per image; several comma-separated values are budget tiers")
+    plan.add_argument("--budget-memory-gb", type=_positive_float, metavar="M",
+                      help="peak training memory cap in GB (10^9 bytes)")
+    plan.add_argument("--space", default="paper", help="a space file, or a bundled space name (default: paper)")
+    plan.add_argument("--keep-policy", choices=["fill", "search"], default="fill",
+                      help="fill: the largest keep rate that fits (default); search: sampled below it")
+    plan.add_argument("--num-classes", type=int, default=10, help="classes of the head (default 10)")
+    plan.add_argument("--json", action="store_true", help="print JSON")
+    plan.set_defaults(handler=_cmd_plan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    parser = build_parser()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")  # timm's import
+    try:
+        args, extra = parser.parse_known_args(argv)
+        commands = _subcommands(parser)
+        if extra:
+            (commands[args.command] if args.command else parser).unrecognized(extra)
+        if args.command is None:
+            raise _UsageError("choose a command: " + ", ".join(commands), "pdsweep")
+        return int(args.handler(args) or 0)
+    except _UsageError as error:
+        if debug:
+            raise
+        print(f"{error.prog}: error: {error}; see '{error.prog} --help'.", file=sys.stderr)
+        return 2
+    except PdsweepError as error:
+        if debug:
+            raise
+        print(f"pdsweep: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pdsweep: interrupted.", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader (``| head``) went away: stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, _Parser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+# ---- flops --------------------------------------------------------------------------------
+
+
+def _cmd_flops(args: argparse.Namespace) -> int:
+    from pdsweep import cost
+    from pdsweep.config import Config
+
+    config = Config(
+        model=args.model,
+        resolution=args.resolution,
+        patch_size=args.patch_size,
+        keep_rate=args.keep_rate,
+        depth=args.depth,
+        ensemble_size=args.ensemble_size,
+        num_classes=args.num_classes,
+    )
+    estimate = cost.estimate(config, batch_size=args.batch_size, precision=args.precision, optimizer=args.optimizer)
+    result: dict[str, Any] = {
+        "config": config.to_dict(),
+        "num_patches": config.num_patches,
+        "patches_kept": config.patches_kept,
+        "tokens_kept": config.tokens_kept,
+        "train_gflops": estimate.train_gflops,
+        "inference_gflops": estimate.inference_gflops,
+        "eq1_gflops": cost.eq1_flops(config) / cost.GIGA,
+        "params": cost.param_count(config),
+        "memory_gb": estimate.memory_gb,
+        "memory": {
+            "batch_size": args.batch_size,
+            "precision": args.precision,
+            "optimizer": args.optimizer,
+            **{k: v for k, v in vars(estimate.memory).items() if k != "ensemble_size"},
+            "peak_phase": max(estimate.memory.peak_phases, key=estimate.memory.peak_phases.get),
+        },
+    }
+    if args.verify:
+        from pdsweep.verify import fvcore_flops
+
+        result["fvcore_train_gflops"] = fvcore_flops(config, train=True) / cost.GIGA
+        result["fvcore_inference_gflops"] = fvcore_flops(config, train=False) / cost.GIGA
+        result["fvcore_relative_difference"] = abs(result["fvcore_train_gflops"] / estimate.train_gflops - 1)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_flops(config, result)
+    return 0
+
+
+def _print_flops(config: Any, r: dict[str, Any]) -> None:
+    m = r["memory"]
+    rows = [
+        ("patches", f"{r['num_patches']}; {r['patches_kept']} kept + 1 class token = {r['tokens_kept']} tokens in training"),
+        ("train GFLOPs", f"{r['train_gflops']:.6g}"),
+        ("inference GFLOPs", f"{r['inference_gflops']:.6g}"),
+        ("Eq. 1 GFLOPs", f"{r['eq1_gflops']:.6g} (the paper's approximation)"),
+        ("parameters", f"{r['params'] / 1e6:.2f} M"),
+        (
+            "memory",
+            f"{r['memory_gb']:.3f} GB at batch {m['batch_size']}, {m['precision']}, {m['optimizer']} "
+            f"(peak in the {m['peak_phase']} phase; activations {m['activations'] / 1e9:.3f} GB)",
+        ),
+    ]
+    if "fvcore_train_gflops" in r:
+        rows.append(("fvcore train GFLOPs", f"{r['fvcore_train_gflops']:.6g} (difference {r['fvcore_relative_difference']:.4%})"))
+        rows.append(("fvcore infer GFLOPs", f"{r['fvcore_inference_gflops']:.6g}"))
+    print(config.name)
+    for label, value in rows:
+        print(f"  {label:<20} {value}")
+
+
+# ---- plan ---------------------------------------------------------------------------------
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from pdsweep.cost import Budget
+    from pdsweep.plan import plan
+    from pdsweep.space import load_space
+
+    space = load_space(args.space)
+    if args.num_classes < 1:
+        raise PdsweepError(f"`--num-classes >= 1` must hold, but got {args.num_classes}.")
+    plans = [
+        plan(space, Budget(gflops, args.budget_memory_gb), policy=args.keep_policy, num_classes=args.num_classes)
+        for gflops in args.budget_gflops
+    ]
+    if args.json:
+        tiers = [_plan_json(p) for p in plans]
+        print(json.dumps(tiers[0] if len(tiers) == 1 else {"tiers": tiers}, indent=2))
+    else:
+        for p in plans:
+            _print_plan(p, space)
+    return 0
+
+
+def _plan_json(p: Any) -> dict[str, Any]:
+    return {
+        "space": p.space,
+        "budget_gflops": p.budget.gflops,
+        "budget_memory_gb": p.budget.memory_gb,
+        "keep_policy": p.policy,
+        "architectures": p.architectures,
+        "feasible": len(p.configs),
+        "configs": [
+            {
+                "model": c.config.model,
+                "resolution": c.config.resolution,
+                "patch_size": c.config.patch_size,
+                "depth": c.config.blocks,
+                "ensemble_size": c.config.ensemble_size,
+                "keep_rate": c.config.keep_rate,
+                "keep_rate_low": c.keep_rate_low,
+                "tokens_kept": c.config.tokens_kept,
+                "train_gflops": c.cost.train_gflops,
+                "inference_gflops": c.cost.inference_gflops,
+                "memory_gb": c.cost.memory_gb,
+            }
+            for c in p.configs
+        ],
+    }
+
+
+def _print_plan(p: Any, space: Any) -> None:
+    t = space.training
+    keep = "largest keep rate that fits" if p.policy == "fill" else "keep rate searched up to the largest that fits"
+    print(
+        f"space {p.space!r}: {len(p.configs)} of {p.architectures} architectures fit {p.budget} "
+        f"({keep}; memory at batch {t.batch_size}, {t.precision}, {t.optimizer})"
+    )
+    header = f"{'model':<11} {'res':>4} {'patch':>5} {'depth':>5} {'K':>2} {'keep':>6} {'tokens':>6} {'train GF':>9} {'infer GF':>9} {'mem GB':>7}"
+    print(header)
+    for c in p.configs:
+        cfg = c.config
+        print(
+            f"{cfg.model:<11} {cfg.resolution:>4} {cfg.patch_size:>5} {cfg.blocks:>5} {cfg.ensemble_size:>2} "
+            f"{cfg.keep_rate:>6.3f} {cfg.tokens_kept:>6} {c.cost.train_gflops:>9.4g} "
+            f"{c.cost.inference_gflops:>9.4g} {c.cost.memory_gb:>7.3g}"
+        )
+    print()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

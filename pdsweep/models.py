@@ -1,0 +1,58 @@
+"""A config becomes timm ViT(s) with pdsweep's PatchDropout: one member, or an ensemble."""
+
+from __future__ import annotations
+
+import contextlib
+
+import timm
+import torch
+from torch import nn
+
+from pdsweep.config import Config
+from pdsweep.patch_dropout import PatchDropout
+
+
+def build_member(config: Config, *, device: str | torch.device | None = None) -> nn.Module:
+    """One randomly initialised ViT for ``config``, keeping ``config.patches_kept`` in training.
+
+    Built by ``timm.create_model`` from the preset's numbers; nothing is downloaded.
+    ``device="meta"`` builds it without memory (for counting FLOPs).
+    """
+    preset = config.preset
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        model = timm.create_model(
+            preset.timm_name,
+            pretrained=False,
+            img_size=config.resolution,
+            patch_size=config.patch_size,
+            embed_dim=preset.embed_dim,
+            num_heads=preset.num_heads,
+            mlp_ratio=preset.mlp_ratio,
+            depth=config.blocks,
+            num_classes=config.num_classes,
+        )
+    model.patch_drop = PatchDropout(config.patches_kept, num_prefix_tokens=model.num_prefix_tokens)
+    return model
+
+
+class Ensemble(nn.Module):
+    """``ensemble_size`` independently initialised members; softmax outputs averaged."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, R, R) images -> (K, B, C) logits of each member."""
+        return torch.stack([member(x) for member in self.members])
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, R, R) images -> (B, C) mean of the members' softmax."""
+        return self(x).softmax(dim=-1).mean(dim=0)
+
+
+def build_model(config: Config, *, device: str | torch.device | None = None) -> Ensemble:
+    """The ensemble for ``config`` (one member when ``ensemble_size == 1``)."""
+    return Ensemble([build_member(config, device=device) for _ in range(config.ensemble_size)])
+

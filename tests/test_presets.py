@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import pytest
+
+from pdsweep.config import Config
+from pdsweep.cost import param_count
+from pdsweep.models import build_member
+from pdsweep.presets import PRESETS, get_preset
+from pdsweep.errors import PdsweepError
+
+
+@pytest.mark.parametrize(
+    ("name", "dim", "heads", "depth"),
+    [("deit_tiny", 192, 3, 12), ("deit_small", 384, 6, 12), ("deit_base", 768, 12, 12), ("deit_large", 1024, 16, 24)],
+)
+def test_paper_presets_build_the_stated_timm_model(name: str, dim: int, heads: int, depth: int) -> None:
+    preset = PRESETS[name]
+    assert (preset.embed_dim, preset.num_heads, preset.depth, preset.mlp_ratio) == (dim, heads, depth, 4.0)
+    model = build_member(Config(name, 224, 16), device="meta")
+    assert model.embed_dim == dim
+    assert len(model.blocks) == depth
+    assert model.blocks[0].attn.num_heads == heads
+    assert model.blocks[0].mlp.fc1.out_features == 4 * dim
+    assert model.cls_token is not None
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_config_overrides_reach_the_model(name: str) -> None:
+    config = Config(name, 64, 8, depth=2, num_classes=7)
+    model = build_member(config, device="meta")
+    assert len(model.blocks) == 2
+    assert model.patch_embed.grid_size == (8, 8)
+    assert model.head.out_features == 7
+    assert sum(p.numel() for p in model.parameters()) == param_count(config)
+
+
+def test_unknown_preset_lists_the_known_ones() -> None:
+    with pytest.raises(PdsweepError, match=r"unknown model 'vit_giant'; choose one of: vit_micro, deit_tiny"):
+        get_preset("vit_giant")
