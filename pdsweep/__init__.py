@@ -25,7 +25,7 @@ _EXPORTS = {
     "estimate": "pdsweep.cost",
     "train_gflops": "pdsweep.cost",
     "inference_gflops": "pdsweep.cost",
-    "max_patches_kept": "pdsweep.cost",
+    "max_keep_count": "pdsweep.cost",
     "SearchSpace": "pdsweep.space",
     "TrainingSettings": "pdsweep.space",
     "load_space": "pdsweep.space",

@@ -9,13 +9,19 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import math
 import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pdsweep.errors import PdsweepError
+
+if TYPE_CHECKING:
+    from pdsweep.config import Config
+    from pdsweep.plan import Plan
+    from pdsweep.space import SearchSpace
 
 
 class _UsageError(Exception):
@@ -42,26 +48,24 @@ class _Parser(argparse.ArgumentParser):
         self.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
 
 
-def _number_list(text: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a number or comma-separated numbers such as 1.3,4.6,17.6, got {text!r}"
-        ) from None
-    if any(not v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"budgets must be positive, got {text!r}")
-    return values
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text!r}")
     return value
+
+
+def _budget_list(text: str) -> list[float]:
+    """``17.6`` or budget tiers ``1.3,4.6,17.6``."""
+    try:
+        return [_positive_float(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number or comma-separated positive numbers such as 1.3,4.6,17.6, got {text!r}"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Every config of a search space that fits the budget, at the keep rate the "
         "policy gives it, with its cost; cheapest first.",
     )
-    plan.add_argument("--budget-gflops", type=_number_list, required=True, metavar="B[,B...]",
+    plan.add_argument("--budget-gflops", type=_budget_list, required=True, metavar="B[,B...]",
                       help="train GFLOPs per image; several comma-separated values are budget tiers")
     plan.add_argument("--budget-memory-gb", type=_positive_float, metavar="M",
                       help="peak training memory cap in GB (10^9 bytes)")
@@ -198,29 +202,29 @@ def _cmd_flops(args: argparse.Namespace) -> int:
         result["fvcore_inference_gflops"] = fvcore_flops(config, train=False) / cost.GIGA
         result["fvcore_relative_difference"] = abs(result["fvcore_train_gflops"] / estimate.train_gflops - 1)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2, allow_nan=False))
     else:
         _print_flops(config, result)
     return 0
 
 
-def _print_flops(config: Any, r: dict[str, Any]) -> None:
-    m = r["memory"]
+def _print_flops(config: Config, result: dict[str, Any]) -> None:
+    mem = result["memory"]
     rows = [
-        ("patches", f"{r['num_patches']}; {r['patches_kept']} kept + 1 class token = {r['tokens_kept']} tokens in training"),
-        ("train GFLOPs", f"{r['train_gflops']:.6g}"),
-        ("inference GFLOPs", f"{r['inference_gflops']:.6g}"),
-        ("Eq. 1 GFLOPs", f"{r['eq1_gflops']:.6g} (the paper's approximation)"),
-        ("parameters", f"{r['params'] / 1e6:.2f} M"),
-        (
-            "memory",
-            f"{r['memory_gb']:.3f} GB at batch {m['batch_size']}, {m['precision']}, {m['optimizer']} "
-            f"(peak in the {m['peak_phase']} phase; activations {m['activations'] / 1e9:.3f} GB)",
-        ),
+        ("patches", f"{result['num_patches']}; {result['patches_kept']} kept + 1 class token = "
+                    f"{result['tokens_kept']} tokens in training"),
+        ("train GFLOPs", f"{result['train_gflops']:.6g}"),
+        ("inference GFLOPs", f"{result['inference_gflops']:.6g}"),
+        ("Eq. 1 GFLOPs", f"{result['eq1_gflops']:.6g} (the paper's approximation)"),
+        ("parameters", f"{result['params'] / 1e6:.2f} M"),
+        ("memory", f"{result['memory_gb']:.3f} GB at batch {mem['batch_size']}, {mem['precision']}, "
+                   f"{mem['optimizer']} (peak in the {mem['peak_phase']} phase; activations "
+                   f"{mem['activations'] / 1e9:.3f} GB)"),
     ]
-    if "fvcore_train_gflops" in r:
-        rows.append(("fvcore train GFLOPs", f"{r['fvcore_train_gflops']:.6g} (difference {r['fvcore_relative_difference']:.4%})"))
-        rows.append(("fvcore infer GFLOPs", f"{r['fvcore_inference_gflops']:.6g}"))
+    if "fvcore_train_gflops" in result:
+        rows.append(("fvcore train GFLOPs", f"{result['fvcore_train_gflops']:.6g} "
+                                            f"(difference {result['fvcore_relative_difference']:.4%})"))
+        rows.append(("fvcore infer GFLOPs", f"{result['fvcore_inference_gflops']:.6g}"))
     print(config.name)
     for label, value in rows:
         print(f"  {label:<20} {value}")
@@ -235,64 +239,68 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from pdsweep.space import load_space
 
     space = load_space(args.space)
-    if args.num_classes < 1:
-        raise PdsweepError(f"`--num-classes >= 1` must hold, but got {args.num_classes}.")
     plans = [
         plan(space, Budget(gflops, args.budget_memory_gb), policy=args.keep_policy, num_classes=args.num_classes)
         for gflops in args.budget_gflops
     ]
     if args.json:
         tiers = [_plan_json(p) for p in plans]
-        print(json.dumps(tiers[0] if len(tiers) == 1 else {"tiers": tiers}, indent=2))
+        print(json.dumps(tiers[0] if len(tiers) == 1 else {"tiers": tiers}, indent=2, allow_nan=False))
     else:
         for p in plans:
             _print_plan(p, space)
     return 0
 
 
-def _plan_json(p: Any) -> dict[str, Any]:
+def _plan_json(tier: Plan) -> dict[str, Any]:
     return {
-        "space": p.space,
-        "budget_gflops": p.budget.gflops,
-        "budget_memory_gb": p.budget.memory_gb,
-        "keep_policy": p.policy,
-        "architectures": p.architectures,
-        "feasible": len(p.configs),
+        "space": tier.space,
+        "budget_gflops": tier.budget.gflops,
+        "budget_memory_gb": tier.budget.memory_gb,
+        "keep_policy": tier.policy,
+        "architectures": tier.architectures,
+        "feasible": len(tier.configs),
         "configs": [
             {
-                "model": c.config.model,
-                "resolution": c.config.resolution,
-                "patch_size": c.config.patch_size,
-                "depth": c.config.blocks,
-                "ensemble_size": c.config.ensemble_size,
-                "keep_rate": c.config.keep_rate,
-                "keep_rate_low": c.keep_rate_low,
-                "tokens_kept": c.config.tokens_kept,
-                "train_gflops": c.cost.train_gflops,
-                "inference_gflops": c.cost.inference_gflops,
-                "memory_gb": c.cost.memory_gb,
+                "model": planned.config.model,
+                "resolution": planned.config.resolution,
+                "patch_size": planned.config.patch_size,
+                "depth": planned.config.blocks,
+                "ensemble_size": planned.config.ensemble_size,
+                "sampling": planned.config.sampling,
+                "keep_mode": planned.config.keep_mode,
+                "keep_rate": planned.config.keep_rate,
+                "keep_rate_low": planned.keep_rate_low,
+                "tokens_kept": planned.config.tokens_kept,
+                "train_gflops": planned.cost.train_gflops,
+                "inference_gflops": planned.cost.inference_gflops,
+                "memory_gb": planned.cost.memory_gb,
             }
-            for c in p.configs
+            for planned in tier.configs
         ],
     }
 
 
-def _print_plan(p: Any, space: Any) -> None:
-    t = space.training
-    keep = "largest keep rate that fits" if p.policy == "fill" else "keep rate searched up to the largest that fits"
+def _print_plan(tier: Plan, space: SearchSpace) -> None:
+    training = space.training
+    search = tier.policy == "search"
+    keep = "keep rate searched in the range shown" if search else "largest keep rate that fits"
     print(
-        f"space {p.space!r}: {len(p.configs)} of {p.architectures} architectures fit {p.budget} "
-        f"({keep}; memory at batch {t.batch_size}, {t.precision}, {t.optimizer})"
+        f"space {tier.space!r}: {len(tier.configs)} of {tier.architectures} architectures fit {tier.budget} "
+        f"({keep}; memory at batch {training.batch_size}, {training.precision}, {training.optimizer})"
     )
-    header = f"{'model':<11} {'res':>4} {'patch':>5} {'depth':>5} {'K':>2} {'keep':>6} {'tokens':>6} {'train GF':>9} {'infer GF':>9} {'mem GB':>7}"
-    print(header)
-    for c in p.configs:
-        cfg = c.config
+    print(f"{'model':<11} {'res':>4} {'patch':>5} {'depth':>5} {'K':>2} {'keep':>11} {'tokens':>6} "
+          f"{'train GF':>9} {'infer GF':>9} {'mem GB':>7}")
+    for planned in tier.configs:
+        config, cost = planned.config, planned.cost
+        keep_rate = f"{planned.keep_rate_low:.3f}-{config.keep_rate:.3f}" if search else f"{config.keep_rate:.3f}"
         print(
-            f"{cfg.model:<11} {cfg.resolution:>4} {cfg.patch_size:>5} {cfg.blocks:>5} {cfg.ensemble_size:>2} "
-            f"{cfg.keep_rate:>6.3f} {cfg.tokens_kept:>6} {c.cost.train_gflops:>9.4g} "
-            f"{c.cost.inference_gflops:>9.4g} {c.cost.memory_gb:>7.3g}"
+            f"{config.model:<11} {config.resolution:>4} {config.patch_size:>5} {config.blocks:>5} "
+            f"{config.ensemble_size:>2} {keep_rate:>11} {config.tokens_kept:>6} {cost.train_gflops:>9.4g} "
+            f"{cost.inference_gflops:>9.4g} {cost.memory_gb:>7.3g}"
         )
+    if search:
+        print("(costs at the top of each keep-rate range: no trial costs more)")
     print()
 
 

@@ -3,7 +3,9 @@
 The kept-token count is part of the point, not an afterthought. ``patches_kept`` is the one
 formula (timm's): ``max(1, int(N * keep_rate))``. A rate derived as ``n / N`` does not survive it
 in floating point (``int(49 * (1 / 49)) == 0``), so :func:`keep_rate_for` returns the smallest
-float that does; the cost model charges ``patches_kept`` and the model keeps exactly that many.
+float that does. A sampling strategy may keep fewer than asked (``structured`` keeps whole rows
+and columns: a rows x cols product); :func:`strategy_count` says how many, the cost model
+charges that, and the model keeps exactly that many.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any, Literal, get_args
 
 from pdsweep.errors import PdsweepError
 from pdsweep.presets import Preset, get_preset
+from pdsweep.validate import check_choice, check_positive_int, is_rate
 
-Sampling = Literal["random"]
-KeepMode = Literal["fixed"]
+Sampling = Literal["random", "structured", "block", "grid"]
+KeepMode = Literal["fixed", "uniform"]
 Precision = Literal["fp32", "bf16-mixed"]
 OptimizerName = Literal["sgd", "adamw"]
 
@@ -32,27 +35,63 @@ def patches_kept(num_patches: int, keep_rate: float) -> int:
 
 
 def keep_rate_for(num_patches: int, count: int) -> float:
-    """The smallest keep rate ``r`` with ``patches_kept(num_patches, r) == count``.
+    """The smallest keep rate ``r`` with ``int(num_patches * r) == count``; ``1 / N`` for one patch.
 
-    ``count / num_patches`` can land one ulp below the integer (``49 * (1 / 49) == 0.999...``);
-    stepping up by ulps fixes that without changing any other count.
+    ``count / num_patches`` can land an ulp off in either direction (``49 * (16 / 49) < 16``),
+    so step by ulps to the exact boundary. (Every rate below ``1 / N`` also keeps one patch,
+    through ``max(1, ...)``; ``1 / N`` is the natural name for it.)
     """
     if not 1 <= count <= num_patches:
         raise PdsweepError(f"`1 <= count <= num_patches` must hold, but got {count=}, {num_patches=}.")
+    if count == 1:
+        return 1 / num_patches  # max(1, ...) keeps one patch at any rate; this is the natural one
     rate = count / num_patches
     while int(num_patches * rate) < count:
         rate = math.nextafter(rate, math.inf)
+    while int(num_patches * math.nextafter(rate, 0.0)) >= count:
+        rate = math.nextafter(rate, 0.0)
     return rate
 
 
-def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise PdsweepError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}.")
+def structured_shape(grid: int, count: int) -> tuple[int, int]:
+    """Rows x columns of a ``grid`` x ``grid`` patch grid that ``structured`` keeps for ``count``.
+
+    Each axis keeps about ``sqrt(count)`` lines (a keep rate of ``sqrt(keep_rate)`` per axis);
+    among near-square shapes, the largest product not above ``count``, then the squarest.
+    """
+    root = math.isqrt(count)
+    best = (0, 0, 0)  # (product, -|rows - cols|, rows)
+    for rows in range(max(1, root - 1), min(grid, root + 1) + 1):
+        cols = min(grid, count // rows)
+        best = max(best, (rows * cols, -abs(rows - cols), rows))
+    rows = best[2]
+    return rows, min(grid, count // rows)
 
 
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PdsweepError(f"`{name}` must be a positive integer, but got {name}={value!r}.")
+def lattice_shape(grid: int, count: int) -> tuple[int, int]:
+    """Rows x columns of the regular lattice ``grid`` draws ``count`` patches from.
+
+    The smallest near-square product not below ``count``; the strategy keeps ``count`` of its
+    points.
+    """
+    root = math.isqrt(count)
+    best: tuple[int, int, int] | None = None  # (product, |rows - cols|, rows)
+    for rows in range(max(1, root - 1), min(grid, root + 2) + 1):
+        cols = -(-count // rows)
+        if cols <= grid and (best is None or (rows * cols, abs(rows - cols)) < best[:2]):
+            best = (rows * cols, abs(rows - cols), rows)
+    if best is None:  # count close to grid^2: whole rows
+        rows = -(-count // grid)
+        return rows, grid
+    return best[2], -(-count // best[2])
+
+
+def strategy_count(grid: int, count: int, sampling: str) -> int:
+    """Patches a sampling strategy keeps when asked for ``count`` of ``grid ** 2``."""
+    if sampling == "structured":
+        rows, cols = structured_shape(grid, count)
+        return rows * cols
+    return count
 
 
 @dataclass(frozen=True)
@@ -60,7 +99,9 @@ class Config:
     """One trial's architecture and keep rate. Derived values are properties.
 
     ``depth=None`` means the preset's block count. ``num_classes`` is the dataset's, needed for
-    the head's cost and the model.
+    the head's cost and the model. ``keep_mode="uniform"`` draws the kept count afresh each
+    iteration, uniformly between those of ``keep_range_low`` and ``keep_rate`` (the paper's
+    regularizer); ``fixed`` keeps ``keep_rate`` throughout.
     """
 
     model: str
@@ -71,24 +112,33 @@ class Config:
     ensemble_size: int = 1
     sampling: Sampling = "random"
     keep_mode: KeepMode = "fixed"
+    keep_range_low: float | None = None
     num_classes: int = 10
 
     def __post_init__(self) -> None:
         get_preset(self.model)
         for name in ("resolution", "patch_size", "ensemble_size", "num_classes"):
-            _check_positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         if self.depth is not None:
-            _check_positive_int("depth", self.depth)
+            check_positive_int("depth", self.depth)
         if self.resolution % self.patch_size:
             raise PdsweepError(
                 f"patch size {self.patch_size} does not divide resolution {self.resolution}; "
                 f"use a patch size that divides it (e.g. {_divisors_hint(self.resolution)})."
             )
         rate = self.keep_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1:
+        if not is_rate(rate):
             raise PdsweepError(f"`0 < keep_rate <= 1` must hold, but got keep_rate={rate!r}.")
         check_choice("sampling", self.sampling, SAMPLINGS)
         check_choice("keep mode", self.keep_mode, KEEP_MODES)
+        low = self.keep_range_low
+        if self.keep_mode == "uniform" and not (is_rate(low) and low <= rate):  # type: ignore[operator]
+            raise PdsweepError(
+                f"keep mode uniform needs `0 < keep_range_low <= keep_rate`, but got "
+                f"keep_range_low={low!r}, keep_rate={rate!r}; give a range such as 0.5,1."
+            )
+        if self.keep_mode == "fixed" and low is not None:
+            raise PdsweepError("keep_range_low is for keep mode uniform; drop it or use uniform.")
 
     @property
     def preset(self) -> Preset:
@@ -109,8 +159,17 @@ class Config:
         return self.grid_size**2
 
     @property
+    def requested_counts(self) -> range:
+        """Patch counts asked of the strategy in training: one, or a range drawn uniformly."""
+        high = patches_kept(self.num_patches, self.keep_rate)
+        if self.keep_mode == "uniform":
+            return range(patches_kept(self.num_patches, self.keep_range_low), high + 1)  # type: ignore[arg-type]
+        return range(high, high + 1)
+
+    @property
     def patches_kept(self) -> int:
-        return patches_kept(self.num_patches, self.keep_rate)
+        """Patches kept in training (the most, under keep mode uniform)."""
+        return strategy_count(self.grid_size, self.requested_counts[-1], self.sampling)
 
     @property
     def tokens_kept(self) -> int:
@@ -120,13 +179,17 @@ class Config:
     @property
     def name(self) -> str:
         """A readable run name, e.g. ``deit_base-448px-p16-d12-k0.25-x1``."""
+        keep = f"{self.keep_rate:.3g}"
+        if self.keep_mode == "uniform":
+            keep = f"{self.keep_range_low:.3g}~{keep}"
+        sampling = "" if self.sampling == "random" else f"-{self.sampling}"
         return (
             f"{self.model}-{self.resolution}px-p{self.patch_size}-d{self.blocks}"
-            f"-k{self.keep_rate:.3g}-x{self.ensemble_size}"
+            f"-k{keep}-x{self.ensemble_size}{sampling}"
         )
 
     def with_keep_count(self, count: int) -> Config:
-        """The same architecture keeping exactly ``count`` patches."""
+        """The same architecture asking its strategy for ``count`` patches (the top of a range)."""
         return replace(self, keep_rate=keep_rate_for(self.num_patches, count))
 
     def to_dict(self) -> dict[str, Any]:

@@ -31,11 +31,13 @@ No torch import here: the planner and the sampler call this thousands of times a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from pdsweep.config import OPTIMIZERS, PRECISIONS, Config, OptimizerName, Precision, check_choice
+from pdsweep.config import OPTIMIZERS, PRECISIONS, Config, OptimizerName, Precision, strategy_count
 from pdsweep.errors import PdsweepError
+from pdsweep.validate import check_choice, is_number, is_positive_int
 
 GIGA = 1e9
 _FP32 = 4
@@ -73,22 +75,45 @@ def _arch(config: Config) -> _Arch:
     )
 
 
-def _member_flops(a: _Arch, T: int) -> int:
-    """Forward FLOPs of one member on one image with T tokens through the blocks."""
-    block = T * a.D * (4 * a.D + 2 * a.M) + 2 * T * T * a.D + 10 * T * a.D
+def _member_flops(a: _Arch, T: float, T2: float | None = None) -> float:
+    """Forward FLOPs of one member on one image with T tokens through the blocks.
+
+    ``T2`` is the mean of T^2 when the token count varies between iterations (keep mode
+    uniform); with integers in, the count is an exact integer.
+    """
+    T2 = T * T if T2 is None else T2
+    block = T * a.D * (4 * a.D + 2 * a.M) + 2 * T2 * a.D + 10 * T * a.D
     return 3 * a.p * a.p * a.N * a.D + a.L * block + 5 * T * a.D + a.D * a.C
 
 
-def train_flops(config: Config) -> int:
-    """Forward FLOPs per image at the training keep rate, summed over the ensemble."""
+@functools.lru_cache(maxsize=65536)
+def _token_moments(grid: int, low: int, high: int, sampling: str) -> tuple[float, float]:
+    """Mean of T and of T^2 when the requested count is uniform on [low, high]."""
+    tokens = [strategy_count(grid, c, sampling) + 1 for c in range(low, high + 1)]
+    return sum(tokens) / len(tokens), sum(t * t for t in tokens) / len(tokens)
+
+
+def _train_member_flops(a: _Arch, config: Config, top: int) -> float:
+    """Mean train FLOPs of a member whose strategy is asked for ``top`` patches (at most)."""
+    counts = config.requested_counts
+    if len(counts) == 1 or counts[0] >= top:
+        return _member_flops(a, strategy_count(config.grid_size, top, config.sampling) + 1)
+    return _member_flops(a, *_token_moments(config.grid_size, counts[0], top, config.sampling))
+
+
+def train_flops(config: Config) -> float:
+    """Forward FLOPs per image at the training keep rate, summed over the ensemble.
+
+    Under keep mode uniform, the mean over the iterations' token counts.
+    """
     a = _arch(config)
-    return a.K * _member_flops(a, config.tokens_kept)
+    return a.K * _train_member_flops(a, config, config.requested_counts[-1])
 
 
 def inference_flops(config: Config) -> int:
     """Forward FLOPs per image with every patch (keep rate 1), summed over the ensemble."""
     a = _arch(config)
-    return a.K * _member_flops(a, a.N + 1)
+    return a.K * int(_member_flops(a, a.N + 1))
 
 
 def train_gflops(config: Config) -> float:
@@ -233,7 +258,7 @@ def memory(
 
 
 def _check_setup(batch_size: int, precision: str, optimizer: str) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_positive_int(batch_size):
         raise PdsweepError(f"`batch_size >= 1` must hold, but got {batch_size=}.")
     check_choice("precision", precision, PRECISIONS)
     check_choice("optimizer", optimizer, OPTIMIZERS)
@@ -277,10 +302,10 @@ class Budget:
     memory_gb: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.gflops, bool) or not isinstance(self.gflops, (int, float)) or not self.gflops > 0:
-            raise PdsweepError(f"`budget gflops > 0` must hold, but got {self.gflops!r}.")
-        if self.memory_gb is not None and not self.memory_gb > 0:
-            raise PdsweepError(f"`budget memory_gb > 0` must hold, but got {self.memory_gb!r}.")
+        if not (is_number(self.gflops) and self.gflops > 0):
+            raise PdsweepError(f"`budget gflops > 0` (and finite) must hold, but got {self.gflops!r}.")
+        if self.memory_gb is not None and not (is_number(self.memory_gb) and self.memory_gb > 0):
+            raise PdsweepError(f"`budget memory_gb > 0` (and finite) must hold, but got {self.memory_gb!r}.")
 
     def admits(self, cost: Cost) -> bool:
         return cost.train_gflops <= self.gflops and (
@@ -292,7 +317,7 @@ class Budget:
         return f"{self.gflops:g} GFLOPs{memory}"
 
 
-def max_patches_kept(
+def max_keep_count(
     config: Config,
     budget: Budget,
     *,
@@ -302,18 +327,18 @@ def max_patches_kept(
     precision: Precision = "bf16-mixed",
     optimizer: OptimizerName = "sgd",
 ) -> int | None:
-    """The largest patch count in ``[low, high]`` whose cost ``budget`` admits, else None.
+    """The largest count in ``[low, high]`` to ask of ``config``'s strategy within ``budget``.
 
-    Cost rises with the count, so a binary search over it is exact: about log2(N) closed-form
-    evaluations, with no config objects built on the way.
+    The count is the top of the range under keep mode uniform. Cost rises with it, so a binary
+    search is exact: about log2(N) closed-form evaluations, with no config objects built.
     """
     _check_setup(batch_size, precision, optimizer)
     a = _arch(config)
 
     def fits(count: int) -> bool:
-        T = count + 1
+        T = strategy_count(config.grid_size, count, config.sampling) + 1
         # The same comparisons as Budget.admits, so the two never disagree at the boundary.
-        if a.K * _member_flops(a, T) / GIGA > budget.gflops:
+        if a.K * _train_member_flops(a, config, count) / GIGA > budget.gflops:
             return False
         return budget.memory_gb is None or (
             _memory(a, T, batch_size, precision, optimizer).gb <= budget.memory_gb
@@ -321,6 +346,9 @@ def max_patches_kept(
 
     if not 1 <= low <= high <= a.N:
         raise PdsweepError(f"`1 <= low <= high <= {a.N}` must hold, but got {low=}, {high=}.")
+    # Cost rises with the count except at N itself (no dropout, no index tensor): test it first.
+    if fits(high):
+        return high
     if not fits(low):
         return None
     while low < high:

@@ -31,7 +31,9 @@ def build_member(config: Config, *, device: str | torch.device | None = None) ->
             depth=config.blocks,
             num_classes=config.num_classes,
         )
-    model.patch_drop = PatchDropout(config.patches_kept, num_prefix_tokens=model.num_prefix_tokens)
+    model.patch_drop = PatchDropout(
+        config.grid_size, config.requested_counts, config.sampling, num_prefix_tokens=model.num_prefix_tokens
+    )
     return model
 
 

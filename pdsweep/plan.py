@@ -1,7 +1,7 @@
 """Every config of a space that fits a budget, with the keep rate the policy gives it.
 
 For each architecture of the space, the kept-patch count is searched on the closed-form cost
-(:func:`pdsweep.cost.max_patches_kept`): the architecture is feasible when its lowest allowed
+(:func:`pdsweep.cost.max_keep_count`): the architecture is feasible when its lowest allowed
 keep rate fits. Policy ``fill`` (default) trains at the largest keep rate that fits, so every
 trial spends its budget, which is the paper's trade-off; ``search`` lets the sampler choose a
 keep rate between the space's lowest and that largest one. No torch import: a plan of the whole
@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
-from pdsweep.config import Config, check_choice, keep_rate_for, patches_kept
-from pdsweep.cost import Budget, Cost, estimate, max_patches_kept
+from pdsweep.config import Config, keep_rate_for, patches_kept
+from pdsweep.cost import Budget, Cost, estimate, max_keep_count
 from pdsweep.errors import PdsweepError
 from pdsweep.space import FloatRange, SearchSpace
+from pdsweep.validate import check_choice
 
 KeepPolicy = Literal["fill", "search"]
 KEEP_POLICIES: tuple[str, ...] = get_args(KeepPolicy)
@@ -86,12 +87,12 @@ def largest_keep_rate(arch: Config, space: SearchSpace, budget: Budget) -> tuple
     N = arch.num_patches
     if isinstance(axis, FloatRange) and axis.step is None:
         low, high = patches_kept(N, axis.low), patches_kept(N, axis.high)
-        best = max_patches_kept(arch, budget, low=low, high=high, **_setup(space))
+        best = max_keep_count(arch, budget, low=low, high=high, **_setup(space))
         if best is None:
             return None
         return max(axis.low, keep_rate_for(N, best)), axis.low
     rates = sorted(float(v) for v in axis.values())
-    fits_up_to = max_patches_kept(arch, budget, low=1, high=N, **_setup(space))
+    fits_up_to = max_keep_count(arch, budget, low=1, high=N, **_setup(space))
     feasible = [r for r in rates if fits_up_to is not None and patches_kept(N, r) <= fits_up_to]
     return (feasible[-1], rates[0]) if feasible else None
 
@@ -101,24 +102,24 @@ def _setup(space: SearchSpace) -> dict[str, Any]:
     return dict(batch_size=training.batch_size, precision=training.precision, optimizer=training.optimizer)
 
 
-def _lowest_keep_rate(space: SearchSpace) -> float:
-    axis = space.keep_rate
-    return axis.low if isinstance(axis, FloatRange) else min(float(v) for v in axis.values())
-
-
 def _nothing_fits(space: SearchSpace, budget: Budget, architectures: list[Config]) -> str:
-    low = _lowest_keep_rate(space)
-    cheapest = min(
-        (estimate(replace(arch, keep_rate=low), **_setup(space)) for arch in architectures),
-        key=lambda cost: (cost.train_gflops, cost.memory.total),
-    )
-    need = f"{cheapest.train_gflops:.4g} GFLOPs"
-    fix = f"raise --budget-gflops to at least {cheapest.train_gflops:.4g}"
+    """Which cap rules everything out, the config closest to fitting it, and what to raise."""
+    low = space.keep_rate_bounds[0]
+    costs = [estimate(replace(arch, keep_rate=low), **_setup(space)) for arch in architectures]
+    cheapest = min(costs, key=lambda cost: (cost.train_gflops, cost.memory.total))
+    reasons, fixes = [], []
+    if cheapest.train_gflops > budget.gflops:
+        reasons.append(f"the cheapest is {cheapest.config.name} at {cheapest.train_gflops:.4g} GFLOPs")
+        fixes.append(f"raise --budget-gflops to at least {cheapest.train_gflops:.4g}")
     if budget.memory_gb is not None:
-        need += f" and {cheapest.memory_gb:.3g} GB"
-        if cheapest.memory_gb > budget.memory_gb:
-            fix += f" and --budget-memory-gb to at least {cheapest.memory_gb:.3g}"
+        leanest = min(costs, key=lambda cost: (cost.memory.total, cost.train_gflops))
+        if leanest.memory_gb > budget.memory_gb:
+            reasons.append(f"the one needing least memory is {leanest.config.name} at {leanest.memory_gb:.3g} GB")
+            fixes.append(f"raise --budget-memory-gb to at least {leanest.memory_gb:.3g}")
+    if not reasons:
+        reasons.append("each cap alone admits some config, but no config meets both")
+        fixes.append("raise either cap")
     return (
-        f"no config of space {space.name!r} fits a budget of {budget}: the cheapest is "
-        f"{cheapest.config.name} at {need}; {fix}, or use a space with smaller configs."
+        f"no config of space {space.name!r} fits a budget of {budget}: {'; '.join(reasons)}; "
+        f"{' and '.join(fixes)}, or use a space with smaller configs."
     )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from pdsweep.config import Config, keep_rate_for, patches_kept
@@ -28,7 +30,8 @@ def test_keep_rate_for_round_trips_every_count(num_patches: int) -> None:
         rate = keep_rate_for(num_patches, count)
         assert patches_kept(num_patches, rate) == count
         assert 0 < rate <= 1
-        assert rate >= count / num_patches  # the smallest such rate is never below n / N
+        if count > 1:  # the smallest such rate: one ulp less keeps one patch fewer
+            assert patches_kept(num_patches, math.nextafter(rate, 0.0)) == count - 1
 
 
 def test_config_derived_values() -> None:

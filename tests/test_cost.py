@@ -11,7 +11,7 @@ from pdsweep.cost import (
     eq1_flops,
     estimate,
     inference_flops,
-    max_patches_kept,
+    max_keep_count,
     memory,
     train_flops,
 )
@@ -86,8 +86,8 @@ def test_memory_peak_is_the_largest_phase() -> None:
         (Config("deit_small", 224, 8), Budget(100.0, memory_gb=3.0)),
     ],
 )
-def test_max_patches_kept_is_the_largest_count_that_fits(config: Config, budget: Budget) -> None:
-    best = max_patches_kept(config, budget, low=1, high=config.num_patches, batch_size=64)
+def test_max_keep_count_is_the_largest_count_that_fits(config: Config, budget: Budget) -> None:
+    best = max_keep_count(config, budget, low=1, high=config.num_patches, batch_size=64)
     assert best is not None
 
     def fits(count: int) -> bool:
@@ -97,20 +97,23 @@ def test_max_patches_kept_is_the_largest_count_that_fits(config: Config, budget:
     assert best == config.num_patches or not fits(best + 1)
 
 
-def test_max_patches_kept_is_none_when_even_the_lowest_count_is_too_dear() -> None:
+def test_max_keep_count_is_none_when_even_the_lowest_count_is_too_dear() -> None:
     config = Config("deit_large", 896, 8)
-    assert max_patches_kept(config, Budget(1.0), low=10, high=100, batch_size=64) is None
+    assert max_keep_count(config, Budget(1.0), low=10, high=100, batch_size=64) is None
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        (dict(gflops=0), r"`budget gflops > 0` must hold"),
-        (dict(gflops=-1.0), r"`budget gflops > 0` must hold"),
-        (dict(gflops=1.0, memory_gb=0), r"`budget memory_gb > 0` must hold"),
+        (dict(gflops=0), r"`budget gflops > 0` \(and finite\) must hold"),
+        (dict(gflops=-1.0), r"`budget gflops > 0`"),
+        (dict(gflops=float("inf")), r"`budget gflops > 0` \(and finite\) must hold, but got inf"),
+        (dict(gflops=float("nan")), r"`budget gflops > 0`"),
+        (dict(gflops=1.0, memory_gb=0), r"`budget memory_gb > 0` \(and finite\) must hold"),
+        (dict(gflops=1.0, memory_gb=True), r"`budget memory_gb > 0`"),
     ],
 )
-def test_budget_rejects_non_positive_caps(kwargs: dict, match: str) -> None:
+def test_budget_rejects_non_positive_or_infinite_caps(kwargs: dict, match: str) -> None:
     with pytest.raises(PdsweepError, match=match):
         Budget(**kwargs)
 

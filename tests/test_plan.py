@@ -97,9 +97,10 @@ def test_nothing_fits_names_the_cheapest_config_and_its_cost(paper) -> None:
         plan(paper, Budget(0.001))
 
 
-def test_memory_too_small_says_which_cap_to_raise(paper) -> None:
-    with pytest.raises(PdsweepError, match=r"and --budget-memory-gb to at least 0.0\d+"):
+def test_memory_too_small_says_which_cap_to_raise_and_only_that(paper) -> None:
+    with pytest.raises(PdsweepError, match=r"least memory is .* GB; raise --budget-memory-gb to at least 0.0\d+, or") as raised:
         plan(paper, Budget(17.6, memory_gb=0.001))
+    assert "--budget-gflops" not in str(raised.value)
 
 
 def test_unknown_policy(paper) -> None:

@@ -87,6 +87,20 @@ def test_stepped_keep_rate_range_lists_its_values() -> None:
         (VALID.replace("epochs: 3", "lr: fast"), r"training.lr: must be a positive number"),
         ("axes:\n  model: [deit_tiny\n", r"space.yaml: not valid YAML at line \d+, column \d+"),
         ("description: x\n", r"space.yaml: axes: is missing; a space needs at least: model, resolution, patch_size, keep_rate"),
+        (VALID.replace("{low: 0.1, high: 1.0}", "{low: 0.1, high: 1.0, step: .inf}"), r"axes.keep_rate.step: must be a positive number, got float inf"),
+        (VALID.replace("{low: 0.1, high: 1.0}", "{low: 0.1, high: 1.0, step: 0.0000001}"), r"axes.keep_rate: spans 9,000,001 values, more than 10,000"),
+        (VALID.replace("[64, 128]", "{low: 16, high: 1000000000, step: 16}"), r"axes.resolution: spans 62,500,000 values"),
+        (VALID.replace("[deit_tiny, deit_small]", "[[deit_tiny]]"), r"axes.model\[0\]: must be one of vit_micro.*got list \['deit_tiny'\]"),
+        (VALID.replace("epochs: 3", "epochs: 3\n  epochs: 4"), r"not valid YAML at line 9, column 3: duplicate key 'epochs'"),
+        (VALID.replace("training:\n  epochs: 3", "training: []"), r"training: this section must be a mapping of keys"),
+        (VALID.replace("training:\n  epochs: 3", "training: false"), r"training: this section must be a mapping"),
+        (VALID.replace("epochs: 3", "lr: .inf"), r"training.lr: must be a positive number, got float inf"),
+        (VALID.replace("{low: 0.1, high: 1.0}", "{low: 5e-2, high: 1.0}"), r"axes.keep_rate.low: must be a number in \(0, 1\], got str '5e-2' \(YAML reads numbers like 5e-2 as text: write 5.0e-2 or 0.05\)"),
+        (VALID.replace("{low: 0.1, high: 1.0}", "{low: 0.1, high: 1.0, step: 0.1, log: true}"), r"axes.keep_rate: takes step or log, not both"),
+        (VALID.replace("{low: 0.1, high: 1.0}", "{low: 0.1, high: 1.0, log: null}"), r"axes.keep_rate.log: must be true or false, got nothing"),
+        ("axes:\n  ? [a, b]\n  : 1\n", r"not valid YAML at line 2, column 5: a key must be text, not list"),
+        (VALID.replace("[64, 128]", "{low: 8, high: 4096, step: 8}").replace("  patch_size: 16", "  patch_size: [8]\n  ensemble_size: {low: 1, high: 400}").replace("[deit_tiny, deit_small]", "[deit_tiny, deit_small]"),
+         r"axes: 819,200 architectures is more than 100,000"),
     ],
 )
 def test_malformed_space_names_file_key_and_what_is_allowed(tmp_path: Path, text: str, match: str) -> None:
@@ -99,3 +113,19 @@ def test_missing_space_file_lists_the_bundled_spaces(tmp_path: Path) -> None:
         load_space(tmp_path / "nope.yaml")
     with pytest.raises(PdsweepError, match=r"is a directory"):
         load_space(tmp_path)
+
+
+def test_settings_and_spaces_built_in_code_follow_the_same_rules() -> None:
+    from pdsweep.space import SearchSpace, TrainingSettings
+
+    with pytest.raises(PdsweepError, match=r"training.batch_size: must be a positive integer, got int 0"):
+        TrainingSettings(batch_size=0)
+    with pytest.raises(PdsweepError, match=r"axes.keep_rate: is missing"):
+        SearchSpace("x", {"model": Categorical(("deit_tiny",)), "resolution": Categorical((64,)), "patch_size": Categorical((8,))})
+
+
+def test_bundled_space_by_file_name_from_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_space("paper.yaml").name == "paper"
+    with pytest.raises(PdsweepError, match=r"no space given"):
+        load_space("")
