@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pdsweep.config import Config
-from pdsweep.cost import eq1_flops, estimate, inference_flops, memory, train_flops
+from pdsweep.cost import eq1_flops, estimate, memory, train_flops
 from pdsweep.space import load_space
 
 HERE = Path(__file__).resolve().parent

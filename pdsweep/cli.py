@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import logging
 import math
 import os
 import sys
@@ -118,6 +119,42 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--num-classes", type=int, default=10, help="classes of the head (default 10)")
     plan.add_argument("--json", action="store_true", help="print JSON")
     plan.set_defaults(handler=_cmd_plan)
+
+    from pdsweep.config import KEEP_MODES, SAMPLINGS
+
+    train = commands.add_parser(
+        "train", parents=[common], help="train one config, no Ray",
+        description="Train one config (a ViT or an ensemble, with PatchDropout) on a dataset and "
+        "report validation and test accuracy and the robustness curve. Training settings come from "
+        "--space's training section (default: pdsweep's defaults), overridden by the flags here.",
+    )
+    train.add_argument("--model", required=True, help=f"model preset: {', '.join(PRESETS)}")
+    train.add_argument("--resolution", type=int, required=True, help="image side in pixels")
+    train.add_argument("--patch-size", type=int, required=True, help="patch side in pixels")
+    train.add_argument("--keep-rate", type=float, default=1.0, help="fraction of patches kept in training (default 1)")
+    train.add_argument("--depth", type=int, help="transformer blocks (default: the preset's)")
+    train.add_argument("--ensemble-size", type=int, default=1, help="ensemble members (default 1)")
+    train.add_argument("--sampling", choices=SAMPLINGS, default="random", help="which patches survive (default random)")
+    train.add_argument("--keep-mode", choices=KEEP_MODES, default="fixed",
+                       help="fixed, or uniform: a keep rate drawn per iteration from --keep-range")
+    train.add_argument("--keep-range", metavar="LOW,HIGH", help="keep-rate range for --keep-mode uniform, e.g. 0.5,1")
+    train.add_argument("--dataset", default="synthetic",
+                       help="synthetic[:N] (default), folder:PATH, npz:PATH or parquet:PATH")
+    train.add_argument("--space", help="take training settings from this space file or name")
+    train.add_argument("--epochs", type=int, help="epochs")
+    train.add_argument("--batch-size", type=int, help="batch size")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, help="adamw or sgd (momentum 0.9)")
+    train.add_argument("--lr", type=_positive_float, help="peak learning rate")
+    train.add_argument("--weight-decay", type=float, help="weight decay")
+    train.add_argument("--precision", choices=PRECISIONS, help="bf16-mixed (GPU; a CPU uses fp32) or fp32")
+    train.add_argument("--seed", type=int, help="seed")
+    train.add_argument("--no-augment", action="store_true", help="no crops, flips, rotations or colour jitter")
+    train.add_argument("--pretrained", metavar="PATH", help="local timm weights (.safetensors or .pth)")
+    train.add_argument("--checkpoint-dir", metavar="DIR", help="save a checkpoint each epoch; resume from it")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: a GPU if any")
+    train.add_argument("--cache-dir", metavar="DIR", help="dataset cache (default $PDSWEEP_CACHE or ~/.cache/pdsweep)")
+    train.add_argument("--json", action="store_true", help="print one JSON object")
+    train.set_defaults(handler=_cmd_train)
     return parser
 
 
@@ -126,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     parser = build_parser()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")  # timm's import
+    logging.basicConfig(level=logging.WARNING, format="pdsweep: %(message)s")
     try:
         args, extra = parser.parse_known_args(argv)
         commands = _subcommands(parser)
@@ -228,6 +266,80 @@ def _print_flops(config: Config, result: dict[str, Any]) -> None:
     print(config.name)
     for label, value in rows:
         print(f"  {label:<20} {value}")
+
+
+# ---- train --------------------------------------------------------------------------------
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from pdsweep.config import Config
+    from pdsweep.data import DatasetSpec, load_dataset
+    from pdsweep.models import check_weights_file
+    from pdsweep.space import TrainingSettings, load_space
+    from pdsweep.train import check_fits, train
+
+    keep_rate, keep_low = args.keep_rate, None
+    if args.keep_mode == "uniform":
+        if not args.keep_range:
+            raise PdsweepError("--keep-mode uniform needs --keep-range LOW,HIGH (e.g. 0.5,1).")
+        keep_low, keep_rate = _keep_range(args.keep_range)
+    elif args.keep_range:
+        raise PdsweepError("--keep-range is for --keep-mode uniform; add --keep-mode uniform or drop it.")
+    config = Config(  # validated now, before any data is read; classes come from the dataset
+        model=args.model, resolution=args.resolution, patch_size=args.patch_size, keep_rate=keep_rate,
+        depth=args.depth, ensemble_size=args.ensemble_size, sampling=args.sampling,
+        keep_mode=args.keep_mode, keep_range_low=keep_low,
+    )
+    pretrained = check_weights_file(args.pretrained) if args.pretrained else None
+    base = load_space(args.space).training if args.space else TrainingSettings()
+    overrides = {
+        "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+        "weight_decay": args.weight_decay, "precision": args.precision, "seed": args.seed,
+        "augment": False if args.no_augment else None,
+    }
+    settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    spec = DatasetSpec.parse(args.dataset)
+    check_fits(config, settings, args.device)  # before minutes of decoding; the head's size hardly matters
+    dataset = load_dataset(spec, config.resolution, seed=settings.seed, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    config = replace(config, num_classes=dataset.num_classes)
+    print(
+        f"{config.name}: {dataset.num_classes} classes, {len(dataset.train)}/{len(dataset.val)}/{len(dataset.test)} "
+        f"train/val/test images, {settings.epochs} epochs",
+        file=sys.stderr,
+    )
+
+    def progress(metrics: Any, checkpoint_dir: Any) -> None:
+        memory = f"  {metrics.peak_memory_gb:.2f} GB" if metrics.peak_memory_gb is not None else ""
+        print(
+            f"epoch {metrics.epoch}/{settings.epochs}  loss {metrics.train_loss:.4f}  val {metrics.val_accuracy:.1%}"
+            f"  {metrics.images_per_second:,.0f} img/s  {metrics.seconds:.1f} s{memory}",
+            file=sys.stderr,
+        )
+
+    result = train(
+        config, dataset, settings, device=args.device,
+        checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
+        pretrained=pretrained, on_epoch_end=progress,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    else:
+        curve = ", ".join(f"{rate:g}: {acc:.1%}" for rate, acc in result.robustness.items())
+        print(f"{config.name}  test accuracy {result.test_accuracy:.1%}  (val {result.val_accuracy:.1%}, best "
+              f"{result.best_val_accuracy:.1%})  {result.train_gflops:.4g} train GFLOPs  {result.seconds:.0f} s")
+        print(f"robustness (test-time keep rate: accuracy): {curve}")
+    return 0
+
+
+def _keep_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise PdsweepError(f"--keep-range takes LOW,HIGH such as 0.5,1, got {text!r}.") from None
+    return low, high
 
 
 # ---- plan ---------------------------------------------------------------------------------

@@ -137,3 +137,94 @@ def test_plan_does_not_import_torch() -> None:
     code = "import sys; from pdsweep.cli import main; main(['plan', '--budget-gflops', '17.6', '--json']); print('torch' in sys.modules, file=sys.stderr)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stderr.strip().endswith("False")
+
+
+TRAIN = ["train", "--model", "vit_micro", "--resolution", "32", "--patch-size", "8", "--depth", "1", "--epochs", "1",
+         "--dataset", "synthetic:40"]
+
+
+def test_train_json(cli, tmp_path: Path) -> None:
+    result = cli(*TRAIN, "--keep-rate", "0.5", "--cache-dir", tmp_path, "--json")
+    assert result.code == 0, result.err
+    r = result.json()
+    for key in ("val_accuracy", "test_accuracy", "num_classes", "train_gflops", "epochs", "seconds", "robustness"):
+        assert key in r
+    assert r["num_classes"] == 4 and r["epochs"] == 1
+    assert set(r["robustness"]) == {"1.0", "0.75", "0.5", "0.25"}
+    assert "epoch 1/1" in result.err  # the progress line
+
+
+def test_train_text_with_uniform_keep_mode_and_checkpoint(cli, tmp_path: Path) -> None:
+    args = [*TRAIN, "--keep-mode", "uniform", "--keep-range", "0.25,1", "--sampling", "grid",
+            "--cache-dir", tmp_path, "--checkpoint-dir", tmp_path / "ckpt"]
+    result = cli(*args)
+    assert result.code == 0, result.err
+    assert "test accuracy" in result.out and (tmp_path / "ckpt" / "checkpoint.pt").is_file()
+
+
+def _one_class(tmp_path: Path) -> Path:
+    (tmp_path / "d" / "only").mkdir(parents=True)
+    return tmp_path / "d"
+
+
+def _empty_class(tmp_path: Path) -> Path:
+    for c in ("a", "b"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "d" / "a" / "x.png")
+    return tmp_path / "d"
+
+
+def _npz_no_keys(tmp_path: Path) -> Path:
+    import numpy as np
+
+    np.savez(tmp_path / "x.npz", x=np.zeros(3))
+    return tmp_path / "x.npz"
+
+
+def _parquet_no_columns(tmp_path: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "x.parquet")
+    return tmp_path / "x.parquet"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "fragments"),
+    [
+        (lambda t: "folder:" + str(t / "nope"), ["dataset path", "does not exist; check --dataset folder:"]),
+        (lambda t: "folder:" + str(_one_class(t)), ["at least 2 classes, found only 'only'"]),
+        (lambda t: "folder:" + str(_empty_class(t)), ["class folder", "has no images; add images or remove the folder"]),
+        (lambda t: "npz:" + str(_npz_no_keys(t)), ["lacks train_images", "it has x"]),
+        (lambda t: "parquet:" + str(_parquet_no_columns(t)), ["has no column 'image', 'label'; its columns are a"]),
+        (lambda t: "mnist", ["unknown dataset kind 'mnist'"]),
+    ],
+    ids=["missing", "one-class", "empty-class", "npz-keys", "parquet-columns", "kind"],
+)
+def test_train_bad_dataset_is_one_line_and_exit_2(cli, tmp_path: Path, dataset, fragments: list[str]) -> None:
+    args = [a for a in TRAIN if a not in ("--dataset", "synthetic:40")]
+    assert_one_line_error(cli(*args, "--dataset", dataset(tmp_path), "--cache-dir", tmp_path / "cache"), *fragments)
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        (["--keep-mode", "uniform"], ["--keep-mode uniform needs --keep-range LOW,HIGH"]),
+        (["--keep-range", "0.5,1"], ["--keep-range is for --keep-mode uniform"]),
+        (["--keep-mode", "uniform", "--keep-range", "0.9,0.5"], ["keep mode uniform needs `0 < keep_range_low <= keep_rate`"]),
+        (["--keep-mode", "uniform", "--keep-range", "half"], ["--keep-range takes LOW,HIGH such as 0.5,1"]),
+        (["--sampling", "spiral"], ["invalid choice: 'spiral'"]),
+        (["--pretrained", "/nope.safetensors"], ["pretrained weights '/nope.safetensors' not found"]),
+        (["--space", "nope"], ["space file 'nope' not found"]),
+    ],
+)
+def test_train_bad_flags_are_one_line_and_exit_2(cli, tmp_path: Path, extra: list[str], fragments: list[str]) -> None:
+    assert_one_line_error(cli(*TRAIN, "--cache-dir", tmp_path, *extra), *fragments)
+
+
+def test_train_ensemble_too_big_for_memory(cli, tmp_path: Path) -> None:
+    args = ["train", "--model", "deit_large", "--resolution", "448", "--patch-size", "8", "--depth", "48",
+            "--ensemble-size", "4", "--dataset", "synthetic:12", "--cache-dir", tmp_path, "--epochs", "1"]
+    assert_one_line_error(cli(*args), "needs about", "GB free on cpu; lower --batch-size or --ensemble-size")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pdsweep.config import SAMPLINGS, Config, keep_rate_for, strategy_count, structured_shape
+from pdsweep.config import SAMPLINGS, Config, strategy_count, structured_shape
 from pdsweep.cost import train_flops
 from pdsweep.models import build_member
 from pdsweep.patch_dropout import PatchDropout, keep_indices

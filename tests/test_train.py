@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pdsweep.config import Config
+from pdsweep.data import Dataset, Split, load_dataset
+from pdsweep.errors import PdsweepError
+from pdsweep.space import TrainingSettings
+from pdsweep.train import CHECKPOINT_FILE, binary_auc, train, warmup_cosine
+
+FAST = TrainingSettings(epochs=2, batch_size=16, optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup_epochs=1, precision="fp32", augment=False)
+
+
+def _corner_dataset(classes: int = 4, n: int = 400, seed: int = 0) -> Dataset:
+    """Noise images whose class is written into one corner patch: learnable in seconds."""
+    rng = np.random.default_rng(seed)
+
+    def split(count: int) -> Split:
+        labels = rng.integers(0, classes, count)
+        images = rng.integers(0, 255, (count, 32, 32, 3)).astype(np.uint8)
+        images[:, :8, :8, :] = (labels * (255 // (classes - 1)))[:, None, None, None]
+        return Split(images, labels.astype(np.int64))
+
+    return Dataset("corner", 32, tuple(map(str, range(classes))), split(n), split(100), split(100))
+
+
+def test_training_learns_and_reports_every_metric() -> None:
+    dataset = _corner_dataset()
+    config = Config("vit_micro", 32, 8, keep_rate=0.75, depth=2, num_classes=4)
+    seen = []
+    result = train(config, dataset, replace(FAST, epochs=8), device="cpu", on_epoch_end=lambda m, d: seen.append(m))
+    assert [m.epoch for m in result.history] == list(range(1, 9)) and seen == list(result.history)
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    assert result.test_accuracy > 0.6  # chance is 0.25
+    assert set(result.robustness) == {1.0, 0.75, 0.5, 0.25} and result.robustness[1.0] == result.test_accuracy
+    first = result.history[0]
+    assert first.images_per_second > 0 and first.val_auc is None and first.peak_memory_gb is None
+    assert result.to_dict()["num_classes"] == 4
+
+
+def test_synthetic_default_dataset_beats_chance(tmp_path: Path) -> None:
+    # The built-in dataset at the quickstart's scale: a tiny ViT, about half a CPU minute.
+    dataset = load_dataset("synthetic", 64, cache_dir=tmp_path)
+    config = Config("vit_micro", 64, 8, keep_rate=0.5, num_classes=dataset.num_classes)
+    result = train(config, dataset, replace(TrainingSettings(), epochs=8, precision="fp32"), device="cpu")
+    assert result.test_accuracy > 0.4  # chance is 0.25
+
+
+def test_binary_task_reports_auc() -> None:
+    dataset = _corner_dataset(classes=2)
+    result = train(Config("vit_micro", 32, 8, depth=1, num_classes=2), dataset, FAST, device="cpu")
+    assert result.test_auc is not None and 0 <= result.test_auc <= 1
+    assert all(m.val_auc is not None for m in result.history)
+
+
+def test_checkpoint_round_trip_resumes_the_same_loss_curve(tmp_path: Path) -> None:
+    dataset = _corner_dataset(n=96)
+    config = Config("vit_micro", 32, 8, keep_rate=0.5, depth=1, ensemble_size=2, num_classes=4)
+    settings = replace(FAST, epochs=3)
+    straight = train(config, dataset, settings, device="cpu")
+    interrupted = train(config, dataset, replace(settings, epochs=1), device="cpu", checkpoint_dir=tmp_path)
+    assert (tmp_path / CHECKPOINT_FILE).is_file()
+    resumed = train(config, dataset, settings, device="cpu", checkpoint_dir=tmp_path)
+    assert interrupted.history[0] .train_loss == straight.history[0].train_loss
+    assert resumed.resumed_from_epoch == 1
+    assert [m.train_loss for m in resumed.history] == [m.train_loss for m in straight.history]
+    assert [m.val_accuracy for m in resumed.history] == [m.val_accuracy for m in straight.history]
+    assert resumed.test_accuracy == straight.test_accuracy
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
+    dataset = _corner_dataset(n=32)
+    train(Config("vit_micro", 32, 8, depth=1, num_classes=4), dataset, replace(FAST, epochs=1), device="cpu", checkpoint_dir=tmp_path)
+    with pytest.raises(PdsweepError, match=r"checkpoint '.*' is for vit_micro-32px-p8-d1-k1-x1, not vit_micro-32px-p8-d2"):
+        train(Config("vit_micro", 32, 8, depth=2, num_classes=4), dataset, FAST, device="cpu", checkpoint_dir=tmp_path)
+
+
+def test_every_sampling_strategy_and_uniform_mode_train() -> None:
+    dataset = _corner_dataset(n=32)
+    for sampling in ("random", "structured", "block", "grid"):
+        config = Config("vit_micro", 32, 8, keep_rate=0.5, depth=1, sampling=sampling, num_classes=4)
+        assert train(config, dataset, replace(FAST, epochs=1), device="cpu").epochs == 1
+    uniform = Config("vit_micro", 32, 8, keep_rate=1.0, keep_mode="uniform", keep_range_low=0.5, depth=1, num_classes=4)
+    assert train(uniform, dataset, replace(FAST, epochs=1), device="cpu").epochs == 1
+
+
+def test_ensemble_that_cannot_fit_in_memory_is_refused_before_training() -> None:
+    huge = Config("deit_large", 448, 8, depth=48, ensemble_size=4, num_classes=4)
+    dataset = Dataset("tiny", 448, ("a", "b", "c", "d"), *[Split(np.zeros((1, 448, 448, 3), np.uint8), np.zeros(1, np.int64))] * 3)
+    with pytest.raises(PdsweepError, match=r"needs about \d+\.\d+ GB at batch 64 \(fp32\), more than the .* GB free on cpu; lower --batch-size or --ensemble-size"):
+        train(huge, dataset, replace(FAST, batch_size=64), device="cpu")
+
+
+def test_config_and_dataset_must_agree() -> None:
+    with pytest.raises(PdsweepError, match=r"the config has 10 classes but dataset corner has 4"):
+        train(Config("vit_micro", 32, 8, depth=1), _corner_dataset(n=16), FAST, device="cpu")
+
+
+def test_binary_auc_matches_pairwise_definition() -> None:
+    torch.manual_seed(0)
+    scores = torch.rand(60).round(decimals=1)  # with ties
+    labels = (torch.rand(60) > 0.5).long()
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    pairwise = sum((p > n) + 0.5 * (p == n) for p, n in itertools.product(pos.tolist(), neg.tolist())) / (len(pos) * len(neg))
+    assert binary_auc(scores, labels) == pytest.approx(pairwise)
+    assert binary_auc(scores, torch.ones(60, dtype=torch.long)) is None
+
+
+def test_warmup_then_cosine() -> None:
+    factor = warmup_cosine(warmup_steps=10, total_steps=110)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(60) == pytest.approx(0.5) and factor(110) == pytest.approx(0.0)
+    assert [factor(s) for s in range(10, 110)] == sorted([factor(s) for s in range(10, 110)], reverse=True)
