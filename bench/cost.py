@@ -26,8 +26,8 @@ from pdsweep.config import Config
 from pdsweep.cost import eq1_flops, estimate, memory, train_flops
 from pdsweep.space import load_space
 
-HERE = Path(__file__).resolve().parent
-BEGIN, END = "<!-- bench/cost.py: begin -->", "<!-- bench/cost.py: end -->"
+from results import record
+
 
 
 def sample_configs(count: int, seed: int) -> list[Config]:
@@ -127,7 +127,6 @@ def main() -> None:
     memory_rows, worst_states, worst_peak = bench_memory()
 
     lines = [
-        BEGIN,
         f"## Cost model (`python bench/cost.py`, {time.strftime('%Y-%m-%d')}, "
         f"{platform.machine()} CPU, {platform.python_version()})",
         "",
@@ -154,23 +153,11 @@ def main() -> None:
         "| config | batch | precision | measured peak | predicted | error | states+saved error | peak phase |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *memory_rows,
-        END,
     ]
     text = "\n".join(lines)
     print(text)
     if not args.no_record:
-        record(text)
-
-
-def record(section: str) -> None:
-    path = HERE / "RESULTS.md"
-    current = path.read_text() if path.exists() else "# Benchmark results\n\nLatest run of each script in bench/.\n"
-    if BEGIN in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + section + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip() + "\n\n" + section + "\n"
-    path.write_text(current)
+        record("cost", text)
 
 
 if __name__ == "__main__":

@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--space", help="take training settings from this space file or name")
     train.add_argument("--epochs", type=int, help="epochs")
     train.add_argument("--batch-size", type=int, help="batch size")
+    train.add_argument("--warmup-epochs", type=int, help="epochs of linear learning-rate warm-up")
     train.add_argument("--optimizer", choices=OPTIMIZERS, help="adamw or sgd (momentum 0.9)")
     train.add_argument("--lr", type=_positive_float, help="peak learning rate")
     train.add_argument("--weight-decay", type=float, help="weight decay")
@@ -155,6 +156,49 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cache-dir", metavar="DIR", help="dataset cache (default $PDSWEEP_CACHE or ~/.cache/pdsweep)")
     train.add_argument("--json", action="store_true", help="print one JSON object")
     train.set_defaults(handler=_cmd_train)
+
+    run = commands.add_parser(
+        "run", parents=[common], help="a budget-constrained sweep on Ray Tune",
+        description="Search a space for the most accurate config within each budget tier: Ray Tune "
+        "trials (local Ray, or --address), Optuna TPE, ASHA early stopping; results in "
+        "RUNS_DIR/NAME/results.parquet.",
+    )
+    run.add_argument("--budget-gflops", type=_budget_list, required=True, metavar="B[,B...]",
+                     help="train GFLOPs per image; several comma-separated values are budget tiers")
+    run.add_argument("--budget-memory-gb", type=_positive_float, metavar="M", help="peak training memory cap in GB")
+    run.add_argument("--space", default="paper", help="a space file, or a bundled space name (default: paper)")
+    run.add_argument("--keep-policy", choices=["fill", "search"], default="fill",
+                     help="fill: the largest keep rate that fits (default); search: sampled below it")
+    run.add_argument("--search", choices=["tpe", "random", "grid"], default="tpe",
+                     help="tpe (default), random, or grid: every feasible config once")
+    run.add_argument("--trials", type=int, default=8, help="trials per budget tier (default 8; grid ignores it)")
+    run.add_argument("--concurrency", type=int, help="trials at once (default: what the cluster's resources allow)")
+    run.add_argument("--scheduler", choices=["asha", "none"], default="asha", help="early stopping (default asha)")
+    run.add_argument("--grace-period", type=int, default=1, help="epochs before ASHA may stop a trial (default 1)")
+    run.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA's reduction factor (default 2)")
+    run.add_argument("--repeats", type=int, default=1, help="re-train each tier's best config with R-1 more seeds")
+    run.add_argument("--dataset", default="synthetic", help="synthetic[:N] (default), folder:PATH, npz:PATH, parquet:PATH")
+    run.add_argument("--name", help="sweep name (default: a timestamp)")
+    run.add_argument("--runs-dir", default="pdsweep-runs", help="where sweeps are kept (default ./pdsweep-runs)")
+    run.add_argument("--address", help="a Ray cluster (HOST:PORT, ray://HOST:PORT or auto); default: a local Ray")
+    run.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per trial (default 1)")
+    run.add_argument("--gpu-memory-gb", type=_positive_float, help="memory of one GPU, to size GPU shares")
+    run.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (default 2)")
+    run.add_argument("--cache-dir", metavar="DIR", help="dataset cache on every node")
+    run.add_argument("--verbose", action="store_true", help="Ray Tune's own progress tables and worker logs")
+    run.add_argument("--json", action="store_true", help="print the per-tier summary as JSON")
+    run.set_defaults(handler=_cmd_run)
+
+    resume = commands.add_parser(
+        "resume", parents=[common], help="continue a sweep whose driver stopped",
+        description="Continue sweep NAME: finished trials are kept, unfinished ones resume from their "
+        "checkpoints, and the remaining planned trials run once.",
+    )
+    resume.add_argument("name", help="the sweep's name")
+    resume.add_argument("--runs-dir", default="pdsweep-runs", help="where sweeps are kept (default ./pdsweep-runs)")
+    resume.add_argument("--address", help="a Ray cluster to continue on (default: as the sweep was started)")
+    resume.add_argument("--json", action="store_true", help="print the per-tier summary as JSON")
+    resume.set_defaults(handler=_cmd_resume)
     return parser
 
 
@@ -296,7 +340,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     pretrained = check_weights_file(args.pretrained) if args.pretrained else None
     base = load_space(args.space).training if args.space else TrainingSettings()
     overrides = {
-        "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+        "epochs": args.epochs, "batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs,
+        "optimizer": args.optimizer, "lr": args.lr,
         "weight_decay": args.weight_decay, "precision": args.precision, "seed": args.seed,
         "augment": False if args.no_augment else None,
     }
@@ -340,6 +385,45 @@ def _keep_range(text: str) -> tuple[float, float]:
     except ValueError:
         raise PdsweepError(f"--keep-range takes LOW,HIGH such as 0.5,1, got {text!r}.") from None
     return low, high
+
+
+# ---- run and resume -----------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pdsweep.sweep import SweepSettings, default_name, run_sweep
+
+    settings = SweepSettings(
+        name=args.name or default_name(), space=args.space, budgets=tuple(args.budget_gflops),
+        memory_gb=args.budget_memory_gb, policy=args.keep_policy, search=args.search, trials=args.trials,
+        concurrency=args.concurrency, scheduler=args.scheduler, grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor, repeats=args.repeats, dataset=args.dataset,
+        runs_dir=args.runs_dir, address=args.address, cpus_per_trial=args.cpus_per_trial,
+        gpu_memory_gb=args.gpu_memory_gb, max_failures=args.max_failures, cache_dir=args.cache_dir,
+        verbose=args.verbose,
+    )
+    return _finish(run_sweep(settings, out=_quiet_if(args.json)), args.json)
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from pdsweep.sweep import resume_sweep
+
+    return _finish(resume_sweep(args.name, args.runs_dir, address=args.address, out=_quiet_if(args.json)), args.json)
+
+
+def _quiet_if(flag: bool) -> Any:
+    return (lambda line: None) if flag else print
+
+
+def _finish(outcome: Any, as_json: bool) -> int:
+    if as_json:
+        tiers = [
+            {"budget_gflops": t.budget_gflops, "trials": t.trials, "best": t.best, "test_accuracies": t.test_accuracies}
+            for t in outcome.tiers
+        ]
+        print(json.dumps({"sweep": outcome.name, "results": str(outcome.sweep_dir / "results.parquet"),
+                          "trials": len(outcome.rows), "tiers": tiers}, indent=2, default=str))
+    return 130 if outcome.interrupted else 0
 
 
 # ---- plan ---------------------------------------------------------------------------------

@@ -132,6 +132,29 @@ def measure_memory(
     )
 
 
+def measure_cuda_peak(
+    config: Config, *, batch_size: int, precision: Precision, optimizer: OptimizerName
+) -> int:
+    """Peak bytes ``torch.cuda.max_memory_allocated`` sees over one training step on the GPU.
+
+    Measured on the second step (the first creates the optimizer state), counted from the
+    allocation before the model existed.
+    """
+    device = torch.device("cuda")
+    torch.cuda.empty_cache()
+    baseline = torch.cuda.memory_allocated(device)
+    torch.manual_seed(0)
+    model = build_model(config).to(device).train()
+    opt = make_optimizer(model, optimizer, lr=0.01, weight_decay=1e-4)
+    images, labels = (t.to(device) for t in _batch(config, batch_size))
+    train_step(model, opt, images, labels, precision=precision)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    train_step(model, opt, images, labels, precision=precision)
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - baseline
+
+
 def _timeline_peak(prof: Any) -> int:
     """Largest total of live CPU allocations over the profiled step, preexisting ones included.
 

@@ -43,3 +43,13 @@ def assert_one_line_error(result: CliResult, *fragments: str) -> None:
     assert result.out == ""
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for every test that needs one (starting Ray costs ~15 s here)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

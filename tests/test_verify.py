@@ -7,7 +7,7 @@ import torch
 
 from pdsweep.config import Config
 from pdsweep.cost import inference_flops, memory, train_flops
-from pdsweep.verify import fvcore_flops, measure_memory
+from pdsweep.verify import fvcore_flops, measure_cuda_peak, measure_memory
 
 # All four paper models, both patch sizes, resolutions 64-896, keep rates 0.05-1, depths
 # 12-48, ensembles 1-4. fvcore traces on the meta device, so even 12,545 tokens are cheap.
@@ -108,3 +108,20 @@ def test_memory_prediction_within_15_percent_of_measured(
     assert predicted.states + predicted.activations == pytest.approx(measured.states_plus_activations, rel=0.15)
     # The step's peak from the profiler's memory timeline, transients included.
     assert predicted.total == pytest.approx(measured.peak, rel=0.15)
+
+
+GPU_GRID = [
+    (Config("deit_small", 224, 16, keep_rate=0.5), 64),
+    (Config("deit_base", 224, 16, keep_rate=0.25), 32),
+    (Config("deit_tiny", 448, 16, keep_rate=0.5, ensemble_size=2), 32),
+    (Config("deit_base", 112, 8, keep_rate=1.0, depth=6), 16),
+]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
+@pytest.mark.parametrize(("config", "batch_size"), GPU_GRID, ids=lambda v: getattr(v, "name", str(v)))
+def test_memory_prediction_within_15_percent_of_cuda_peak(config: Config, batch_size: int, precision: str) -> None:
+    measured = measure_cuda_peak(config, batch_size=batch_size, precision=precision, optimizer="adamw")
+    predicted = memory(config, batch_size=batch_size, precision=precision, optimizer="adamw")
+    assert predicted.total == pytest.approx(measured, rel=0.15)

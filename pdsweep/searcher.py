@@ -1,0 +1,229 @@
+"""Ray Tune's side of the search: a searcher over Optuna studies, and ASHA per budget tier.
+
+:class:`BudgetSearcher` is a ``ray.tune.search.Searcher`` over one Optuna study per budget tier
+(ask/tell, in a journal file in the sweep folder, so ``pdsweep resume`` reopens them). Ray's
+``OptunaSearch`` has no hook for what pdsweep needs: it asks again inside ``suggest`` when an
+architecture cannot fit (:func:`pdsweep.sampler.ask_feasible`), interleaves the tiers in one Tune
+run so they share the cluster, reports every epoch's validation accuracy as an intermediate
+value, and tells a trial that ASHA stopped as *pruned* rather than complete: a stopped trial's
+partial accuracy would otherwise rank it as a finished one, and TPE would learn from a number
+that was never comparable. :class:`TieredASHA` keeps one ASHA per tier, so a cheap tier's trials
+are never stopped for being worse than an expensive tier's.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from pdsweep.config import Config
+from pdsweep.cost import Budget
+from pdsweep.plan import KeepPolicy
+from pdsweep.sampler import BudgetSampler, SearchKind, ask_feasible, make_optuna_sampler
+from pdsweep.space import SearchSpace
+from pdsweep.trainable import METRIC, TIME_ATTR, trial_space
+
+STUDY_FILE = "optuna.journal"
+
+
+def tier_key(budget: Budget) -> str:
+    return f"tier-{budget.gflops:g}"
+
+
+class BudgetSearcher(Searcher):
+    """Suggests feasible configs for each budget tier in turn, from that tier's Optuna study."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        budgets: list[Budget],
+        *,
+        search: SearchKind,
+        trials: int,
+        policy: KeepPolicy,
+        seed: int,
+        sweep_dir: Path,
+        trial_fields: dict[str, Any],
+        num_classes: int,
+    ) -> None:
+        super().__init__(metric=METRIC, mode="max")
+        self.space = space
+        self.samplers = {tier_key(b): BudgetSampler(space, b, policy, num_classes) for b in budgets}
+        self.budgets = {tier_key(b): b for b in budgets}
+        self.search = search
+        self.seed = seed
+        self.sweep_dir = Path(sweep_dir)
+        self.trial_fields = trial_fields  # what every trial's config dict carries besides the config
+        self.grids = {key: sampler.grid() for key, sampler in self.samplers.items()} if search == "grid" else {}
+        self.quota = {key: len(self.grids[key]) if search == "grid" else trials for key in self.samplers}
+        self.issued = {key: 0 for key in self.samplers}
+        self.seen: dict[str, dict[str, int]] = {key: {} for key in self.samplers}  # config -> times issued
+        self.running: dict[str, tuple[str, int]] = {}  # Ray trial id -> (tier, Optuna trial id)
+        self._studies: dict[str, optuna.Study] = {}
+
+    @property
+    def total_trials(self) -> int:
+        return sum(self.quota.values())
+
+    def study(self, key: str) -> optuna.Study:
+        if key not in self._studies:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            storage = optuna.storages.JournalStorage(
+                optuna.storages.journal.JournalFileBackend(str(self.sweep_dir / STUDY_FILE))
+            )
+            index = list(self.samplers).index(key)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._studies[key] = optuna.create_study(
+                    study_name=key, storage=storage, direction="maximize", load_if_exists=True,
+                    sampler=make_optuna_sampler(self.search, self.seed + index, len(self.grids.get(key, []))),
+                )
+        return self._studies[key]
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        open_tiers = [key for key in self.samplers if self.issued[key] < self.quota[key]]
+        if not open_tiers:
+            return Searcher.FINISHED
+        key = min(open_tiers, key=lambda k: self.issued[k])  # round robin: tiers run side by side
+        study = self.study(key)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if self.search == "grid":
+                trial = study.ask()
+                config: Config = self.grids[key][trial.suggest_categorical("grid_index", list(range(self.quota[key])))]
+            else:
+                trial, config = ask_feasible(study, self.samplers[key])
+        trial.set_user_attr("config", config.name)
+        self.issued[key] += 1
+        self.running[trial_id] = (key, trial._trial_id)
+        # A config suggested again trains with the next seed: a replicate, not an identical rerun.
+        replicate = self.seen[key].get(config.name, 0)
+        self.seen[key][config.name] = replicate + 1
+        fields = {**self.trial_fields, "seed": self.trial_fields["seed"] + replicate}
+        return trial_space(config.to_dict(), tier=self.budgets[key].gflops, phase="search", **fields)
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id in self.running and METRIC in result and not result.get("done_training"):
+            key, optuna_id = self.running[trial_id]
+            trial = optuna.Trial(self.study(key), optuna_id)
+            if int(result[TIME_ATTR]) not in trial.storage.get_trial(optuna_id).intermediate_values:
+                trial.report(float(result[METRIC]), step=int(result[TIME_ATTR]))
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if trial_id not in self.running:
+            return
+        key, optuna_id = self.running.pop(trial_id)
+        study = self.study(key)
+        number = study._storage.get_trial(optuna_id).number
+        if error or not result:
+            study.tell(number, state=TrialState.FAIL)
+        elif result.get("done_training"):
+            study.tell(number, float(result.get(f"best_{METRIC}", result[METRIC])))
+        else:  # stopped early by the scheduler: its partial accuracy is not comparable
+            study.tell(number, state=TrialState.PRUNED)
+
+    # ---- Tune's checkpointing: the studies live in their journal; the rest is pickled -------
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump({"issued": self.issued, "running": self.running, "seen": self.seen}, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            state = pickle.load(handle)
+        self.issued, self.running, self.seen = state["issued"], state["running"], state["seen"]
+        # Trials asked after Tune's last checkpoint never became Ray trials: close them.
+        known = {optuna_id for _, optuna_id in self.running.values()}
+        for key in self.samplers:
+            study = self.study(key)
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial._trial_id not in known:
+                    study.tell(trial.number, state=TrialState.FAIL)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_studies"] = {}  # reopened from the journal on demand
+        return state
+
+
+class ListSearcher(Searcher):
+    """Suggests the given trial configs in order, once each (the repeats of the best configs)."""
+
+    def __init__(self, points: list[dict[str, Any]]) -> None:
+        super().__init__(metric=METRIC, mode="max")
+        self.points = points
+        self.next = 0
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.next >= len(self.points):
+            return Searcher.FINISHED
+        self.next += 1
+        return self.points[self.next - 1]
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        return None
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.next, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            self.next = pickle.load(handle)
+
+
+class TieredASHA(FIFOScheduler):
+    """One ASHA per budget tier; trials of different tiers never compete."""
+
+    def __init__(self, tiers: list[float], *, max_t: int, grace_period: int, reduction_factor: float) -> None:
+        super().__init__()
+        self.by_tier = {
+            tier: AsyncHyperBandScheduler(
+                time_attr=TIME_ATTR, metric=METRIC, mode="max", max_t=max_t,
+                grace_period=min(grace_period, max_t), reduction_factor=reduction_factor,
+                stop_last_trials=False,  # a trial at the last epoch still sends its test metrics
+            )
+            for tier in tiers
+        }
+
+    def _for(self, trial: Any) -> AsyncHyperBandScheduler:
+        return self.by_tier[trial.config["tier"]]
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return True  # each tier's ASHA was built with the metric and mode
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._for(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        if result.get("done_training"):  # the final report repeats the last epoch
+            return TrialScheduler.CONTINUE
+        return self._for(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        scheduler = self._for(trial)
+        if trial.trial_id in scheduler._trial_info:
+            scheduler.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self.on_trial_remove(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        scheduler = self._for(trial)
+        if trial.trial_id in scheduler._trial_info:
+            scheduler.on_trial_remove(tune_controller, trial)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.__dict__, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            self.__dict__.update(pickle.load(handle))

@@ -1,0 +1,596 @@
+"""The sweep: ``pdsweep run`` and ``pdsweep resume`` on Ray Tune.
+
+:func:`run_sweep` checks everything a sweep needs (space, budgets, dataset, Ray) before it
+writes anything, prints the pre-flight (feasible configs, trials, estimated compute), then runs
+one Tune experiment in which the budget tiers' searches share the cluster
+(:class:`~pdsweep.searcher.BudgetSearcher`, :class:`~pdsweep.searcher.TieredASHA`), and a second
+one that re-trains each tier's best config with further seeds (``--repeats``). A driver-side
+callback appends each finished trial to ``results.parquet`` and prints one line for it.
+
+The sweep folder, ``RUNS_DIR/NAME/``: ``sweep.json`` (settings and the space, for resume),
+``results.parquet``, ``optuna.journal`` (the studies), ``starts.log`` (one line per trial
+start), and Tune's experiments ``search/`` and ``repeats/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pdsweep import cost, results
+from pdsweep.config import Config
+from pdsweep.errors import PdsweepError
+from pdsweep.plan import KeepPolicy, plan
+from pdsweep.sampler import BudgetSampler, SearchKind
+from pdsweep.space import SearchSpace, load_space, parse_space
+from pdsweep.validate import is_positive_int
+
+SWEEP_FILE = "sweep.json"
+PENDING = 1
+STARTS_FILE = "starts.log"
+Print = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """Everything ``pdsweep run`` was asked; saved in ``sweep.json`` so ``resume`` repeats it."""
+
+    name: str
+    space: str = "paper"
+    budgets: tuple[float, ...] = (17.6,)
+    memory_gb: float | None = None
+    policy: KeepPolicy = "fill"
+    search: SearchKind = "tpe"
+    trials: int = 8
+    concurrency: int | None = None  # None: as many as the cluster's resources allow
+    scheduler: Literal["asha", "none"] = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    repeats: int = 1
+    dataset: str = "synthetic"
+    runs_dir: str = "pdsweep-runs"
+    address: str | None = None
+    cpus_per_trial: int = 1
+    gpu_memory_gb: float | None = None
+    max_failures: int = 2
+    cache_dir: str | None = None
+    verbose: bool = False
+    reuse_actors: bool = True  # a fresh actor per trial costs ~2.5 s here (bench/sweep_overhead.py)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            raise PdsweepError(f"sweep name {self.name!r} must be letters, digits, '.', '_' or '-'.")
+        for name in ("trials", "grace_period", "repeats", "cpus_per_trial"):
+            if not is_positive_int(getattr(self, name)):
+                raise PdsweepError(f"`--{name.replace('_', '-')}` must be a positive integer, got {getattr(self, name)!r}.")
+        if self.concurrency is not None and not is_positive_int(self.concurrency):
+            raise PdsweepError(f"`--concurrency` must be a positive integer, got {self.concurrency!r}.")
+        if not self.reduction_factor > 1:
+            raise PdsweepError(f"`--reduction-factor > 1` must hold, got {self.reduction_factor!r}.")
+        if self.max_failures < 0:
+            raise PdsweepError(f"`--max-failures >= 0` must hold, got {self.max_failures!r}.")
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(self.runs_dir).expanduser().resolve() / self.name
+
+
+@dataclass
+class TierSummary:
+    budget_gflops: float
+    trials: int
+    best: dict[str, Any] | None
+    test_accuracies: list[float] = field(default_factory=list)  # the best config, one per seed
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    sweep_dir: Path
+    rows: list[dict[str, Any]]
+    tiers: list[TierSummary]
+    interrupted: bool = False
+
+
+def default_name() -> str:
+    return time.strftime("sweep-%Y%m%d-%H%M%S")
+
+
+# ---- run and resume -------------------------------------------------------------------------
+
+
+def run_sweep(settings: SweepSettings, *, out: Print = print, err: Print | None = None) -> SweepOutcome:
+    """Check, plan, and run a new sweep; nothing is written until every check has passed."""
+    err = err or (lambda line: print(line, file=sys.stderr, flush=True))
+    space = load_space(settings.space)
+    budgets = [cost.Budget(g, settings.memory_gb) for g in settings.budgets]
+    sweep_dir = settings.sweep_dir
+    if sweep_dir.exists():
+        raise PdsweepError(
+            f"sweep {settings.name!r} exists in {sweep_dir.parent}; continue it with `pdsweep resume "
+            f"{settings.name}` or choose another --name."
+        )
+    data = _probe_dataset(settings, space)
+    plans = {b.gflops: plan(space, b, policy=settings.policy, num_classes=data["num_classes"]) for b in budgets}
+    _connect(settings.address, settings.verbose)
+    _preflight(settings, space, plans, data, err)
+    sweep_dir.mkdir(parents=True)
+    state = {"settings": asdict(settings), "space_text": Path(space.source).read_text(), **data, "phase": "search"}
+    _write_state(sweep_dir, state)
+    return _execute(settings, space, state, restore=False, out=out, err=err)
+
+
+def resume_sweep(name: str, runs_dir: str = "pdsweep-runs", *, address: str | None = None,
+                 out: Print = print, err: Print | None = None) -> SweepOutcome:
+    """Continue a sweep whose driver died: finished trials are kept, the rest run once."""
+    err = err or (lambda line: print(line, file=sys.stderr, flush=True))
+    root = Path(runs_dir).expanduser().resolve()
+    sweep_dir = root / name
+    if not (sweep_dir / SWEEP_FILE).is_file():
+        known = sorted(p.name for p in root.glob(f"*/{SWEEP_FILE}") for p in [p.parent]) if root.is_dir() else []
+        listing = f"known sweeps: {', '.join(known)}" if known else f"no sweeps in {root}"
+        raise PdsweepError(f"no sweep named {name!r} in {root}; {listing}.")
+    state = json.loads((sweep_dir / SWEEP_FILE).read_text())
+    settings = SweepSettings(**{**state["settings"], "budgets": tuple(state["settings"]["budgets"])})
+    if address is not None:
+        settings = replace(settings, address=address)
+    space = parse_space(_yaml(state["space_text"]), name=Path(settings.space).stem, source=str(sweep_dir / SWEEP_FILE))
+    _connect(settings.address, settings.verbose)
+    err(f"resuming sweep {name!r} ({state['phase']} phase)")
+    return _execute(settings, space, state, restore=True, out=out, err=err)
+
+
+def _execute(settings: SweepSettings, space: SearchSpace, state: dict[str, Any], *, restore: bool,
+             out: Print, err: Print) -> SweepOutcome:
+    from ray import tune
+
+    sweep_dir = settings.sweep_dir
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # save Tune's state at every step: resume loses nothing
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # ... on purpose
+    if not settings.verbose:
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the engine that honours verbose=0
+    trainable = tune.with_resources(_run_trial(), _resources_for(settings, space))
+    callback = SweepCallback(sweep_dir, settings, err)
+    interrupted = False
+    if state["phase"] == "search":
+        tuner = _search_tuner(settings, space, state, trainable, callback, restore=restore)
+        interrupted = _fit(tuner)
+        if not interrupted:
+            state["phase"] = "repeats" if settings.repeats > 1 else "done"
+            _write_state(sweep_dir, state)
+    if state["phase"] == "repeats" and not interrupted:
+        tuner = _repeats_tuner(settings, space, state, trainable, callback)
+        interrupted = _fit(tuner)
+        if not interrupted:
+            state["phase"] = "done"
+            _write_state(sweep_dir, state)
+    rows = results.read_rows(sweep_dir / results.RESULTS_FILE)
+    outcome = SweepOutcome(settings.name, sweep_dir, rows, summarize(rows, settings.budgets), interrupted)
+    for line in summary_lines(outcome):
+        out(line)
+    if interrupted:
+        err(f"interrupted; continue with `pdsweep resume {settings.name} --runs-dir {settings.runs_dir}`.")
+    return outcome
+
+
+def _fit(tuner: Any) -> bool:
+    """Run a Tuner; True if it stopped (Ctrl-C) with trials still unfinished."""
+    grid = tuner.fit()
+    return grid is not None and grid.num_terminated + grid.num_errors < len(grid)
+
+
+# ---- the two Tune experiments ---------------------------------------------------------------
+
+
+def _trial_fields(settings: SweepSettings, space: SearchSpace, state: dict[str, Any]) -> dict[str, Any]:
+    training = asdict(space.training)
+    return {
+        "seed": space.training.seed,
+        "training": training,
+        "dataset": settings.dataset,
+        "split_seed": space.training.seed,
+        "cache_dir": settings.cache_dir,
+        "starts_log": str(settings.sweep_dir / STARTS_FILE),
+    }
+
+
+def _search_tuner(settings: SweepSettings, space: SearchSpace, state: dict[str, Any], trainable: Any,
+                  callback: SweepCallback, *, restore: bool) -> Any:
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from pdsweep.searcher import BudgetSearcher, TieredASHA
+
+    path = settings.sweep_dir / "search"
+    if restore and tune.Tuner.can_restore(str(path)):
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    searcher = BudgetSearcher(
+        space, [cost.Budget(g, settings.memory_gb) for g in settings.budgets], search=settings.search,
+        trials=settings.trials, policy=settings.policy, seed=space.training.seed, sweep_dir=settings.sweep_dir,
+        trial_fields=_trial_fields(settings, space, state), num_classes=state["num_classes"],
+    )
+    scheduler = (
+        TieredASHA(list(settings.budgets), max_t=space.training.epochs, grace_period=settings.grace_period,
+                   reduction_factor=settings.reduction_factor)
+        if settings.scheduler == "asha" else None
+    )
+    concurrency = settings.concurrency or _slots(settings)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency + PENDING),
+            scheduler=scheduler, num_samples=searcher.total_trials, reuse_actors=settings.reuse_actors,
+        ),
+        run_config=_run_config(settings, "search", callback),
+    )
+
+
+def _repeats_tuner(settings: SweepSettings, space: SearchSpace, state: dict[str, Any], trainable: Any,
+                   callback: SweepCallback) -> Any:
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from pdsweep.searcher import ListSearcher
+
+    path = settings.sweep_dir / "repeats"
+    if tune.Tuner.can_restore(str(path)):
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    fields = _trial_fields(settings, space, state)
+    rows = results.read_rows(settings.sweep_dir / results.RESULTS_FILE)
+    points = []
+    for tier in summarize(rows, settings.budgets):
+        if tier.best is None:
+            continue
+        best = Config(**tier.best["config"])
+        same = [r for r in rows if r["budget_gflops"] == tier.budget_gflops and _config_of(r) == best]
+        used = {r["seed"] for r in same}
+        wanted = settings.repeats - len({r["seed"] for r in same if r["status"] == "completed"})
+        seeds = [seed for seed in range(space.training.seed, space.training.seed + 10_000) if seed not in used]
+        for seed in seeds[: max(0, wanted)]:
+            points.append({**fields, "config": tier.best["config"], "tier": tier.budget_gflops, "phase": "repeat", "seed": seed})
+    if not points:
+        return _NoTuner()
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(ListSearcher(points), max_concurrent=settings.concurrency or _slots(settings)),
+            num_samples=len(points), reuse_actors=settings.reuse_actors,
+        ),
+        run_config=_run_config(settings, "repeats", callback),
+    )
+
+
+class _NoTuner:
+    def fit(self) -> None:
+        return None
+
+
+def _run_config(settings: SweepSettings, name: str, callback: SweepCallback) -> Any:
+    from ray import tune
+
+    return tune.RunConfig(
+        name=name,
+        storage_path=str(settings.sweep_dir),
+        callbacks=[callback],
+        verbose=2 if settings.verbose else 0,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+    )
+
+
+def _run_trial() -> Callable[[dict[str, Any]], None]:
+    from pdsweep.trainable import run_trial
+
+    return run_trial
+
+
+def _resources_for(settings: SweepSettings, space: SearchSpace) -> Callable[[dict[str, Any]], dict[str, float]]:
+    """CPUs on CPU-only Ray; on GPU nodes a GPU share sized from the predicted memory."""
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    gpu_memory = settings.gpu_memory_gb or (_local_gpu_memory_gb() if gpus else None)
+    training = space.training
+
+    def resources(trial: dict[str, Any]) -> dict[str, float]:
+        if not gpus:
+            return {"cpu": settings.cpus_per_trial}
+        if gpu_memory is None:
+            return {"cpu": settings.cpus_per_trial, "gpu": 1}
+        config = Config(**trial["config"])
+        needed = cost.memory(config, batch_size=training.batch_size, precision=training.precision,
+                             optimizer=training.optimizer).gb
+        share = min(1.0, math.ceil(needed / gpu_memory * 8) / 8)  # in eighths: several small trials share a GPU
+        return {"cpu": settings.cpus_per_trial, "gpu": max(share, 0.125)}
+
+    return resources
+
+
+def _slots(settings: SweepSettings) -> int:
+    import ray
+
+    resources = ray.cluster_resources()
+    if resources.get("GPU", 0):
+        return max(1, int(resources["GPU"] * 8))  # at most eight trials per GPU; Ray packs by memory share
+    return max(1, int(resources.get("CPU", 1) // settings.cpus_per_trial))
+
+
+def _local_gpu_memory_gb() -> float | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_properties(0).total_memory / 1e9
+    except Exception:  # a broken CUDA install must not stop a CPU sweep
+        return None
+    return None
+
+
+# ---- checks before anything is written ------------------------------------------------------
+
+
+def _probe_dataset(settings: SweepSettings, space: SearchSpace) -> dict[str, Any]:
+    """Load the dataset once on the driver (builds the cache): classes and training images."""
+    from pdsweep.data import DatasetSpec, load_dataset
+
+    spec = DatasetSpec.parse(settings.dataset)
+    resolution = min(int(r) for r in space.axes["resolution"].values())
+    dataset = load_dataset(spec, resolution, seed=space.training.seed,
+                           cache_dir=Path(settings.cache_dir) if settings.cache_dir else None)
+    return {"num_classes": dataset.num_classes, "train_images": len(dataset.train)}
+
+
+def _connect(address: str | None, verbose: bool) -> None:
+    """Join the Ray at ``address`` (fail fast and clearly), or start a local one."""
+    import logging
+
+    import ray
+
+    if address and address != "auto":
+        host, port = _host_port(address)
+        try:
+            socket.create_connection((host, port), timeout=3).close()
+        except OSError:
+            raise PdsweepError(
+                f"cannot reach Ray at {address}; start a cluster there with `ray start --head` "
+                "(its GCS listens on port 6379), or drop --address to use a local Ray."
+            ) from None
+    if ray.is_initialized():  # already connected (a test session, a notebook)
+        return
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose,
+                 **({} if address else {"include_dashboard": False}))
+    except ConnectionError as error:
+        raise PdsweepError(f"cannot connect to Ray at {address or 'a local instance'} ({error}).") from None
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]]+?)\]?:(\d+)", address)
+    if not match:
+        raise PdsweepError(f"--address must be HOST:PORT, ray://HOST:PORT or auto, got {address!r}.")
+    return match.group(1), int(match.group(2))
+
+
+def _preflight(settings: SweepSettings, space: SearchSpace, plans: dict[float, Any], data: dict[str, Any], err: Print) -> None:
+    epochs = space.training.epochs
+    images = data["train_images"]
+    total = 0.0
+    lines = []
+    for gflops, tier in plans.items():
+        feasible = [p.cost.train_gflops for p in tier.configs]
+        if settings.search == "grid":
+            sampler = BudgetSampler(space, tier.budget, settings.policy, data["num_classes"])
+            grid = sampler.grid()
+            trials, per_trial = len(grid), statistics.fmean(cost.train_gflops(c) for c in grid)
+        else:
+            trials, per_trial = settings.trials, statistics.fmean(feasible)
+        trials += settings.repeats - 1
+        compute = trials * per_trial * 1e9 * images * epochs * 3  # forward + backward
+        total += compute
+        lines.append(f"  tier {gflops:g} GFLOPs: {len(feasible)} of {tier.architectures} architectures fit; "
+                     f"{trials} trials; ~{_flops(compute)}")
+    err(f"sweep {settings.name!r}: space {space.name!r}, {settings.search} search, keep policy {settings.policy}, "
+        f"{epochs} epochs on {images:,} images ({settings.dataset})")
+    for line in lines:
+        err(line)
+    err(f"  estimated compute: ~{_flops(total)} (train GFLOPs x images x epochs x 3, before early stopping)")
+
+
+def _flops(value: float) -> str:
+    for unit, scale in (("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.3g} FLOP"
+
+
+def _write_state(sweep_dir: Path, state: dict[str, Any]) -> None:
+    partial = sweep_dir / f".{SWEEP_FILE}.partial"
+    partial.write_text(json.dumps(state, indent=2))
+    os.replace(partial, sweep_dir / SWEEP_FILE)
+
+
+def _yaml(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+# ---- results and progress -------------------------------------------------------------------
+
+
+def _callback_base() -> type:
+    from ray.tune import Callback
+
+    return Callback
+
+
+class SweepCallback(_callback_base()):  # type: ignore[misc]
+    """On the driver: a results row and a progress line for every trial that ends."""
+
+    def __init__(self, sweep_dir: Path, settings: SweepSettings, err: Print) -> None:
+        self.sweep_dir = sweep_dir
+        self.settings = settings
+        self.err = err
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    def setup(self, **info: Any) -> None:
+        self.rows = {row["trial_id"]: row for row in results.read_rows(self.sweep_dir / results.RESULTS_FILE)}
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._record(trial, error=None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._record(trial, error=_error_line(trial))
+
+    def _record(self, trial: Any, error: str | None) -> None:
+        row = result_row(self.settings, trial.trial_id, trial.config, trial.last_result or {},
+                         _analysis(trial), error)
+        self.rows[trial.trial_id] = row
+        results.write(self.rows.values(), self.sweep_dir / results.RESULTS_FILE)
+        self.err(progress_line(row, list(self.rows.values())))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["err"] = None  # a print function from the original process
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.err is None:
+            self.err = lambda line: print(line, file=sys.stderr, flush=True)
+
+
+def _analysis(trial: Any) -> dict[str, Any]:
+    analysis = getattr(trial, "metric_analysis", {}) or {}
+    return {name: values.get("max") for name, values in analysis.items() if isinstance(values, dict)}
+
+
+def _error_line(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text().strip().splitlines() if path else []
+    except OSError:
+        text = []
+    return text[-1][:500] if text else "the trial failed"
+
+
+def result_row(settings: SweepSettings, trial_id: str, trial_config: dict[str, Any], last: dict[str, Any],
+               best: dict[str, Any], error: str | None) -> dict[str, Any]:
+    """One results row from what Tune knows of a finished trial."""
+    config = Config(**trial_config["config"])
+    training = trial_config["training"]
+    done = bool(last.get("done_training"))
+    estimate = cost.estimate(config, batch_size=training["batch_size"], precision=training["precision"],
+                             optimizer=training["optimizer"])
+    robustness = [
+        {"keep_rate": rate, "accuracy": last[f"robustness_{rate:g}"]}
+        for rate in (1.0, 0.75, 0.5, 0.25) if f"robustness_{rate:g}" in last
+    ]
+    return {
+        "sweep": settings.name,
+        "trial_id": trial_id,
+        "phase": trial_config["phase"],
+        "budget_gflops": float(trial_config["tier"]),
+        "budget_memory_gb": settings.memory_gb,
+        "seed": int(trial_config["seed"]),
+        "status": "error" if error else "completed" if done else "stopped",
+        "model": config.model,
+        "resolution": config.resolution,
+        "patch_size": config.patch_size,
+        "depth": config.blocks,
+        "ensemble_size": config.ensemble_size,
+        "keep_rate": config.keep_rate,
+        "keep_range_low": config.keep_range_low,
+        "sampling": config.sampling,
+        "keep_mode": config.keep_mode,
+        "tokens_kept": config.tokens_kept,
+        "num_classes": config.num_classes,
+        "train_gflops": estimate.train_gflops,
+        "inference_gflops": estimate.inference_gflops,
+        "predicted_memory_gb": estimate.memory_gb,
+        "measured_memory_gb": best.get("peak_memory_gb"),
+        "best_val_accuracy": best.get("val_accuracy"),
+        "final_val_accuracy": last.get("val_accuracy"),
+        "val_auc": last.get("val_auc"),
+        "test_accuracy": last.get("test_accuracy") if done else None,
+        "test_auc": last.get("test_auc") if done else None,
+        "robustness": robustness or None,
+        "epochs_run": int(last.get("epoch", 0)),
+        "epochs_planned": int(training["epochs"]),
+        "wall_seconds": float(last.get("time_total_s", 0.0)),
+        "train_seconds": last.get("train_seconds"),
+        "node_id": last.get("node_id"),
+        "error": error,
+    }
+
+
+def progress_line(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    tier = [r for r in rows if r["budget_gflops"] == row["budget_gflops"] and r["best_val_accuracy"] is not None]
+    best = max((r["best_val_accuracy"] for r in tier), default=float("nan"))
+    name = Config(
+        model=row["model"], resolution=row["resolution"], patch_size=row["patch_size"], keep_rate=row["keep_rate"],
+        depth=row["depth"], ensemble_size=row["ensemble_size"], sampling=row["sampling"], keep_mode=row["keep_mode"],
+        keep_range_low=row["keep_range_low"], num_classes=row["num_classes"],
+    ).name
+    if row["status"] == "error":
+        outcome = f"error: {row['error']}"
+    else:
+        outcome = f"val {row['best_val_accuracy']:.1%}"
+        if row["status"] == "completed":
+            outcome += f", test {row['test_accuracy']:.1%}"
+        else:
+            outcome += f", stopped at epoch {row['epochs_run']}/{row['epochs_planned']}"
+    phase = " (repeat, seed {})".format(row["seed"]) if row["phase"] == "repeat" else ""
+    return (f"[{len(rows)}] tier {row['budget_gflops']:g} GF | {name}{phase} | {outcome} | "
+            f"{row['train_gflops']:.4g} GF | {row['wall_seconds']:.0f} s | best in tier {best:.1%}")
+
+
+def summarize(rows: list[dict[str, Any]], budgets: tuple[float, ...]) -> list[TierSummary]:
+    """The best search trial per tier (by best validation accuracy) and its repeats' test accuracy."""
+    tiers = []
+    for gflops in budgets:
+        tier = [r for r in rows if r["budget_gflops"] == gflops]
+        ranked = [r for r in tier if r["phase"] == "search" and r["status"] != "error" and r["best_val_accuracy"] is not None]
+        if not ranked:
+            tiers.append(TierSummary(gflops, len(tier), None))
+            continue
+        best = max(ranked, key=lambda r: (r["status"] == "completed", r["best_val_accuracy"]))
+        best = {**best, "config": _config_of(best).to_dict()}
+        by_seed = {r["seed"]: r["test_accuracy"] for r in tier if r["status"] == "completed" and _config_of(r) == _config_of(best)}
+        tiers.append(TierSummary(gflops, len(tier), best, [by_seed[seed] for seed in sorted(by_seed)]))
+    return tiers
+
+
+def _config_of(row: dict[str, Any]) -> Config:
+    return Config(
+        model=row["model"], resolution=row["resolution"], patch_size=row["patch_size"], keep_rate=row["keep_rate"],
+        depth=row["depth"], ensemble_size=row["ensemble_size"], sampling=row["sampling"], keep_mode=row["keep_mode"],
+        keep_range_low=row["keep_range_low"], num_classes=row["num_classes"],
+    )
+
+
+def summary_lines(outcome: SweepOutcome) -> list[str]:
+    lines = [f"sweep {outcome.name!r}: {len(outcome.rows)} trials; results in {outcome.sweep_dir / results.RESULTS_FILE}"]
+    for tier in outcome.tiers:
+        if tier.best is None:
+            lines.append(f"  tier {tier.budget_gflops:g} GFLOPs: no finished trial")
+            continue
+        best = tier.best
+        test = tier.test_accuracies
+        spread = (f"test {statistics.fmean(test):.1%} +- {statistics.stdev(test):.1%} over {len(test)} seeds" if len(test) > 1
+                  else f"test {test[0]:.1%}" if test else "no test (stopped early)")
+        lines.append(
+            f"  tier {tier.budget_gflops:g} GFLOPs: best {_config_of(best).name}: val {best['best_val_accuracy']:.1%}, "
+            f"{spread}; {best['train_gflops']:.4g} train GFLOPs, {best['predicted_memory_gb']:.3g} GB"
+        )
+    return lines

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pdsweep import results
+from pdsweep.errors import PdsweepError
+
+
+def row(**overrides) -> dict:
+    base = {name: None for name in results.SCHEMA.names}
+    base.update(
+        sweep="s", trial_id="t1", phase="search", budget_gflops=1.3, seed=0, status="completed", model="vit_micro",
+        resolution=32, patch_size=8, depth=2, ensemble_size=1, keep_rate=0.5, sampling="random", keep_mode="fixed",
+        tokens_kept=9, num_classes=4, train_gflops=0.01, inference_gflops=0.02, predicted_memory_gb=0.1,
+        epochs_run=2, epochs_planned=2, wall_seconds=3.0,
+        robustness=[{"keep_rate": 1.0, "accuracy": 0.5}],
+    )
+    base.update(overrides)
+    return base
+
+
+def test_round_trip_keeps_the_schema(tmp_path: Path) -> None:
+    path = tmp_path / results.RESULTS_FILE
+    results.write([row(), row(trial_id="t2", status="stopped", test_accuracy=None)], path)
+    table = results.read(path)
+    assert table.schema.equals(results.SCHEMA) and table.num_rows == 2
+    assert results.read_rows(path)[0]["robustness"] == [{"keep_rate": 1.0, "accuracy": 0.5}]
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_rows_must_match_the_schema(tmp_path: Path) -> None:
+    bad = row()
+    del bad["seed"]
+    with pytest.raises(ValueError, match=r"missing \['seed'\]"):
+        results.write([bad], tmp_path / "r.parquet")
+    with pytest.raises(ValueError, match=r"extra \['colour'\]"):
+        results.write([row(colour="red")], tmp_path / "r.parquet")
+
+
+def test_unreadable_or_foreign_files_are_refused(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(PdsweepError, match=r"not a readable Parquet file"):
+        results.read(tmp_path / "junk.parquet")
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "other.parquet")
+    with pytest.raises(PdsweepError, match=r"does not have pdsweep's results schema"):
+        results.read(tmp_path / "other.parquet")
+    assert results.read_rows(tmp_path / "missing.parquet") == []

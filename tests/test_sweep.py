@@ -1,0 +1,162 @@
+"""Real sweeps on a real local Ray: tiny models, the synthetic dataset, seconds per trial."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import assert_one_line_error
+from pdsweep import results
+from pdsweep.config import Config
+from pdsweep.cost import train_gflops
+from pdsweep.errors import PdsweepError
+from pdsweep.sweep import SweepSettings, resume_sweep, run_sweep
+
+TINY_SPACE = """\
+axes:
+  model: vit_micro
+  resolution: [16, 32]
+  patch_size: 8
+  depth: 1
+  keep_rate: {low: 0.25, high: 1.0}
+training:
+  epochs: 2
+  batch_size: 16
+  precision: fp32
+  augment: false
+"""
+TIERS = (0.0003, 0.0008)  # the first admits only 16 px; the second both resolutions
+
+
+@pytest.fixture
+def space_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_SPACE)
+    return path
+
+
+def _settings(tmp_path: Path, space_file: Path, **overrides) -> SweepSettings:
+    values = dict(name="s", space=str(space_file), budgets=TIERS, trials=2, dataset="synthetic:40",
+                  runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), concurrency=2)
+    return SweepSettings(**{**values, **overrides})
+
+
+def test_sweep_with_two_tiers_and_repeats(ray_session, tmp_path: Path, space_file: Path) -> None:
+    lines: list[str] = []
+    outcome = run_sweep(_settings(tmp_path, space_file, repeats=2), out=lines.append, err=lines.append)
+    table = results.read(outcome.sweep_dir / results.RESULTS_FILE)
+    rows = table.to_pylist()
+    search = [r for r in rows if r["phase"] == "search"]
+    repeats = [r for r in rows if r["phase"] == "repeat"]
+    assert Counter(r["budget_gflops"] for r in search) == {0.0003: 2, 0.0008: 2}
+    assert len({r["trial_id"] for r in rows}) == len(rows)
+    for r in rows:
+        config = Config(model=r["model"], resolution=r["resolution"], patch_size=r["patch_size"],
+                        keep_rate=r["keep_rate"], depth=r["depth"], num_classes=r["num_classes"])
+        assert train_gflops(config) <= r["budget_gflops"]  # recomputed, not read back
+        assert r["status"] in ("completed", "stopped") and r["error"] is None
+        assert 1 <= r["epochs_run"] <= r["epochs_planned"] == 2
+        assert r["num_classes"] == 4 and r["best_val_accuracy"] is not None
+    assert all(r["resolution"] == 16 for r in rows if r["budget_gflops"] == 0.0003)
+    for tier in outcome.tiers:  # the best config ends with --repeats seeds that ran to the end
+        best = (tier.best["resolution"], tier.best["keep_rate"])
+        same = [r for r in rows if r["budget_gflops"] == tier.budget_gflops and (r["resolution"], r["keep_rate"]) == best]
+        completed = [r for r in same if r["status"] == "completed"]
+        assert len({r["seed"] for r in completed}) == len(tier.test_accuracies) == 2
+        assert len({r["seed"] for r in same}) == len(same)  # never the same seed twice
+        assert all(r in same and r["status"] == "completed" for r in repeats if r["budget_gflops"] == tier.budget_gflops)
+    # Pre-flight, one line per finished trial, and a summary per tier.
+    assert any("estimated compute" in line for line in lines)
+    assert sum(line.startswith("[") for line in lines) == len(rows)
+    assert any(line.startswith("  tier 0.0008 GFLOPs: best vit_micro") for line in lines)
+    # Every search trial reached its tier's Optuna study, with its outcome.
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(outcome.sweep_dir / "optuna.journal")))
+    for tier in ("tier-0.0003", "tier-0.0008"):
+        told = [t for t in optuna.load_study(study_name=tier, storage=storage).trials if "config" in t.user_attrs]
+        assert len(told) == 2 and all(t.state.name in ("COMPLETE", "PRUNED") for t in told)
+
+
+def test_grid_search_runs_every_feasible_config_once(ray_session, tmp_path: Path, space_file: Path) -> None:
+    outcome = run_sweep(_settings(tmp_path, space_file, search="grid", budgets=(0.0008,), scheduler="none"),
+                        out=lambda _: None, err=lambda _: None)
+    assert sorted(r["resolution"] for r in outcome.rows) == [16, 32]
+    assert all(r["status"] == "completed" and r["test_accuracy"] is not None for r in outcome.rows)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (dict(budgets=(0.00001,)), r"no config of space 'tiny' fits a budget of 1e-05 GFLOPs: the cheapest is vit_micro-16px"),
+        (dict(dataset="folder:/nope"), r"dataset path '/nope' does not exist"),
+        (dict(address="127.0.0.1:1"), r"cannot reach Ray at 127.0.0.1:1; start a cluster there with `ray start --head`"),
+        (dict(address="not an address"), r"--address must be HOST:PORT, ray://HOST:PORT or auto"),
+        (dict(name="../escape"), r"sweep name '../escape' must be letters, digits"),
+        (dict(trials=0), r"`--trials` must be a positive integer"),
+    ],
+)
+def test_bad_input_writes_nothing(tmp_path: Path, space_file: Path, overrides: dict, match: str) -> None:
+    with pytest.raises(PdsweepError, match=match):
+        run_sweep(_settings(tmp_path, space_file, **overrides), out=lambda _: None, err=lambda _: None)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_existing_name_and_unknown_resume(tmp_path: Path, space_file: Path) -> None:
+    (tmp_path / "runs" / "s").mkdir(parents=True)
+    with pytest.raises(PdsweepError, match=r"sweep 's' exists in .*; continue it with `pdsweep resume s`"):
+        run_sweep(_settings(tmp_path, space_file), out=lambda _: None, err=lambda _: None)
+    (tmp_path / "runs" / "old").mkdir()
+    (tmp_path / "runs" / "old" / "sweep.json").write_text("{}")
+    with pytest.raises(PdsweepError, match=r"no sweep named 'nope' in .*; known sweeps: old"):
+        resume_sweep("nope", str(tmp_path / "runs"))
+
+
+def test_cli_run_bad_input_is_one_line(cli, tmp_path: Path, space_file: Path) -> None:
+    base = ["run", "--space", space_file, "--dataset", "synthetic:40", "--runs-dir", tmp_path / "runs",
+            "--cache-dir", tmp_path / "cache"]
+    assert_one_line_error(cli(*base, "--budget-gflops", "0.0008", "--address", "127.0.0.1:1"), "cannot reach Ray at 127.0.0.1:1")
+    assert_one_line_error(cli(*base, "--budget-gflops", "0.00001"), "no config of space 'tiny' fits")
+    assert_one_line_error(cli("resume", "ghost", "--runs-dir", tmp_path / "runs"), "no sweep named 'ghost'")
+
+
+def _pdsweep() -> str:
+    return str(Path(sys.executable).parent / "pdsweep")
+
+
+def test_killed_driver_resumes_and_runs_each_trial_once(tmp_path: Path) -> None:
+    space = tmp_path / "slow.yaml"
+    space.write_text(TINY_SPACE.replace("epochs: 2", "epochs: 6").replace("resolution: [16, 32]", "resolution: 32"))
+    runs = tmp_path / "runs"
+    common = ["--runs-dir", str(runs)]
+    run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", "4", "--concurrency", "1",
+           "--scheduler", "none", "--dataset", "synthetic:2000", "--cache-dir", str(tmp_path / "cache"), "--name", "k", *common]
+    driver = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    table = runs / "k" / results.RESULTS_FILE
+    deadline = time.monotonic() + 240
+    while not (table.is_file() and len(results.read_rows(table)) >= 1):
+        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started, mid-trial
+    driver.wait()
+    finished_before = {r["trial_id"]: r for r in results.read_rows(table)}
+    assert 1 <= len(finished_before) < 4
+
+    resumed = subprocess.run([_pdsweep(), "resume", "k", *common], capture_output=True, text=True, timeout=420)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = results.read_rows(table)
+    assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4
+    assert all(r["status"] == "completed" for r in rows)
+    for trial_id, before in finished_before.items():  # kept as they were, not trained again
+        assert next(r for r in rows if r["trial_id"] == trial_id) == before
+    starts = Counter(line.split()[0] for line in (runs / "k" / "starts.log").read_text().splitlines())
+    assert set(starts) == {r["trial_id"] for r in rows}
+    assert all(starts[trial_id] == 1 for trial_id in finished_before)
+    assert "resuming sweep 'k'" in resumed.stderr
