@@ -421,7 +421,7 @@ def _finish(outcome: Any, as_json: bool) -> int:
             {"budget_gflops": t.budget_gflops, "trials": t.trials, "best": t.best, "test_accuracies": t.test_accuracies}
             for t in outcome.tiers
         ]
-        print(json.dumps({"sweep": outcome.name, "results": str(outcome.sweep_dir / "results.parquet"),
+        print(json.dumps({"sweep": outcome.name, "results": outcome.results_path,
                           "trials": len(outcome.rows), "tiers": tiers}, indent=2, default=str))
     return 130 if outcome.interrupted else 0
 

@@ -28,9 +28,9 @@ from pdsweep.cost import Budget
 from pdsweep.plan import KeepPolicy
 from pdsweep.sampler import BudgetSampler, SearchKind, ask_feasible, make_optuna_sampler
 from pdsweep.space import SearchSpace
+from pdsweep.store import STUDY_FILE
 from pdsweep.trainable import METRIC, TIME_ATTR, trial_space
 
-STUDY_FILE = "optuna.journal"
 
 
 def tier_key(budget: Budget) -> str:

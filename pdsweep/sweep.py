@@ -33,11 +33,9 @@ from pdsweep.errors import PdsweepError
 from pdsweep.plan import KeepPolicy, plan
 from pdsweep.sampler import BudgetSampler, SearchKind
 from pdsweep.space import SearchSpace, load_space, parse_space
+from pdsweep.store import STARTS_FILE, STUDY_FILE, SWEEP_FILE, SweepStore
 from pdsweep.validate import is_positive_int
 
-SWEEP_FILE = "sweep.json"
-PENDING = 1
-STARTS_FILE = "starts.log"
 Print = Callable[[str], None]
 
 
@@ -81,8 +79,13 @@ class SweepSettings:
             raise PdsweepError(f"`--max-failures >= 0` must hold, got {self.max_failures!r}.")
 
     @property
+    def store(self) -> SweepStore:
+        return SweepStore(self.runs_dir, self.name)
+
+    @property
     def sweep_dir(self) -> Path:
-        return Path(self.runs_dir).expanduser().resolve() / self.name
+        """The local folder of the driver's files (a mirror when ``runs_dir`` is a URI)."""
+        return self.store.local_dir
 
 
 @dataclass
@@ -96,7 +99,7 @@ class TierSummary:
 @dataclass
 class SweepOutcome:
     name: str
-    sweep_dir: Path
+    results_path: str  # a path or a URI
     rows: list[dict[str, Any]]
     tiers: list[TierSummary]
     interrupted: bool = False
@@ -114,19 +117,20 @@ def run_sweep(settings: SweepSettings, *, out: Print = print, err: Print | None 
     err = err or (lambda line: print(line, file=sys.stderr, flush=True))
     space = load_space(settings.space)
     budgets = [cost.Budget(g, settings.memory_gb) for g in settings.budgets]
-    sweep_dir = settings.sweep_dir
-    if sweep_dir.exists():
+    store = settings.store
+    store.check()
+    if store.exists():
         raise PdsweepError(
-            f"sweep {settings.name!r} exists in {sweep_dir.parent}; continue it with `pdsweep resume "
+            f"sweep {settings.name!r} exists in {settings.runs_dir}; continue it with `pdsweep resume "
             f"{settings.name}` or choose another --name."
         )
     data = _probe_dataset(settings, space)
     plans = {b.gflops: plan(space, b, policy=settings.policy, num_classes=data["num_classes"]) for b in budgets}
     _connect(settings.address, settings.verbose)
     _preflight(settings, space, plans, data, err)
-    sweep_dir.mkdir(parents=True)
+    settings.sweep_dir.mkdir(parents=True, exist_ok=store.remote)
     state = {"settings": asdict(settings), "space_text": Path(space.source).read_text(), **data, "phase": "search"}
-    _write_state(sweep_dir, state)
+    _write_state(settings, state)
     return _execute(settings, space, state, restore=False, out=out, err=err)
 
 
@@ -134,14 +138,15 @@ def resume_sweep(name: str, runs_dir: str = "pdsweep-runs", *, address: str | No
                  out: Print = print, err: Print | None = None) -> SweepOutcome:
     """Continue a sweep whose driver died: finished trials are kept, the rest run once."""
     err = err or (lambda line: print(line, file=sys.stderr, flush=True))
-    root = Path(runs_dir).expanduser().resolve()
-    sweep_dir = root / name
+    store = SweepStore(runs_dir, name)
+    store.fetch(SWEEP_FILE, results.RESULTS_FILE, STUDY_FILE)
+    sweep_dir = store.local_dir
     if not (sweep_dir / SWEEP_FILE).is_file():
-        known = sorted(p.name for p in root.glob(f"*/{SWEEP_FILE}") for p in [p.parent]) if root.is_dir() else []
-        listing = f"known sweeps: {', '.join(known)}" if known else f"no sweeps in {root}"
-        raise PdsweepError(f"no sweep named {name!r} in {root}; {listing}.")
+        known = store.known(SWEEP_FILE)
+        listing = f"known sweeps: {', '.join(known)}" if known else f"no sweeps in {runs_dir}"
+        raise PdsweepError(f"no sweep named {name!r} in {runs_dir}; {listing}.")
     state = json.loads((sweep_dir / SWEEP_FILE).read_text())
-    settings = SweepSettings(**{**state["settings"], "budgets": tuple(state["settings"]["budgets"])})
+    settings = SweepSettings(**{**state["settings"], "budgets": tuple(state["settings"]["budgets"]), "runs_dir": runs_dir})
     if address is not None:
         settings = replace(settings, address=address)
     space = parse_space(_yaml(state["space_text"]), name=Path(settings.space).stem, source=str(sweep_dir / SWEEP_FILE))
@@ -160,22 +165,23 @@ def _execute(settings: SweepSettings, space: SearchSpace, state: dict[str, Any],
     if not settings.verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the engine that honours verbose=0
     trainable = tune.with_resources(_run_trial(), _resources_for(settings, space))
-    callback = SweepCallback(sweep_dir, settings, err)
+    callback = SweepCallback(settings, err)
     interrupted = False
     if state["phase"] == "search":
         tuner = _search_tuner(settings, space, state, trainable, callback, restore=restore)
         interrupted = _fit(tuner)
         if not interrupted:
             state["phase"] = "repeats" if settings.repeats > 1 else "done"
-            _write_state(sweep_dir, state)
+            _write_state(settings, state)
     if state["phase"] == "repeats" and not interrupted:
         tuner = _repeats_tuner(settings, space, state, trainable, callback)
         interrupted = _fit(tuner)
         if not interrupted:
             state["phase"] = "done"
-            _write_state(sweep_dir, state)
+            _write_state(settings, state)
     rows = results.read_rows(sweep_dir / results.RESULTS_FILE)
-    outcome = SweepOutcome(settings.name, sweep_dir, rows, summarize(rows, settings.budgets), interrupted)
+    outcome = SweepOutcome(settings.name, settings.store.where(results.RESULTS_FILE), rows,
+                           summarize(rows, settings.budgets), interrupted)
     for line in summary_lines(outcome):
         out(line)
     if interrupted:
@@ -200,7 +206,8 @@ def _trial_fields(settings: SweepSettings, space: SearchSpace, state: dict[str, 
         "dataset": settings.dataset,
         "split_seed": space.training.seed,
         "cache_dir": settings.cache_dir,
-        "starts_log": str(settings.sweep_dir / STARTS_FILE),
+        # Trial starts are logged where workers can write: the sweep folder when it is local.
+        "starts_log": None if settings.store.remote else str(settings.sweep_dir / STARTS_FILE),
     }
 
 
@@ -211,9 +218,9 @@ def _search_tuner(settings: SweepSettings, space: SearchSpace, state: dict[str, 
 
     from pdsweep.searcher import BudgetSearcher, TieredASHA
 
-    path = settings.sweep_dir / "search"
-    if restore and tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    path = settings.store.experiment("search")
+    if restore and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     searcher = BudgetSearcher(
         space, [cost.Budget(g, settings.memory_gb) for g in settings.budgets], search=settings.search,
         trials=settings.trials, policy=settings.policy, seed=space.training.seed, sweep_dir=settings.sweep_dir,
@@ -228,7 +235,7 @@ def _search_tuner(settings: SweepSettings, space: SearchSpace, state: dict[str, 
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency + PENDING),
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
             scheduler=scheduler, num_samples=searcher.total_trials, reuse_actors=settings.reuse_actors,
         ),
         run_config=_run_config(settings, "search", callback),
@@ -242,9 +249,9 @@ def _repeats_tuner(settings: SweepSettings, space: SearchSpace, state: dict[str,
 
     from pdsweep.searcher import ListSearcher
 
-    path = settings.sweep_dir / "repeats"
-    if tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    path = settings.store.experiment("repeats")
+    if tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     fields = _trial_fields(settings, space, state)
     rows = results.read_rows(settings.sweep_dir / results.RESULTS_FILE)
     points = []
@@ -280,7 +287,7 @@ def _run_config(settings: SweepSettings, name: str, callback: SweepCallback) -> 
 
     return tune.RunConfig(
         name=name,
-        storage_path=str(settings.sweep_dir),
+        storage_path=settings.store.storage_path,
         callbacks=[callback],
         verbose=2 if settings.verbose else 0,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -413,10 +420,11 @@ def _flops(value: float) -> str:
     return f"{value:.3g} FLOP"
 
 
-def _write_state(sweep_dir: Path, state: dict[str, Any]) -> None:
-    partial = sweep_dir / f".{SWEEP_FILE}.partial"
+def _write_state(settings: SweepSettings, state: dict[str, Any]) -> None:
+    partial = settings.sweep_dir / f".{SWEEP_FILE}.partial"
     partial.write_text(json.dumps(state, indent=2))
-    os.replace(partial, sweep_dir / SWEEP_FILE)
+    os.replace(partial, settings.sweep_dir / SWEEP_FILE)
+    settings.store.publish(SWEEP_FILE)
 
 
 def _yaml(text: str) -> Any:
@@ -437,8 +445,8 @@ def _callback_base() -> type:
 class SweepCallback(_callback_base()):  # type: ignore[misc]
     """On the driver: a results row and a progress line for every trial that ends."""
 
-    def __init__(self, sweep_dir: Path, settings: SweepSettings, err: Print) -> None:
-        self.sweep_dir = sweep_dir
+    def __init__(self, settings: SweepSettings, err: Print) -> None:
+        self.sweep_dir = settings.sweep_dir
         self.settings = settings
         self.err = err
         self.rows: dict[str, dict[str, Any]] = {}
@@ -457,6 +465,7 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
                          _analysis(trial), error)
         self.rows[trial.trial_id] = row
         results.write(self.rows.values(), self.sweep_dir / results.RESULTS_FILE)
+        self.settings.store.publish(results.RESULTS_FILE, STUDY_FILE, STARTS_FILE)
         self.err(progress_line(row, list(self.rows.values())))
 
     def __getstate__(self) -> dict[str, Any]:
@@ -580,7 +589,7 @@ def _config_of(row: dict[str, Any]) -> Config:
 
 
 def summary_lines(outcome: SweepOutcome) -> list[str]:
-    lines = [f"sweep {outcome.name!r}: {len(outcome.rows)} trials; results in {outcome.sweep_dir / results.RESULTS_FILE}"]
+    lines = [f"sweep {outcome.name!r}: {len(outcome.rows)} trials; results in {outcome.results_path}"]
     for tier in outcome.tiers:
         if tier.best is None:
             lines.append(f"  tier {tier.budget_gflops:g} GFLOPs: no finished trial")
