@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", required=True, help=f"model preset: {', '.join(PRESETS)}")
     train.add_argument("--resolution", type=int, required=True, help="image side in pixels")
     train.add_argument("--patch-size", type=int, required=True, help="patch side in pixels")
-    train.add_argument("--keep-rate", type=float, default=1.0, help="fraction of patches kept in training (default 1)")
+    train.add_argument("--keep-rate", type=float, help="fraction of patches kept in training (default 1)")
     train.add_argument("--depth", type=int, help="transformer blocks (default: the preset's)")
     train.add_argument("--ensemble-size", type=int, default=1, help="ensemble members (default 1)")
     train.add_argument("--sampling", choices=SAMPLINGS, default="random", help="which patches survive (default random)")
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, help="peak learning rate")
     train.add_argument("--weight-decay", type=float, help="weight decay")
     train.add_argument("--precision", choices=PRECISIONS, help="bf16-mixed (GPU; a CPU uses fp32) or fp32")
-    train.add_argument("--seed", type=int, help="seed")
+    train.add_argument("--seed", type=int, help="training seed (the data split keeps the space's seed)")
     train.add_argument("--no-augment", action="store_true", help="no crops, flips, rotations or colour jitter")
     train.add_argument("--pretrained", metavar="PATH", help="local timm weights (.safetensors or .pth)")
     train.add_argument("--checkpoint-dir", metavar="DIR", help="save a checkpoint each epoch; resume from it")
@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpu-memory-gb", type=_positive_float, help="memory of one GPU, to size GPU shares")
     run.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (default 2)")
     run.add_argument("--cache-dir", metavar="DIR", help="dataset cache on every node")
+    run.add_argument("--mlflow-uri", help="an MLflow tracking server or store (default: SQLite at RUNS_DIR/mlflow.db)")
+    run.add_argument("--experiment", help="MLflow experiment name (default: the space's name)")
     run.add_argument("--verbose", action="store_true", help="Ray Tune's own progress tables and worker logs")
     run.add_argument("--json", action="store_true", help="print the per-tier summary as JSON")
     run.set_defaults(handler=_cmd_run)
@@ -199,6 +201,29 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--address", help="a Ray cluster to continue on (default: as the sweep was started)")
     resume.add_argument("--json", action="store_true", help="print the per-tier summary as JSON")
     resume.set_defaults(handler=_cmd_resume)
+
+    report = commands.add_parser(
+        "report", parents=[common], help="best config per budget tier, Pareto frontier, plot",
+        description="Read a sweep's results.parquet and write report.md and report.png (best config per "
+        "budget tier with runner-up and margin, Pareto frontiers, plot); log them to the sweep's MLflow "
+        "parent run. Two names compare the sweeps side by side.",
+    )
+    report.add_argument("names", nargs="+", metavar="NAME", help="sweep name(s)")
+    report.add_argument("--runs-dir", default="pdsweep-runs", help="where sweeps are kept (default ./pdsweep-runs)")
+    report.add_argument("--out", metavar="DIR", help="where to write report.md and report.png (default: the sweep folder)")
+    report.add_argument("--to-mlflow", action="store_true", help="back-fill MLflow with trials it is missing")
+    report.add_argument("--json", action="store_true", help="print the report as JSON")
+    report.set_defaults(handler=_cmd_report)
+
+    ui = commands.add_parser(
+        "ui", parents=[common], help="the MLflow UI for the sweeps' tracking store",
+        description="Start the MLflow UI on 127.0.0.1 for the tracking store of --runs-dir (or --mlflow-uri) "
+        "and print its URL; stop it with Ctrl-C.",
+    )
+    ui.add_argument("--runs-dir", default="pdsweep-runs", help="where sweeps are kept (default ./pdsweep-runs)")
+    ui.add_argument("--mlflow-uri", help="a tracking store other than RUNS_DIR/mlflow.db")
+    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    ui.set_defaults(handler=_cmd_ui)
     return parser
 
 
@@ -208,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")  # timm's import
     logging.basicConfig(level=logging.WARNING, format="pdsweep: %(message)s")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines ("Creating tables...") are noise here
     try:
         args, extra = parser.parse_known_args(argv)
         commands = _subcommands(parser)
@@ -325,10 +351,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pdsweep.space import TrainingSettings, load_space
     from pdsweep.train import check_fits, train
 
-    keep_rate, keep_low = args.keep_rate, None
+    keep_rate, keep_low = 1.0 if args.keep_rate is None else args.keep_rate, None
     if args.keep_mode == "uniform":
         if not args.keep_range:
             raise PdsweepError("--keep-mode uniform needs --keep-range LOW,HIGH (e.g. 0.5,1).")
+        if args.keep_rate is not None:
+            raise PdsweepError("give --keep-range (its HIGH is the keep rate) or --keep-rate, not both.")
         keep_low, keep_rate = _keep_range(args.keep_range)
     elif args.keep_range:
         raise PdsweepError("--keep-range is for --keep-mode uniform; add --keep-mode uniform or drop it.")
@@ -338,6 +366,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         keep_mode=args.keep_mode, keep_range_low=keep_low,
     )
     pretrained = check_weights_file(args.pretrained) if args.pretrained else None
+    checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else None
+    if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+        raise PdsweepError(f"--checkpoint-dir {str(checkpoint_dir)!r} is a file; give a folder.")
     base = load_space(args.space).training if args.space else TrainingSettings()
     overrides = {
         "epochs": args.epochs, "batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs,
@@ -348,7 +379,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
     spec = DatasetSpec.parse(args.dataset)
     check_fits(config, settings, args.device)  # before minutes of decoding; the head's size hardly matters
-    dataset = load_dataset(spec, config.resolution, seed=settings.seed, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    # The split depends on the space's seed only, as in a sweep: --seed varies the training alone.
+    dataset = load_dataset(spec, config.resolution, seed=base.seed, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
     config = replace(config, num_classes=dataset.num_classes)
     print(
         f"{config.name}: {dataset.num_classes} classes, {len(dataset.train)}/{len(dataset.val)}/{len(dataset.test)} "
@@ -366,8 +398,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     result = train(
         config, dataset, settings, device=args.device,
-        checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
-        pretrained=pretrained, on_epoch_end=progress,
+        checkpoint_dir=checkpoint_dir, pretrained=pretrained, on_epoch_end=progress,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
@@ -400,7 +431,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         reduction_factor=args.reduction_factor, repeats=args.repeats, dataset=args.dataset,
         runs_dir=args.runs_dir, address=args.address, cpus_per_trial=args.cpus_per_trial,
         gpu_memory_gb=args.gpu_memory_gb, max_failures=args.max_failures, cache_dir=args.cache_dir,
-        verbose=args.verbose,
+        verbose=args.verbose, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
     )
     return _finish(run_sweep(settings, out=_quiet_if(args.json)), args.json)
 
@@ -417,13 +448,56 @@ def _quiet_if(flag: bool) -> Any:
 
 def _finish(outcome: Any, as_json: bool) -> int:
     if as_json:
-        tiers = [
-            {"budget_gflops": t.budget_gflops, "trials": t.trials, "best": t.best, "test_accuracies": t.test_accuracies}
-            for t in outcome.tiers
-        ]
-        print(json.dumps({"sweep": outcome.name, "results": outcome.results_path,
-                          "trials": len(outcome.rows), "tiers": tiers}, indent=2, default=str))
+        summary = outcome.report.to_json() if outcome.report else {"sweep": outcome.name, "tiers": [], "pareto": []}
+        print(json.dumps({**summary, "results": outcome.results_path, "trials": len(outcome.rows)}, indent=2))
+    if outcome.all_failed:
+        first = outcome.rows[0]["error"]
+        print(f"pdsweep: every trial failed; the first: {first}", file=sys.stderr)
+        return 1
     return 130 if outcome.interrupted else 0
+
+
+# ---- report and ui ------------------------------------------------------------------------
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pdsweep import report, tracking
+
+    sweeps = [report.load(name, args.runs_dir) for name in args.names]
+    reports = [report.build(s.name, s.rows) for s in sweeps]
+    outputs = []
+    for sweep, built in zip(sweeps, reports):
+        out_dir = Path(args.out) / sweep.name if args.out and len(sweeps) > 1 else Path(args.out or sweep.folder / "report")
+        md, png = report.write(built, out_dir)
+        outputs.append((md, png))
+        ids = sweep.state.get("mlflow")
+        if ids:
+            if args.to_mlflow:
+                tracking.check_reachable(ids["uri"])
+                logged = tracking.backfill(ids, sweep.rows, lambda row: report.config_of(row).name)
+                print(f"MLflow: back-filled {logged} trial(s) of {sweep.name!r}", file=sys.stderr)
+            try:
+                tracking.log_artifacts(ids, [md, png])
+            except Exception as error:  # the report stands without MLflow
+                print(f"pdsweep: warning: could not log the report to MLflow ({error}).", file=sys.stderr)
+        elif args.to_mlflow:
+            raise PdsweepError(f"sweep {sweep.name!r} was run without MLflow tracking; nothing to back-fill into.")
+    if args.json:
+        payload = reports[0].to_json() if len(reports) == 1 else {"sweeps": [r.to_json() for r in reports]}
+        print(json.dumps(payload, indent=2, allow_nan=False))
+    else:
+        print(report.compare(reports) if len(reports) > 1 else report.markdown(reports[0]))
+        for md, png in outputs:
+            print(f"wrote {md} and {png}", file=sys.stderr)
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from pdsweep.ui import serve
+
+    return serve(args.runs_dir, args.port, args.mlflow_uri)
 
 
 # ---- plan ---------------------------------------------------------------------------------

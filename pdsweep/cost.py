@@ -35,7 +35,14 @@ import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from pdsweep.config import OPTIMIZERS, PRECISIONS, Config, OptimizerName, Precision, strategy_count
+from pdsweep.config import (
+    OPTIMIZERS,
+    PRECISIONS,
+    Config,
+    OptimizerName,
+    Precision,
+    strategy_count,
+)
 from pdsweep.errors import PdsweepError
 from pdsweep.validate import check_choice, is_number, is_positive_int
 

@@ -19,7 +19,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -30,6 +29,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from pdsweep.errors import PdsweepError
+from pdsweep.store import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,18 @@ class DatasetSpec:
     def __str__(self) -> str:
         return f"{self.kind}:{self.arg}" if self.arg else self.kind
 
+    @property
+    def path(self) -> str:
+        """The file or folder of a ``folder``, ``npz`` or ``parquet`` dataset (options aside)."""
+        return self.arg.partition("?")[0]
+
+    def absolute(self) -> DatasetSpec:
+        """The same dataset with its path made absolute (the options kept)."""
+        if self.kind == "synthetic":
+            return self
+        _, mark, options = self.arg.partition("?")
+        return DatasetSpec(self.kind, str(Path(self.path).expanduser().resolve()) + mark + options)
+
 
 @dataclass(frozen=True)
 class Split:
@@ -93,9 +105,6 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def split(self, name: str) -> Split:
-        return {"train": self.train, "val": self.val, "test": self.test}[name]
-
 
 def load_dataset(spec: str | DatasetSpec, resolution: int, *, seed: int = 0, cache_dir: Path | None = None) -> Dataset:
     """The dataset ``spec`` at ``resolution`` px, from the cache (built on first use)."""
@@ -103,7 +112,7 @@ def load_dataset(spec: str | DatasetSpec, resolution: int, *, seed: int = 0, cac
     if resolution < 1:
         raise PdsweepError(f"`resolution >= 1` must hold, but got {resolution=}.")
     source = _check_source(spec)
-    root = cache_dir or Path(os.environ.get("PDSWEEP_CACHE") or Path.home() / ".cache" / "pdsweep")
+    root = cache_dir or cache_root()
     entry = root / "datasets" / f"{spec.kind}-{_slug(source)}-{_fingerprint(spec, source, resolution, seed)}" / f"{resolution}px"
     if not (entry / "meta.json").is_file():
         with _locked(entry.parent / ".lock"):
@@ -118,7 +127,7 @@ def load_dataset(spec: str | DatasetSpec, resolution: int, *, seed: int = 0, cac
 def _check_source(spec: DatasetSpec) -> Path | None:
     if spec.kind == "synthetic":
         return None
-    path = Path(spec.arg.split("?", 1)[0]).expanduser()
+    path = Path(spec.path).expanduser()
     if not path.exists():
         raise PdsweepError(f"dataset path {str(path)!r} does not exist; check --dataset {spec}.")
     return path.resolve()
@@ -161,7 +170,7 @@ def _build(spec: DatasetSpec, source: Path | None, resolution: int, seed: int, e
     elif spec.kind == "folder":
         splits, class_names, skipped = _folder(source, resolution, seed)  # type: ignore[arg-type]
     elif spec.kind == "npz":
-        splits, class_names, skipped = _npz(source, resolution, seed)  # type: ignore[arg-type]
+        splits, class_names, skipped = _npz(source, resolution)  # type: ignore[arg-type]
     else:
         splits, class_names, skipped = _parquet(spec, source, resolution, seed)  # type: ignore[arg-type]
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=entry.parent))
@@ -171,9 +180,7 @@ def _build(spec: DatasetSpec, source: Path | None, resolution: int, seed: int, e
             np.save(staging / f"{name}_labels.npy", labels.astype(np.int64))
         meta = {"class_names": list(class_names), "skipped": skipped, "source": str(spec)}
         (staging / "meta.json").write_text(json.dumps(meta))
-        if entry.exists():
-            shutil.rmtree(entry)
-        staging.rename(entry)
+        staging.rename(entry)  # under the lock, and only when no entry exists
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -213,12 +220,23 @@ def stratified_split(labels: np.ndarray, seed: int, fractions: Sequence[float] =
     return [np.sort(np.concatenate(p)) for p in parts]
 
 
-def _split_missing(given: dict[str, tuple[list, list]], seed: int) -> dict[str, tuple[list, list]]:
-    """Fill missing val/test splits by a stratified split of what there is."""
-    if "train" not in given:
+def _split_missing(given: dict[str, tuple[list, list]], seed: int, source: str) -> dict[str, tuple[list, list]]:
+    """Complete the splits: unsplit items ("all") join train; missing val/test come from train.
+
+    With no split given at all, this is a stratified 70/15/15 split of everything.
+    """
+    if set(given) == {"all"}:
         items, labels = given.pop("all")
         idx = stratified_split(np.array(labels), seed)
         return {name: ([items[i] for i in part], [labels[i] for i in part]) for name, part in zip(SPLITS, idx)}
+    if "all" in given:
+        items, labels = given.pop("all")
+        train = given.setdefault("train", ([], []))
+        train[0].extend(items)
+        train[1].extend(labels)
+    if "train" not in given:
+        raise PdsweepError(f"dataset {source!r} has {' and '.join(sorted(given))} splits but no training data; "
+                           "add a train split or items without a split.")
     missing = [s for s in ("val", "test") if s not in given]
     if missing:
         items, labels = given["train"]
@@ -288,7 +306,7 @@ def _folder(root: Path, resolution: int, seed: int) -> tuple[Arrays, tuple[str, 
             files += found
             labels += [label] * len(found)
         given[split] = (files, labels)
-    given = _split_missing(given, seed)
+    given = _split_missing(given, seed, str(root))
     splits: Arrays = {}
     skipped = 0
     for split in SPLITS:
@@ -321,17 +339,26 @@ def _check_not_empty(splits: Arrays, source: str, skipped: int) -> None:
         log.warning("%s: skipped %d of %d images that could not be read.", source, skipped, total)
     if not len(splits["train"][1]):
         raise PdsweepError(f"dataset {source!r} has no readable training images ({skipped} could not be read).")
+    empty = [name for name in ("val", "test") if not len(splits[name][1])]
+    if empty:
+        raise PdsweepError(
+            f"dataset {source!r} has no {' or '.join(empty)} images after splitting; add images (the automatic "
+            "70/15/15 split needs about 7 per class) or give val/ and test/ splits."
+        )
 
 
 # ---- npz (MedMNIST layout) ----------------------------------------------------------------
 
 
-def _npz(path: Path, resolution: int, seed: int) -> tuple[Arrays, tuple[str, ...], int]:
+def _npz(path: Path, resolution: int) -> tuple[Arrays, tuple[str, ...], int]:
     """``train_images``, ``train_labels``, ``val_*``, ``test_*``: (N, H, W[, 3]) uint8, (N[, 1])."""
     try:
         archive = np.load(path)
     except (OSError, ValueError) as error:
         raise PdsweepError(f"npz dataset {str(path)!r} cannot be read as a .npz file ({error}).") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise PdsweepError(f"npz dataset {str(path)!r} is a single array, not a .npz archive of named arrays "
+                           "(train_images, train_labels, val_*, test_*).")
     with archive:
         expected = [f"{s}_{part}" for s in SPLITS for part in ("images", "labels")]
         missing = [k for k in expected if k not in archive.files]
@@ -342,7 +369,10 @@ def _npz(path: Path, resolution: int, seed: int) -> tuple[Arrays, tuple[str, ...
             )
         splits: Arrays = {}
         for split in SPLITS:
-            images, labels = archive[f"{split}_images"], archive[f"{split}_labels"]
+            try:
+                images, labels = archive[f"{split}_images"], archive[f"{split}_labels"]
+            except ValueError as error:  # e.g. object arrays, which would need pickle
+                raise PdsweepError(f"npz dataset {str(path)!r}: {split} arrays cannot be read ({error}).") from None
             splits[split] = (_resize_array(images, resolution, f"{path}: {split}_images"), _labels(labels, f"{path}: {split}_labels", len(images)))
     num_classes = int(max(labels.max(initial=-1) for _, labels in splits.values())) + 1
     _check_not_empty(splits, str(path), 0)
@@ -410,13 +440,10 @@ def _parquet(spec: DatasetSpec, path: Path, resolution: int, seed: int) -> tuple
             bucket = given.setdefault(split if split in SPLITS else "all", ([], []))
             bucket[0].append(image["bytes"] if isinstance(image, dict) else image)
             bucket[1].append(label)
-    if "all" in given and "train" in given:  # files without a split beside split files
-        given["train"][0].extend(given["all"][0])
-        given["train"][1].extend(given.pop("all")[1])
     class_names = tuple(str(c) for c in sorted({label for _, labels in given.values() for label in labels}, key=_label_key))
     index = {name: i for i, name in enumerate(class_names)}
     given = {split: (items, [index[str(label)] for label in labels]) for split, (items, labels) in given.items()}
-    given = _split_missing(given, seed)
+    given = _split_missing(given, seed, str(path))
     splits_out: Arrays = {}
     skipped = 0
     for split in SPLITS:

@@ -21,7 +21,13 @@ import math
 import torch
 from torch import nn
 
-from pdsweep.config import SAMPLINGS, lattice_shape, patches_kept, strategy_count, structured_shape
+from pdsweep.config import (
+    SAMPLINGS,
+    lattice_shape,
+    patches_kept,
+    strategy_count,
+    structured_shape,
+)
 
 
 class PatchDropout(nn.Module):

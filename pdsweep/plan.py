@@ -62,7 +62,7 @@ def plan(
     Raises :class:`PdsweepError` when nothing fits, naming the cheapest config and its cost.
     """
     check_choice("keep policy", policy, KEEP_POLICIES)
-    setup = _setup(space)
+    setup = setup_of(space)
     architectures = space.architectures(num_classes)
     planned = []
     for arch in architectures:
@@ -87,17 +87,18 @@ def largest_keep_rate(arch: Config, space: SearchSpace, budget: Budget) -> tuple
     N = arch.num_patches
     if isinstance(axis, FloatRange) and axis.step is None:
         low, high = patches_kept(N, axis.low), patches_kept(N, axis.high)
-        best = max_keep_count(arch, budget, low=low, high=high, **_setup(space))
+        best = max_keep_count(arch, budget, low=low, high=high, **setup_of(space))
         if best is None:
             return None
         return max(axis.low, keep_rate_for(N, best)), axis.low
     rates = sorted(float(v) for v in axis.values())
-    fits_up_to = max_keep_count(arch, budget, low=1, high=N, **_setup(space))
+    fits_up_to = max_keep_count(arch, budget, low=1, high=N, **setup_of(space))
     feasible = [r for r in rates if fits_up_to is not None and patches_kept(N, r) <= fits_up_to]
     return (feasible[-1], rates[0]) if feasible else None
 
 
-def _setup(space: SearchSpace) -> dict[str, Any]:
+def setup_of(space: SearchSpace) -> dict[str, Any]:
+    """The training settings the memory model needs (batch size, precision, optimizer)."""
     training = space.training
     return dict(batch_size=training.batch_size, precision=training.precision, optimizer=training.optimizer)
 
@@ -105,7 +106,7 @@ def _setup(space: SearchSpace) -> dict[str, Any]:
 def _nothing_fits(space: SearchSpace, budget: Budget, architectures: list[Config]) -> str:
     """Which cap rules everything out, the config closest to fitting it, and what to raise."""
     low = space.keep_rate_bounds[0]
-    costs = [estimate(replace(arch, keep_rate=low), **_setup(space)) for arch in architectures]
+    costs = [estimate(replace(arch, keep_rate=low), **setup_of(space)) for arch in architectures]
     cheapest = min(costs, key=lambda cost: (cost.train_gflops, cost.memory.total))
     reasons, fixes = [], []
     if cheapest.train_gflops > budget.gflops:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from pdsweep.errors import PdsweepError
 
 RESULTS_FILE = "results.parquet"
+ROBUSTNESS_KEEP_RATES = (1.0, 0.75, 0.5, 0.25)  # the test-time keep rates of the robustness curve
 
 SCHEMA = pa.schema(
     [
@@ -51,6 +52,11 @@ SCHEMA = pa.schema(
         pa.field(
             "robustness",
             pa.list_(pa.struct([pa.field("keep_rate", pa.float64()), pa.field("accuracy", pa.float64())])),
+        ),
+        pa.field(
+            "history",  # every epoch the driver saw
+            pa.list_(pa.struct([pa.field("epoch", pa.int64()), pa.field("train_loss", pa.float64()),
+                                pa.field("val_accuracy", pa.float64())])),
         ),
         pa.field("epochs_run", pa.int64(), nullable=False),
         pa.field("epochs_planned", pa.int64(), nullable=False),

@@ -29,8 +29,14 @@ from typing import TYPE_CHECKING, Literal, get_args
 from pdsweep.config import Config, keep_rate_for, patches_kept
 from pdsweep.cost import Budget, estimate
 from pdsweep.errors import PdsweepError
-from pdsweep.plan import KeepPolicy, largest_keep_rate, plan
-from pdsweep.space import ARCHITECTURE_AXES, Categorical, FloatRange, IntRange, SearchSpace
+from pdsweep.plan import KeepPolicy, largest_keep_rate, plan, setup_of
+from pdsweep.space import (
+    ARCHITECTURE_AXES,
+    Categorical,
+    FloatRange,
+    IntRange,
+    SearchSpace,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -51,6 +57,8 @@ class BudgetSampler:
 
     def suggest(self, trial: optuna.Trial) -> Config | None:
         """A feasible config for ``trial``; None (constraint set on the trial) if none fits."""
+        # Suggested first and for every trial, feasible or not, so TPE models it with the rest.
+        fraction = trial.suggest_float("keep_fraction", 0.0, 1.0) if self.policy == "search" else None
         values = {}
         for name in ARCHITECTURE_AXES:
             if name in self.space.axes:
@@ -65,8 +73,8 @@ class BudgetSampler:
             trial.set_constraint("budget", self._excess(replace(arch, keep_rate=low)))
             return None
         keep_rate, lowest = rates
-        if self.policy == "search":
-            keep_rate = self._between(arch, lowest, keep_rate, trial.suggest_float("keep_fraction", 0.0, 1.0))
+        if fraction is not None:
+            keep_rate = self._between(arch, lowest, keep_rate, fraction)
         return replace(arch, keep_rate=keep_rate)
 
     def _between(self, arch: Config, lowest: float, highest: float, fraction: float) -> float:
@@ -82,7 +90,7 @@ class BudgetSampler:
 
     def _excess(self, cheapest: Config) -> float:
         """How far the cheapest version of an architecture is over the budget (> 0), relatively."""
-        cost = estimate(cheapest, **_setup(self.space))
+        cost = estimate(cheapest, **setup_of(self.space))
         excess = cost.train_gflops / self.budget.gflops - 1
         if self.budget.memory_gb is not None:
             excess = max(excess, cost.memory_gb / self.budget.memory_gb - 1)
@@ -113,21 +121,15 @@ def _suggest_axis(trial: optuna.Trial, name: str, axis: Categorical | IntRange |
     raise TypeError(f"axis {name} cannot be a float range.")
 
 
-def _setup(space: SearchSpace) -> dict[str, object]:
-    t = space.training
-    return {"batch_size": t.batch_size, "precision": t.precision, "optimizer": t.optimizer}
-
-
-def make_optuna_sampler(kind: SearchKind, seed: int, grid_size: int = 0) -> optuna.samplers.BaseSampler:
-    """TPE (multivariate, constant liar for parallel trials), random, or a grid of indices."""
+def make_optuna_sampler(kind: SearchKind, seed: int) -> optuna.samplers.BaseSampler:
+    """TPE (multivariate, constant liar for parallel trials), or random (also for a grid, whose
+    points the searcher enqueues itself)."""
     import optuna
 
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
-    if kind == "random":
+    if kind in ("random", "grid"):
         return optuna.samplers.RandomSampler(seed=seed)
-    if kind == "grid":
-        return optuna.samplers.GridSampler({"grid_index": list(range(grid_size))}, seed=seed)
     raise PdsweepError(f"unknown search {kind!r}; choose one of: {', '.join(SEARCH_KINDS)}.")
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import pickle
 import warnings
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -28,9 +27,8 @@ from pdsweep.cost import Budget
 from pdsweep.plan import KeepPolicy
 from pdsweep.sampler import BudgetSampler, SearchKind, ask_feasible, make_optuna_sampler
 from pdsweep.space import SearchSpace
-from pdsweep.store import STUDY_FILE
+from pdsweep.store import STUDY_FILE, SweepStore, relocated
 from pdsweep.trainable import METRIC, TIME_ATTR, trial_space
-
 
 
 def tier_key(budget: Budget) -> str:
@@ -49,7 +47,7 @@ class BudgetSearcher(Searcher):
         trials: int,
         policy: KeepPolicy,
         seed: int,
-        sweep_dir: Path,
+        store: SweepStore,
         trial_fields: dict[str, Any],
         num_classes: int,
     ) -> None:
@@ -59,7 +57,7 @@ class BudgetSearcher(Searcher):
         self.budgets = {tier_key(b): b for b in budgets}
         self.search = search
         self.seed = seed
-        self.sweep_dir = Path(sweep_dir)
+        self.store = store  # paths resolve at use time: a resume may run elsewhere
         self.trial_fields = trial_fields  # what every trial's config dict carries besides the config
         self.grids = {key: sampler.grid() for key, sampler in self.samplers.items()} if search == "grid" else {}
         self.quota = {key: len(self.grids[key]) if search == "grid" else trials for key in self.samplers}
@@ -74,18 +72,28 @@ class BudgetSearcher(Searcher):
 
     def study(self, key: str) -> optuna.Study:
         if key not in self._studies:
+            self._open(key)
+        return self._studies[key]
+
+    def _open(self, key: str) -> None:
+        if key not in self._studies:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             storage = optuna.storages.JournalStorage(
-                optuna.storages.journal.JournalFileBackend(str(self.sweep_dir / STUDY_FILE))
+                optuna.storages.journal.JournalFileBackend(str(self.store.local_dir / STUDY_FILE))
             )
             index = list(self.samplers).index(key)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                self._studies[key] = optuna.create_study(
+                study = self._studies[key] = optuna.create_study(
                     study_name=key, storage=storage, direction="maximize", load_if_exists=True,
-                    sampler=make_optuna_sampler(self.search, self.seed + index, len(self.grids.get(key, []))),
+                    sampler=make_optuna_sampler(self.search, self.seed + index),
                 )
-        return self._studies[key]
+            # Trials asked after Tune's last checkpoint never became Ray trials (the driver died in
+            # between): close them, so they count as nothing.
+            known = {optuna_id for _, optuna_id in self.running.values()}
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial._trial_id not in known:
+                    study.tell(trial.number, state=TrialState.FAIL)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         open_tiers = [key for key in self.samplers if self.issued[key] < self.quota[key]]
@@ -95,7 +103,8 @@ class BudgetSearcher(Searcher):
         study = self.study(key)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            if self.search == "grid":
+            if self.search == "grid":  # the searcher's own order, so a resume re-issues exactly what is missing
+                study.enqueue_trial({"grid_index": self.issued[key]})
                 trial = study.ask()
                 config: Config = self.grids[key][trial.suggest_categorical("grid_index", list(range(self.quota[key])))]
             else:
@@ -110,28 +119,55 @@ class BudgetSearcher(Searcher):
         return trial_space(config.to_dict(), tier=self.budgets[key].gflops, phase="search", **fields)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if trial_id in self.running and METRIC in result and not result.get("done_training"):
-            key, optuna_id = self.running[trial_id]
-            trial = optuna.Trial(self.study(key), optuna_id)
-            if int(result[TIME_ATTR]) not in trial.storage.get_trial(optuna_id).intermediate_values:
-                trial.report(float(result[METRIC]), step=int(result[TIME_ATTR]))
+        if trial_id in self.running and not result.get("done_training"):
+            self._report(trial_id, result)
+
+    def _report(self, trial_id: str, result: dict[str, Any]) -> None:
+        """An epoch's accuracy as the Optuna trial's intermediate value (once per epoch)."""
+        if METRIC not in result or TIME_ATTR not in result:
+            return
+        key, optuna_id = self.running[trial_id]
+        study = self.study(key)
+        frozen = self._frozen(study, optuna_id)
+        if frozen and frozen.state == TrialState.RUNNING and int(result[TIME_ATTR]) not in frozen.intermediate_values:
+            optuna.Trial(study, optuna_id).report(float(result[METRIC]), step=int(result[TIME_ATTR]))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         if trial_id not in self.running:
             return
+        if result and not error and not result.get("done_training"):
+            # Tune does not pass the result that made the scheduler stop a trial to on_trial_result.
+            self._report(trial_id, result)
         key, optuna_id = self.running.pop(trial_id)
         study = self.study(key)
-        number = study._storage.get_trial(optuna_id).number
+        frozen = self._frozen(study, optuna_id)
+        if frozen is None:
+            return
+        number = frozen.number
         if error or not result:
-            study.tell(number, state=TrialState.FAIL)
+            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
         elif result.get("done_training"):
-            study.tell(number, float(result.get(f"best_{METRIC}", result[METRIC])))
+            study.tell(number, float(result.get(f"best_{METRIC}", result[METRIC])), skip_if_finished=True)
         else:  # stopped early by the scheduler: its partial accuracy is not comparable
-            study.tell(number, state=TrialState.PRUNED)
+            study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+
+    @staticmethod
+    def _frozen(study: optuna.Study, optuna_id: int) -> optuna.trial.FrozenTrial | None:
+        """The Optuna trial, or None if the journal lost it (a crash before it was published)."""
+        try:
+            return study._storage.get_trial(optuna_id)
+        except KeyError:
+            return None
 
     # ---- Tune's checkpointing: the studies live in their journal; the rest is pickled -------
 
     def save(self, checkpoint_path: str) -> None:
+        # The journal goes out first: a remote copy must never be older than the state saved here.
+        journal = self.store.local_dir / STUDY_FILE
+        stamp = (journal.stat().st_size, journal.stat().st_mtime_ns) if journal.is_file() else None
+        if stamp != getattr(self, "_published", None):
+            self.store.publish(STUDY_FILE)
+            self._published = stamp
         with open(checkpoint_path, "wb") as handle:
             pickle.dump({"issued": self.issued, "running": self.running, "seen": self.seen}, handle)
 
@@ -139,18 +175,19 @@ class BudgetSearcher(Searcher):
         with open(checkpoint_path, "rb") as handle:
             state = pickle.load(handle)
         self.issued, self.running, self.seen = state["issued"], state["running"], state["seen"]
-        # Trials asked after Tune's last checkpoint never became Ray trials: close them.
-        known = {optuna_id for _, optuna_id in self.running.values()}
+        self._studies = {}
         for key in self.samplers:
-            study = self.study(key)
-            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if trial._trial_id not in known:
-                    study.tell(trial.number, state=TrialState.FAIL)
+            self._open(key)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_studies"] = {}  # reopened from the journal on demand
+        state.pop("_published", None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.store = relocated(self.store)
 
 
 class ListSearcher(Searcher):
@@ -184,6 +221,7 @@ class TieredASHA(FIFOScheduler):
 
     def __init__(self, tiers: list[float], *, max_t: int, grace_period: int, reduction_factor: float) -> None:
         super().__init__()
+        self.max_t = max_t
         self.by_tier = {
             tier: AsyncHyperBandScheduler(
                 time_attr=TIME_ATTR, metric=METRIC, mode="max", max_t=max_t,
@@ -203,7 +241,9 @@ class TieredASHA(FIFOScheduler):
         self._for(trial).on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        if result.get("done_training"):  # the final report repeats the last epoch
+        # The final report repeats the last epoch, and a trial at its last epoch has nothing left to
+        # save: stopping it then would only lose its test metrics (ASHA puts a rung at max_t).
+        if result.get("done_training") or result.get(TIME_ATTR, 0) >= self.max_t:
             return TrialScheduler.CONTINUE
         return self._for(trial).on_trial_result(tune_controller, trial, result)
 
@@ -219,11 +259,3 @@ class TieredASHA(FIFOScheduler):
         scheduler = self._for(trial)
         if trial.trial_id in scheduler._trial_info:
             scheduler.on_trial_remove(tune_controller, trial)
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as handle:
-            pickle.dump(self.__dict__, handle)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as handle:
-            self.__dict__.update(pickle.load(handle))

@@ -30,7 +30,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pdsweep.config import KEEP_MODES, OPTIMIZERS, PRECISIONS, SAMPLINGS, Config, OptimizerName, Precision
+from pdsweep.config import (
+    KEEP_MODES,
+    OPTIMIZERS,
+    PRECISIONS,
+    SAMPLINGS,
+    Config,
+    OptimizerName,
+    Precision,
+)
 from pdsweep.errors import PdsweepError
 from pdsweep.presets import PRESETS
 from pdsweep.validate import is_number, is_positive_int, is_rate
@@ -114,7 +122,7 @@ _TRAINING_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "grad_clip": ("a positive number, or null for none", lambda v: v is None or (is_number(v) and v > 0)),
     "precision": (f"one of {', '.join(PRECISIONS)}", lambda v: isinstance(v, str) and v in PRECISIONS),
     "augment": ("true or false", lambda v: isinstance(v, bool)),
-    "seed": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "seed": ("an integer >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
 }
 
 

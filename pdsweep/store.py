@@ -22,13 +22,27 @@ STUDY_FILE = "optuna.journal"  # the Optuna studies, one per budget tier
 STARTS_FILE = "starts.log"  # one line per trial start
 
 
+# A resumed sweep may live elsewhere than when Ray pickled its searcher and callback (a moved
+# folder, another machine's mirror of a URI). `pdsweep resume` records where it is now, and
+# those objects look themselves up here when they are unpickled.
+_RELOCATED: dict[str, SweepStore] = {}
+
+
+def relocate(store: SweepStore) -> None:
+    _RELOCATED[store.name] = store
+
+
+def relocated(store: SweepStore) -> SweepStore:
+    return _RELOCATED.get(store.name, store)
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("PDSWEEP_CACHE") or Path.home() / ".cache" / "pdsweep")
 
 
 @dataclass(frozen=True)
 class SweepStore:
-    runs_dir: str
+    runs_dir: str  # a local folder (made absolute by SweepSettings) or a URI
     name: str
 
     @property

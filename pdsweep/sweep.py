@@ -23,17 +23,18 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pdsweep import cost, results
+from pdsweep import cost, report, results, tracking
 from pdsweep.config import Config
 from pdsweep.errors import PdsweepError
 from pdsweep.plan import KeepPolicy, plan
+from pdsweep.progress import SweepCallback, report_or_none, summary_lines
 from pdsweep.sampler import BudgetSampler, SearchKind
 from pdsweep.space import SearchSpace, load_space, parse_space
-from pdsweep.store import STARTS_FILE, STUDY_FILE, SWEEP_FILE, SweepStore
+from pdsweep.store import STARTS_FILE, STUDY_FILE, SWEEP_FILE, SweepStore, relocate
 from pdsweep.validate import is_positive_int
 
 Print = Callable[[str], None]
@@ -63,6 +64,8 @@ class SweepSettings:
     max_failures: int = 2
     cache_dir: str | None = None
     verbose: bool = False
+    mlflow_uri: str | None = None  # None: SQLite at RUNS_DIR/mlflow.db
+    experiment: str | None = None  # None: the space's name
     reuse_actors: bool = True  # a fresh actor per trial costs ~2.5 s here (bench/sweep_overhead.py)
 
     def __post_init__(self) -> None:
@@ -82,6 +85,16 @@ class SweepSettings:
     def store(self) -> SweepStore:
         return SweepStore(self.runs_dir, self.name)
 
+    def absolute(self) -> SweepSettings:
+        """Local paths made absolute: Ray runs each trial in its own working directory."""
+        from pdsweep.data import DatasetSpec
+
+        def local(path: str) -> str:
+            return path if "://" in path else str(Path(path).expanduser().resolve())
+
+        return replace(self, runs_dir=local(self.runs_dir), dataset=str(DatasetSpec.parse(self.dataset).absolute()),
+                       cache_dir=local(self.cache_dir) if self.cache_dir else None)
+
     @property
     def sweep_dir(self) -> Path:
         """The local folder of the driver's files (a mirror when ``runs_dir`` is a URI)."""
@@ -89,20 +102,16 @@ class SweepSettings:
 
 
 @dataclass
-class TierSummary:
-    budget_gflops: float
-    trials: int
-    best: dict[str, Any] | None
-    test_accuracies: list[float] = field(default_factory=list)  # the best config, one per seed
-
-
-@dataclass
 class SweepOutcome:
     name: str
     results_path: str  # a path or a URI
     rows: list[dict[str, Any]]
-    tiers: list[TierSummary]
+    report: report.Report | None  # None until a trial has finished
     interrupted: bool = False
+
+    @property
+    def all_failed(self) -> bool:
+        return bool(self.rows) and all(r["status"] == "error" for r in self.rows)
 
 
 def default_name() -> str:
@@ -115,6 +124,7 @@ def default_name() -> str:
 def run_sweep(settings: SweepSettings, *, out: Print = print, err: Print | None = None) -> SweepOutcome:
     """Check, plan, and run a new sweep; nothing is written until every check has passed."""
     err = err or (lambda line: print(line, file=sys.stderr, flush=True))
+    settings = settings.absolute()
     space = load_space(settings.space)
     budgets = [cost.Budget(g, settings.memory_gb) for g in settings.budgets]
     store = settings.store
@@ -126,11 +136,22 @@ def run_sweep(settings: SweepSettings, *, out: Print = print, err: Print | None 
         )
     data = _probe_dataset(settings, space)
     plans = {b.gflops: plan(space, b, policy=settings.policy, num_classes=data["num_classes"]) for b in budgets}
+    _check_address(settings.address)
+    uri = settings.mlflow_uri or tracking.default_uri(store.local_dir.parent)
+    tracking.check_reachable(uri)
     _connect(settings.address, settings.verbose)
     _preflight(settings, space, plans, data, err)
     settings.sweep_dir.mkdir(parents=True, exist_ok=store.remote)
     state = {"settings": asdict(settings), "space_text": Path(space.source).read_text(), **data, "phase": "search"}
     _write_state(settings, state)
+    params = {**{k: v for k, v in asdict(settings).items() if v is not None}, "space": space.name, **data}
+    state["mlflow"] = tracking.start_sweep(
+        uri, settings.experiment or space.name,
+        None if settings.mlflow_uri else tracking.artifact_root(store.local_dir.parent), settings.name, params,
+        files=[Path(space.source), settings.sweep_dir / SWEEP_FILE],
+    )
+    _write_state(settings, state)
+    err(f"  MLflow: experiment {settings.experiment or space.name!r}, parent run {settings.name!r} in {uri}")
     return _execute(settings, space, state, restore=False, out=out, err=err)
 
 
@@ -138,19 +159,33 @@ def resume_sweep(name: str, runs_dir: str = "pdsweep-runs", *, address: str | No
                  out: Print = print, err: Print | None = None) -> SweepOutcome:
     """Continue a sweep whose driver died: finished trials are kept, the rest run once."""
     err = err or (lambda line: print(line, file=sys.stderr, flush=True))
-    store = SweepStore(runs_dir, name)
+    store = SweepStore(runs_dir if "://" in runs_dir else str(Path(runs_dir).expanduser().resolve()), name)
     store.fetch(SWEEP_FILE, results.RESULTS_FILE, STUDY_FILE)
     sweep_dir = store.local_dir
     if not (sweep_dir / SWEEP_FILE).is_file():
         known = store.known(SWEEP_FILE)
         listing = f"known sweeps: {', '.join(known)}" if known else f"no sweeps in {runs_dir}"
         raise PdsweepError(f"no sweep named {name!r} in {runs_dir}; {listing}.")
-    state = json.loads((sweep_dir / SWEEP_FILE).read_text())
-    settings = SweepSettings(**{**state["settings"], "budgets": tuple(state["settings"]["budgets"]), "runs_dir": runs_dir})
+    try:
+        state = json.loads((sweep_dir / SWEEP_FILE).read_text())
+        missing = [key for key in ("settings", "space_text", "phase", "num_classes") if key not in state]
+        if missing:
+            raise KeyError(missing[0])
+        settings = SweepSettings(**{**state["settings"], "budgets": tuple(state["settings"]["budgets"]),
+                                    "runs_dir": store.runs_dir})
+    except (ValueError, KeyError, TypeError) as error:
+        raise PdsweepError(f"{sweep_dir / SWEEP_FILE} is damaged ({type(error).__name__}: {error}); "
+                           "it cannot be resumed, start a new sweep.") from None
+    relocate(store)  # Ray's pickled searcher and callback look here for the sweep's files
     if address is not None:
         settings = replace(settings, address=address)
     space = parse_space(_yaml(state["space_text"]), name=Path(settings.space).stem, source=str(sweep_dir / SWEEP_FILE))
+    _check_address(settings.address)
+    if state.get("mlflow"):
+        tracking.check_reachable(state["mlflow"]["uri"])
     _connect(settings.address, settings.verbose)
+    if state.get("mlflow"):
+        tracking.reopen(state["mlflow"])
     err(f"resuming sweep {name!r} ({state['phase']} phase)")
     return _execute(settings, space, state, restore=True, out=out, err=err)
 
@@ -165,7 +200,7 @@ def _execute(settings: SweepSettings, space: SearchSpace, state: dict[str, Any],
     if not settings.verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the engine that honours verbose=0
     trainable = tune.with_resources(_run_trial(), _resources_for(settings, space))
-    callback = SweepCallback(settings, err)
+    callback = SweepCallback(settings, err, state.get("mlflow"))
     interrupted = False
     if state["phase"] == "search":
         tuner = _search_tuner(settings, space, state, trainable, callback, restore=restore)
@@ -181,7 +216,11 @@ def _execute(settings: SweepSettings, space: SearchSpace, state: dict[str, Any],
             _write_state(settings, state)
     rows = results.read_rows(sweep_dir / results.RESULTS_FILE)
     outcome = SweepOutcome(settings.name, settings.store.where(results.RESULTS_FILE), rows,
-                           summarize(rows, settings.budgets), interrupted)
+                           report_or_none(settings.name, rows), interrupted)
+    if state.get("mlflow"):
+        tracking.end_sweep(state["mlflow"], "KILLED" if interrupted else "FINISHED")
+    if callback.tracker is not None and callback.tracker.warning():
+        err(callback.tracker.warning().replace("NAME", settings.name))
     for line in summary_lines(outcome):
         out(line)
     if interrupted:
@@ -219,11 +258,11 @@ def _search_tuner(settings: SweepSettings, space: SearchSpace, state: dict[str, 
     from pdsweep.searcher import BudgetSearcher, TieredASHA
 
     path = settings.store.experiment("search")
-    if restore and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    if restore and _restorable(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     searcher = BudgetSearcher(
         space, [cost.Budget(g, settings.memory_gb) for g in settings.budgets], search=settings.search,
-        trials=settings.trials, policy=settings.policy, seed=space.training.seed, sweep_dir=settings.sweep_dir,
+        trials=settings.trials, policy=settings.policy, seed=space.training.seed, store=settings.store,
         trial_fields=_trial_fields(settings, space, state), num_classes=state["num_classes"],
     )
     scheduler = (
@@ -250,21 +289,22 @@ def _repeats_tuner(settings: SweepSettings, space: SearchSpace, state: dict[str,
     from pdsweep.searcher import ListSearcher
 
     path = settings.store.experiment("repeats")
-    if tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    if _restorable(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     fields = _trial_fields(settings, space, state)
     rows = results.read_rows(settings.sweep_dir / results.RESULTS_FILE)
+    built = report_or_none(settings.name, rows)
     points = []
-    for tier in summarize(rows, settings.budgets):
+    for tier in built.tiers if built else ():
         if tier.best is None:
             continue
-        best = Config(**tier.best["config"])
-        same = [r for r in rows if r["budget_gflops"] == tier.budget_gflops and _config_of(r) == best]
+        best = tier.best.config
+        same = [r for r in rows if r["budget_gflops"] == tier.budget_gflops and report.config_of(r) == best]
         used = {r["seed"] for r in same}
         wanted = settings.repeats - len({r["seed"] for r in same if r["status"] == "completed"})
         seeds = [seed for seed in range(space.training.seed, space.training.seed + 10_000) if seed not in used]
         for seed in seeds[: max(0, wanted)]:
-            points.append({**fields, "config": tier.best["config"], "tier": tier.budget_gflops, "phase": "repeat", "seed": seed})
+            points.append({**fields, "config": best.to_dict(), "tier": tier.budget_gflops, "phase": "repeat", "seed": seed})
     if not points:
         return _NoTuner()
     return tune.Tuner(
@@ -275,6 +315,18 @@ def _repeats_tuner(settings: SweepSettings, space: SearchSpace, state: dict[str,
         ),
         run_config=_run_config(settings, "repeats", callback),
     )
+
+
+def _restorable(path: str) -> bool:
+    """Tune can restore an experiment once it has saved its state, not just its Tuner."""
+    from pyarrow import fs
+    from ray import tune
+
+    if not tune.Tuner.can_restore(path):
+        return False
+    filesystem, root = fs.FileSystem.from_uri(path) if "://" in path else (fs.LocalFileSystem(), path)
+    listing = filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True))
+    return any(info.base_name.startswith("experiment_state") for info in listing)
 
 
 class _NoTuner:
@@ -363,15 +415,7 @@ def _connect(address: str | None, verbose: bool) -> None:
 
     import ray
 
-    if address and address != "auto":
-        host, port = _host_port(address)
-        try:
-            socket.create_connection((host, port), timeout=3).close()
-        except OSError:
-            raise PdsweepError(
-                f"cannot reach Ray at {address}; start a cluster there with `ray start --head` "
-                "(its GCS listens on port 6379), or drop --address to use a local Ray."
-            ) from None
+    _check_address(address)
     if ray.is_initialized():  # already connected (a test session, a notebook)
         return
     try:
@@ -379,6 +423,20 @@ def _connect(address: str | None, verbose: bool) -> None:
                  **({} if address else {"include_dashboard": False}))
     except ConnectionError as error:
         raise PdsweepError(f"cannot connect to Ray at {address or 'a local instance'} ({error}).") from None
+
+
+def _check_address(address: str | None) -> None:
+    """A Ray address must answer on its port (within seconds), or the sweep does not start."""
+    if not address or address == "auto":
+        return
+    host, port = _host_port(address)
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError:
+        raise PdsweepError(
+            f"cannot reach Ray at {address}; start a cluster there with `ray start --head` "
+            "(its GCS listens on port 6379), or drop --address to use a local Ray."
+        ) from None
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -431,175 +489,3 @@ def _yaml(text: str) -> Any:
     import yaml
 
     return yaml.safe_load(text)
-
-
-# ---- results and progress -------------------------------------------------------------------
-
-
-def _callback_base() -> type:
-    from ray.tune import Callback
-
-    return Callback
-
-
-class SweepCallback(_callback_base()):  # type: ignore[misc]
-    """On the driver: a results row and a progress line for every trial that ends."""
-
-    def __init__(self, settings: SweepSettings, err: Print) -> None:
-        self.sweep_dir = settings.sweep_dir
-        self.settings = settings
-        self.err = err
-        self.rows: dict[str, dict[str, Any]] = {}
-
-    def setup(self, **info: Any) -> None:
-        self.rows = {row["trial_id"]: row for row in results.read_rows(self.sweep_dir / results.RESULTS_FILE)}
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._record(trial, error=None)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._record(trial, error=_error_line(trial))
-
-    def _record(self, trial: Any, error: str | None) -> None:
-        row = result_row(self.settings, trial.trial_id, trial.config, trial.last_result or {},
-                         _analysis(trial), error)
-        self.rows[trial.trial_id] = row
-        results.write(self.rows.values(), self.sweep_dir / results.RESULTS_FILE)
-        self.settings.store.publish(results.RESULTS_FILE, STUDY_FILE, STARTS_FILE)
-        self.err(progress_line(row, list(self.rows.values())))
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["err"] = None  # a print function from the original process
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self.err is None:
-            self.err = lambda line: print(line, file=sys.stderr, flush=True)
-
-
-def _analysis(trial: Any) -> dict[str, Any]:
-    analysis = getattr(trial, "metric_analysis", {}) or {}
-    return {name: values.get("max") for name, values in analysis.items() if isinstance(values, dict)}
-
-
-def _error_line(trial: Any) -> str:
-    path = getattr(trial, "error_file", None)
-    try:
-        text = Path(path).read_text().strip().splitlines() if path else []
-    except OSError:
-        text = []
-    return text[-1][:500] if text else "the trial failed"
-
-
-def result_row(settings: SweepSettings, trial_id: str, trial_config: dict[str, Any], last: dict[str, Any],
-               best: dict[str, Any], error: str | None) -> dict[str, Any]:
-    """One results row from what Tune knows of a finished trial."""
-    config = Config(**trial_config["config"])
-    training = trial_config["training"]
-    done = bool(last.get("done_training"))
-    estimate = cost.estimate(config, batch_size=training["batch_size"], precision=training["precision"],
-                             optimizer=training["optimizer"])
-    robustness = [
-        {"keep_rate": rate, "accuracy": last[f"robustness_{rate:g}"]}
-        for rate in (1.0, 0.75, 0.5, 0.25) if f"robustness_{rate:g}" in last
-    ]
-    return {
-        "sweep": settings.name,
-        "trial_id": trial_id,
-        "phase": trial_config["phase"],
-        "budget_gflops": float(trial_config["tier"]),
-        "budget_memory_gb": settings.memory_gb,
-        "seed": int(trial_config["seed"]),
-        "status": "error" if error else "completed" if done else "stopped",
-        "model": config.model,
-        "resolution": config.resolution,
-        "patch_size": config.patch_size,
-        "depth": config.blocks,
-        "ensemble_size": config.ensemble_size,
-        "keep_rate": config.keep_rate,
-        "keep_range_low": config.keep_range_low,
-        "sampling": config.sampling,
-        "keep_mode": config.keep_mode,
-        "tokens_kept": config.tokens_kept,
-        "num_classes": config.num_classes,
-        "train_gflops": estimate.train_gflops,
-        "inference_gflops": estimate.inference_gflops,
-        "predicted_memory_gb": estimate.memory_gb,
-        "measured_memory_gb": best.get("peak_memory_gb"),
-        "best_val_accuracy": best.get("val_accuracy"),
-        "final_val_accuracy": last.get("val_accuracy"),
-        "val_auc": last.get("val_auc"),
-        "test_accuracy": last.get("test_accuracy") if done else None,
-        "test_auc": last.get("test_auc") if done else None,
-        "robustness": robustness or None,
-        "epochs_run": int(last.get("epoch", 0)),
-        "epochs_planned": int(training["epochs"]),
-        "wall_seconds": float(last.get("time_total_s", 0.0)),
-        "train_seconds": last.get("train_seconds"),
-        "node_id": last.get("node_id"),
-        "error": error,
-    }
-
-
-def progress_line(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    tier = [r for r in rows if r["budget_gflops"] == row["budget_gflops"] and r["best_val_accuracy"] is not None]
-    best = max((r["best_val_accuracy"] for r in tier), default=float("nan"))
-    name = Config(
-        model=row["model"], resolution=row["resolution"], patch_size=row["patch_size"], keep_rate=row["keep_rate"],
-        depth=row["depth"], ensemble_size=row["ensemble_size"], sampling=row["sampling"], keep_mode=row["keep_mode"],
-        keep_range_low=row["keep_range_low"], num_classes=row["num_classes"],
-    ).name
-    if row["status"] == "error":
-        outcome = f"error: {row['error']}"
-    else:
-        outcome = f"val {row['best_val_accuracy']:.1%}"
-        if row["status"] == "completed":
-            outcome += f", test {row['test_accuracy']:.1%}"
-        else:
-            outcome += f", stopped at epoch {row['epochs_run']}/{row['epochs_planned']}"
-    phase = " (repeat, seed {})".format(row["seed"]) if row["phase"] == "repeat" else ""
-    return (f"[{len(rows)}] tier {row['budget_gflops']:g} GF | {name}{phase} | {outcome} | "
-            f"{row['train_gflops']:.4g} GF | {row['wall_seconds']:.0f} s | best in tier {best:.1%}")
-
-
-def summarize(rows: list[dict[str, Any]], budgets: tuple[float, ...]) -> list[TierSummary]:
-    """The best search trial per tier (by best validation accuracy) and its repeats' test accuracy."""
-    tiers = []
-    for gflops in budgets:
-        tier = [r for r in rows if r["budget_gflops"] == gflops]
-        ranked = [r for r in tier if r["phase"] == "search" and r["status"] != "error" and r["best_val_accuracy"] is not None]
-        if not ranked:
-            tiers.append(TierSummary(gflops, len(tier), None))
-            continue
-        best = max(ranked, key=lambda r: (r["status"] == "completed", r["best_val_accuracy"]))
-        best = {**best, "config": _config_of(best).to_dict()}
-        by_seed = {r["seed"]: r["test_accuracy"] for r in tier if r["status"] == "completed" and _config_of(r) == _config_of(best)}
-        tiers.append(TierSummary(gflops, len(tier), best, [by_seed[seed] for seed in sorted(by_seed)]))
-    return tiers
-
-
-def _config_of(row: dict[str, Any]) -> Config:
-    return Config(
-        model=row["model"], resolution=row["resolution"], patch_size=row["patch_size"], keep_rate=row["keep_rate"],
-        depth=row["depth"], ensemble_size=row["ensemble_size"], sampling=row["sampling"], keep_mode=row["keep_mode"],
-        keep_range_low=row["keep_range_low"], num_classes=row["num_classes"],
-    )
-
-
-def summary_lines(outcome: SweepOutcome) -> list[str]:
-    lines = [f"sweep {outcome.name!r}: {len(outcome.rows)} trials; results in {outcome.results_path}"]
-    for tier in outcome.tiers:
-        if tier.best is None:
-            lines.append(f"  tier {tier.budget_gflops:g} GFLOPs: no finished trial")
-            continue
-        best = tier.best
-        test = tier.test_accuracies
-        spread = (f"test {statistics.fmean(test):.1%} +- {statistics.stdev(test):.1%} over {len(test)} seeds" if len(test) > 1
-                  else f"test {test[0]:.1%}" if test else "no test (stopped early)")
-        lines.append(
-            f"  tier {tier.budget_gflops:g} GFLOPs: best {_config_of(best).name}: val {best['best_val_accuracy']:.1%}, "
-            f"{spread}; {best['train_gflops']:.4g} train GFLOPs, {best['predicted_memory_gb']:.3g} GB"
-        )
-    return lines

@@ -28,11 +28,11 @@ from pdsweep.augment import augment, normalize, to_float
 from pdsweep.config import Config, OptimizerName, Precision
 from pdsweep.data import Dataset, Split
 from pdsweep.errors import PdsweepError
+from pdsweep.results import ROBUSTNESS_KEEP_RATES
 from pdsweep.models import Ensemble, build_model, dropping_at_test, load_pretrained
 from pdsweep.space import TrainingSettings
 
 MOMENTUM = 0.9
-ROBUSTNESS_KEEP_RATES = (1.0, 0.75, 0.5, 0.25)
 CHECKPOINT_FILE = "checkpoint.pt"
 DeviceName = Literal["auto", "cpu", "cuda"]
 
@@ -143,7 +143,7 @@ def train(
     history: list[EpochMetrics] = []
     start_epoch = 0
     if checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_FILE).is_file():
-        start_epoch, history = load_checkpoint(checkpoint_dir / CHECKPOINT_FILE, config, model, optimizer, scheduler)
+        start_epoch, history = load_checkpoint(checkpoint_dir / CHECKPOINT_FILE, config, settings, model, optimizer, scheduler)
 
     for epoch in range(start_epoch + 1, settings.epochs + 1):
         epoch_started = time.perf_counter()
@@ -163,7 +163,7 @@ def train(
         )
         history.append(metrics)
         if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir / CHECKPOINT_FILE, config, epoch, model, optimizer, scheduler, history)
+            save_checkpoint(checkpoint_dir / CHECKPOINT_FILE, config, settings, epoch, model, optimizer, scheduler, history)
         if on_epoch_end is not None:
             on_epoch_end(metrics, checkpoint_dir)
 
@@ -385,6 +385,7 @@ def _free_memory_gb(device: torch.device) -> float | None:
 def save_checkpoint(
     path: Path,
     config: Config,
+    settings: TrainingSettings,
     epoch: int,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -394,6 +395,7 @@ def save_checkpoint(
     """Model, optimizer, scheduler, epoch and RNG state; written atomically."""
     state = {
         "config": config.to_dict(),
+        "settings": asdict(settings),
         "epoch": epoch,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -410,6 +412,7 @@ def save_checkpoint(
 def load_checkpoint(
     path: Path,
     config: Config,
+    settings: TrainingSettings,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -423,6 +426,12 @@ def load_checkpoint(
     if saved != config:
         raise PdsweepError(
             f"checkpoint {str(path)!r} is for {saved.name}, not {config.name}; use another --checkpoint-dir."
+        )
+    changed = [k for k, v in asdict(settings).items() if state.get("settings", {}).get(k) != v]
+    if changed:  # another schedule, batch size or seed would continue a different run
+        raise PdsweepError(
+            f"checkpoint {str(path)!r} was trained with other settings ({', '.join(changed)}); resume with the "
+            "same ones, or use another --checkpoint-dir."
         )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

@@ -89,5 +89,8 @@ def _log_start(trial: dict[str, Any], *, resumed: bool) -> None:
 
     context = tune.get_context()
     line = f"{context.get_trial_id()} {'resumed' if resumed else 'fresh'} {os.getpid()}\n"
-    with open(trial["starts_log"], "a") as handle:
-        handle.write(line)
+    try:
+        with open(trial["starts_log"], "a") as handle:
+            handle.write(line)
+    except OSError:  # a worker that cannot reach the driver's folder: the log is a convenience
+        pass

@@ -27,6 +27,7 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
     """``cli("plan", "--budget-gflops", "1")`` -> exit code, stdout, stderr."""
 
     def run(*args: str) -> CliResult:
+        capsys.readouterr()  # what fixtures printed is not the command's output
         code = main([str(a) for a in args])
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)

@@ -228,3 +228,20 @@ def test_train_ensemble_too_big_for_memory(cli, tmp_path: Path) -> None:
     args = ["train", "--model", "deit_large", "--resolution", "448", "--patch-size", "8", "--depth", "48",
             "--ensemble-size", "4", "--dataset", "synthetic:12", "--cache-dir", tmp_path, "--epochs", "1"]
     assert_one_line_error(cli(*args), "needs about", "GB free on cpu; lower --batch-size or --ensemble-size")
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        (["--keep-mode", "uniform", "--keep-range", "0.5,1", "--keep-rate", "0.7"], ["give --keep-range", "or --keep-rate, not both"]),
+        (["--seed", "-5"], ["training.seed: must be an integer >= 0, got int -5"]),
+    ],
+)
+def test_train_conflicting_or_bad_values(cli, tmp_path: Path, extra: list[str], fragments: list[str]) -> None:
+    assert_one_line_error(cli(*TRAIN, "--cache-dir", tmp_path, *extra), *fragments)
+
+
+def test_train_checkpoint_dir_that_is_a_file(cli, tmp_path: Path) -> None:
+    (tmp_path / "ckpt").write_text("not a folder")
+    assert_one_line_error(cli(*TRAIN, "--cache-dir", tmp_path, "--checkpoint-dir", tmp_path / "ckpt"),
+                          "--checkpoint-dir", "is a file; give a folder")

@@ -249,3 +249,42 @@ def test_concurrent_builders_share_one_cache_entry(cache: Path) -> None:
     assert sums[0] == sums[1]
     entries = list((cache / "datasets").glob("synthetic-*/16px"))
     assert len(entries) == 1 and not list((cache / "datasets").glob("*/.building-*"))
+
+
+def test_parquet_split_files_beside_unsplit_ones_and_without_train(tmp_path: Path, cache: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def table(n: int) -> pa.Table:
+        return pa.table({"image": [_png(i) for i in range(n)], "label": [i % 2 for i in range(n)]})
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    pq.write_table(table(20), mixed / "val.parquet")
+    pq.write_table(table(40), mixed / "data.parquet")  # no split in its name: training data
+    dataset = load_dataset(f"parquet:{mixed}", 12, cache_dir=cache)
+    assert len(dataset.val) == 20 and len(dataset.train) + len(dataset.test) == 40
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    pq.write_table(table(10), held_out / "val.parquet")
+    pq.write_table(table(10), held_out / "test.parquet")
+    with pytest.raises(PdsweepError, match=r"has test and val splits but no training data"):
+        load_dataset(f"parquet:{held_out}", 12, cache_dir=cache)
+
+
+def test_npz_that_is_not_an_archive(tmp_path: Path, cache: Path) -> None:
+    np.save(tmp_path / "arr.npy", np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(PdsweepError, match=r"is a single array, not a .npz archive"):
+        load_dataset(f"npz:{tmp_path / 'arr.npy'}", 8, cache_dir=cache)
+
+
+def test_too_few_images_for_a_split(tmp_path: Path, cache: Path) -> None:
+    root = _two_classes(tmp_path / "d", per_class=2)
+    with pytest.raises(PdsweepError, match=r"has no test images after splitting"):
+        load_dataset(f"folder:{root}", 8, cache_dir=cache)
+
+
+def test_spec_absolute_keeps_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert str(DatasetSpec.parse("parquet:data?image=img").absolute()) == f"parquet:{tmp_path / 'data'}?image=img"
+    assert DatasetSpec.parse("synthetic:50").absolute() == DatasetSpec("synthetic", "50")

@@ -16,6 +16,7 @@ def row(**overrides) -> dict:
         tokens_kept=9, num_classes=4, train_gflops=0.01, inference_gflops=0.02, predicted_memory_gb=0.1,
         epochs_run=2, epochs_planned=2, wall_seconds=3.0,
         robustness=[{"keep_rate": 1.0, "accuracy": 0.5}],
+        history=[{"epoch": 1, "train_loss": 1.2, "val_accuracy": 0.4}],
     )
     base.update(overrides)
     return base

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
@@ -13,6 +14,7 @@ from pdsweep.config import Config
 from pdsweep.cost import Budget, train_gflops
 from pdsweep.searcher import BudgetSearcher, TieredASHA
 from pdsweep.space import load_space
+from pdsweep.store import SweepStore
 
 FIELDS = {"seed": 0, "training": {}, "dataset": "synthetic", "split_seed": 0, "cache_dir": None, "starts_log": None}
 
@@ -20,8 +22,13 @@ FIELDS = {"seed": 0, "training": {}, "dataset": "synthetic", "split_seed": 0, "c
 def _searcher(tmp_path: Path, search: str = "tpe", trials: int = 3) -> BudgetSearcher:
     return BudgetSearcher(
         load_space("paper"), [Budget(1.3), Budget(4.6)], search=search, trials=trials, policy="fill",  # type: ignore[arg-type]
-        seed=0, sweep_dir=tmp_path, trial_fields=FIELDS, num_classes=10,
+        seed=0, store=SweepStore(str(tmp_path), "s"), trial_fields=FIELDS, num_classes=10,
     )
+
+
+@pytest.fixture(autouse=True)
+def _sweep_folder(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir(exist_ok=True)
 
 
 def test_tiers_take_turns_and_every_config_fits(tmp_path: Path) -> None:
@@ -40,14 +47,19 @@ def test_outcomes_reach_optuna_as_complete_pruned_or_failed(tmp_path: Path) -> N
     for epoch, accuracy in ((1, 0.3), (2, 0.4)):
         searcher.on_trial_result("t0", {"epoch": epoch, "val_accuracy": accuracy})
     searcher.on_trial_complete("t0", {"epoch": 2, "val_accuracy": 0.4, "done_training": True, "best_val_accuracy": 0.45})
-    searcher.on_trial_result("t2", {"epoch": 1, "val_accuracy": 0.2})
-    searcher.on_trial_complete("t2", {"epoch": 1, "val_accuracy": 0.2})  # ASHA stopped it
+    # ASHA stopped t2 on its epoch-1 result, which Tune then passes to on_trial_complete only.
+    searcher.on_trial_complete("t2", {"epoch": 1, "val_accuracy": 0.2})
     searcher.on_trial_complete("t4", None, error=True)
     ours = {t.user_attrs["config"]: t for t in searcher.study("tier-1.3").trials if "config" in t.user_attrs}
     states = sorted((t.state.name, t.value) for t in ours.values())
     assert states == [("COMPLETE", 0.45), ("FAIL", None), ("PRUNED", 0.2)]  # pruned keeps its last epoch's value
     complete = next(t for t in ours.values() if t.state == TrialState.COMPLETE)
     assert complete.intermediate_values == {1: 0.3, 2: 0.4}
+    pruned = next(t for t in ours.values() if t.state == TrialState.PRUNED)
+    assert pruned.intermediate_values == {1: 0.2}  # TPE ranks it by this, not as the worst of all
+    # A trial completed again after a resume is told once, silently.
+    searcher.running["again"] = searcher.running.get("again") or ("tier-1.3", complete._trial_id)
+    searcher.on_trial_complete("again", {"epoch": 2, "val_accuracy": 0.4, "done_training": True})
 
 
 def test_save_restore_continues_and_closes_orphans(tmp_path: Path) -> None:
@@ -66,7 +78,7 @@ def test_save_restore_continues_and_closes_orphans(tmp_path: Path) -> None:
 def test_grid_search_issues_each_feasible_config_once(tmp_path: Path) -> None:
     searcher = BudgetSearcher(
         load_space("quickstart"), [Budget(0.002)], search="grid", trials=1, policy="fill", seed=0,
-        sweep_dir=tmp_path, trial_fields=FIELDS, num_classes=4,
+        store=SweepStore(str(tmp_path), "s"), trial_fields=FIELDS, num_classes=4,
     )
     issued = []
     while (s := searcher.suggest(f"t{len(issued)}")) is not Searcher.FINISHED:
@@ -92,3 +104,21 @@ def test_asha_compares_trials_only_within_their_tier() -> None:
     assert scheduler.on_trial_result(None, cheap[1], {"epoch": 1, "val_accuracy": 0.1}) == TrialScheduler.STOP
     # The final report (test metrics, same epoch) never triggers a decision.
     assert scheduler.on_trial_result(None, rich[0], {"epoch": 8, "val_accuracy": 0.0, "done_training": True}) == TrialScheduler.CONTINUE
+
+
+def test_grid_search_after_a_crash_issues_what_is_missing(tmp_path: Path) -> None:
+    def grid() -> BudgetSearcher:
+        return BudgetSearcher(
+            load_space("quickstart"), [Budget(0.002)], search="grid", trials=1, policy="fill", seed=0,
+            store=SweepStore(str(tmp_path), "s"), trial_fields=FIELDS, num_classes=4,
+        )
+
+    first = grid()
+    issued = [Config(**first.suggest(f"t{i}")["config"]).name for i in range(2)]
+    first.save(str(tmp_path / "state.pkl"))
+    first.suggest("t2")  # asked, then the driver died before Tune recorded it
+    second = grid()
+    second.restore(str(tmp_path / "state.pkl"))
+    while (s := second.suggest(f"n{len(issued)}")) is not Searcher.FINISHED:
+        issued.append(Config(**s["config"]).name)
+    assert sorted(issued) == sorted(c.name for c in second.grids["tier-0.002"])  # each once, none skipped

@@ -66,11 +66,11 @@ def test_sweep_with_two_tiers_and_repeats(ray_session, tmp_path: Path, space_fil
         assert 1 <= r["epochs_run"] <= r["epochs_planned"] == 2
         assert r["num_classes"] == 4 and r["best_val_accuracy"] is not None
     assert all(r["resolution"] == 16 for r in rows if r["budget_gflops"] == 0.0003)
-    for tier in outcome.tiers:  # the best config ends with --repeats seeds that ran to the end
-        best = (tier.best["resolution"], tier.best["keep_rate"])
+    for tier in outcome.report.tiers:  # the best config ends with --repeats seeds that ran to the end
+        best = (tier.best.config.resolution, tier.best.config.keep_rate)
         same = [r for r in rows if r["budget_gflops"] == tier.budget_gflops and (r["resolution"], r["keep_rate"]) == best]
         completed = [r for r in same if r["status"] == "completed"]
-        assert len({r["seed"] for r in completed}) == len(tier.test_accuracies) == 2
+        assert len({r["seed"] for r in completed}) == tier.best.seeds == 2
         assert len({r["seed"] for r in same}) == len(same)  # never the same seed twice
         assert all(r in same and r["status"] == "completed" for r in repeats if r["budget_gflops"] == tier.budget_gflops)
     # Pre-flight, one line per finished trial, and a summary per tier.
@@ -161,6 +161,36 @@ def test_killed_driver_resumes_and_runs_each_trial_once(tmp_path: Path) -> None:
     assert set(starts) >= {r["trial_id"] for r in rows}
     assert all(starts[trial_id] == 1 for trial_id in finished_before)
     assert "resuming sweep 'k'" in resumed.stderr
+    # Optuna heard of each trial once: four complete, anything else closed as failed.
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(runs / "k" / "optuna.journal")))
+    states = Counter(t.state.name for t in optuna.load_study(study_name="tier-0.0008", storage=storage).trials)
+    assert states["COMPLETE"] == 4 and set(states) <= {"COMPLETE", "FAIL"}
+
+
+def test_killed_sweep_on_a_uri_resumes_from_another_machine(tmp_path: Path) -> None:
+    space = tmp_path / "slow.yaml"
+    space.write_text(TINY_SPACE.replace("epochs: 2", "epochs: 6").replace("resolution: [16, 32]", "resolution: 32"))
+    remote = f"file://{tmp_path / 'remote'}"
+    run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", "3", "--concurrency", "1",
+           "--scheduler", "none", "--dataset", "synthetic:2000", "--cache-dir", str(tmp_path / "cache"), "--name", "u",
+           "--runs-dir", remote]
+    first_machine = {**os.environ, "PDSWEEP_CACHE": str(tmp_path / "machine-a")}
+    driver = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=first_machine)
+    table = tmp_path / "remote" / "u" / results.RESULTS_FILE  # as published to the runs dir
+    deadline = time.monotonic() + 240
+    while not (table.is_file() and len(results.read_rows(table)) >= 1):
+        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert len(results.read_rows(table)) < 3
+    other_machine = {**os.environ, "PDSWEEP_CACHE": str(tmp_path / "machine-b")}  # an empty mirror
+    resumed = subprocess.run([_pdsweep(), "resume", "u", "--runs-dir", remote], capture_output=True, text=True,
+                             timeout=420, env=other_machine)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = results.read_rows(table)
+    assert len(rows) == 3 and len({r["trial_id"] for r in rows}) == 3 and all(r["status"] == "completed" for r in rows)
 
 
 def test_sweep_on_a_storage_uri_publishes_and_resumes(ray_session, tmp_path: Path, space_file: Path, monkeypatch) -> None:

@@ -59,19 +59,31 @@ def test_binary_task_reports_auc() -> None:
     assert all(m.val_auc is not None for m in result.history)
 
 
+class _Crash(Exception):
+    pass
+
+
 def test_checkpoint_round_trip_resumes_the_same_loss_curve(tmp_path: Path) -> None:
     dataset = _corner_dataset(n=96)
     config = Config("vit_micro", 32, 8, keep_rate=0.5, depth=1, ensemble_size=2, num_classes=4)
-    settings = replace(FAST, epochs=3)
+    settings = replace(FAST, epochs=3, warmup_epochs=2)  # the schedule spans the interruption
     straight = train(config, dataset, settings, device="cpu")
-    interrupted = train(config, dataset, replace(settings, epochs=1), device="cpu", checkpoint_dir=tmp_path)
+
+    def crash_after_first(metrics, checkpoint_dir) -> None:
+        if metrics.epoch == 1:
+            raise _Crash  # the process dies right after epoch 1's checkpoint
+
+    with pytest.raises(_Crash):
+        train(config, dataset, settings, device="cpu", checkpoint_dir=tmp_path, on_epoch_end=crash_after_first)
     assert (tmp_path / CHECKPOINT_FILE).is_file()
     resumed = train(config, dataset, settings, device="cpu", checkpoint_dir=tmp_path)
-    assert interrupted.history[0] .train_loss == straight.history[0].train_loss
     assert resumed.resumed_from_epoch == 1
     assert [m.train_loss for m in resumed.history] == [m.train_loss for m in straight.history]
+    assert [m.lr for m in resumed.history] == [m.lr for m in straight.history]
     assert [m.val_accuracy for m in resumed.history] == [m.val_accuracy for m in straight.history]
     assert resumed.test_accuracy == straight.test_accuracy
+    with pytest.raises(PdsweepError, match=r"was trained with other settings \(epochs\); resume with the same ones"):
+        train(config, dataset, replace(settings, epochs=5), device="cpu", checkpoint_dir=tmp_path)
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:

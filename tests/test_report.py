@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pdsweep import report, results
+from pdsweep.errors import PdsweepError
+
+
+def row(trial_id: str, tier: float, resolution: int, keep: float, val: float, train: float, *, seed: int = 0,
+        status: str = "completed", inference: float | None = None, test: float | None = None) -> dict:
+    base = {name: None for name in results.SCHEMA.names}
+    base.update(
+        sweep="hand", trial_id=trial_id, phase="search", budget_gflops=tier, seed=seed, status=status,
+        model="deit_tiny", resolution=resolution, patch_size=16, depth=12, ensemble_size=1, keep_rate=keep,
+        sampling="random", keep_mode="fixed", tokens_kept=10, num_classes=10, train_gflops=train,
+        inference_gflops=inference if inference is not None else train * 2, predicted_memory_gb=1.0,
+        best_val_accuracy=val, test_accuracy=test if status == "completed" else None,
+        epochs_run=10 if status == "completed" else 3, epochs_planned=10, wall_seconds=1.0,
+    )
+    return base
+
+
+ROWS = [
+    # tier 1.0: config A (two seeds: 0.70, 0.74), B 0.65, C stopped early at 0.80 (partial)
+    row("a0", 1.0, 64, 1.0, 0.70, 0.9, test=0.69),
+    row("a1", 1.0, 64, 1.0, 0.74, 0.9, seed=1, test=0.71),
+    row("b", 1.0, 112, 0.5, 0.65, 0.5, test=0.60),
+    row("c", 1.0, 128, 0.3, 0.80, 0.95, status="stopped"),
+    # tier 4.0: D 0.85 at 3.0, E 0.82 at 1.5, F 0.60 at 0.4
+    row("d", 4.0, 224, 0.5, 0.85, 3.0, test=0.84),
+    row("e", 4.0, 224, 0.25, 0.82, 1.5, test=0.80),
+    row("f", 4.0, 64, 0.5, 0.60, 0.4, test=0.58),
+    row("x", 4.0, 112, 1.0, 0.99, 2.0, status="error"),  # errors never count
+]
+
+
+def test_best_runner_up_and_margin_per_tier() -> None:
+    built = report.build("hand", ROWS)
+    low, high = built.tiers
+    assert (low.budget_gflops, low.trials) == (1.0, 4)
+    # C's 0.80 is one early-stopped seed: it ranks on it only because no seed of C ran to the end.
+    assert low.best.config.resolution == 128 and low.best.metric == pytest.approx(0.80) and low.best.test_accuracy is None
+    assert low.runner_up.config.resolution == 64 and low.runner_up.metric == pytest.approx(0.72)
+    assert low.runner_up.spread == pytest.approx(0.0282842712) and low.runner_up.seeds == 2
+    assert low.runner_up.test_accuracy == pytest.approx(0.70)
+    assert low.margin == pytest.approx(0.08)
+    assert (high.best.config.keep_rate, high.runner_up.config.keep_rate) == (0.5, 0.25) and high.best.config.resolution == 224
+    assert high.margin == pytest.approx(0.03)
+
+
+def test_pareto_frontier_is_exact() -> None:
+    built = report.build("hand", ROWS)
+    # vs train GFLOPs: f (0.4, .60) b (0.5, .65) a0 (0.9 .70) -> a1 (0.9, .74) wins the tie, c (0.95, .80), e (1.5, .82), d (3.0, .85)
+    assert [r["trial_id"] for r in built.pareto_train] == ["f", "b", "a1", "c", "e", "d"]
+    assert [r["trial_id"] for r in built.pareto_inference] == ["f", "b", "a1", "c", "e", "d"]  # 2x train here
+    payload = built.to_json()
+    assert [p["trial_id"] for p in payload["pareto"]] == ["f", "b", "a1", "c", "e", "d"]
+    assert payload["tiers"][1]["best"]["metric"] == 0.85 and payload["tiers"][1]["runner_up"]["metric"] == 0.82
+
+
+def test_pareto_drops_dominated_points() -> None:
+    rows = [row("p", 1, 64, 1, 0.5, 1.0), row("q", 1, 64, 0.5, 0.4, 2.0), row("r", 1, 64, 0.3, 0.6, 3.0)]
+    assert [r["trial_id"] for r in report.pareto(rows, "train_gflops")] == ["p", "r"]
+
+
+def test_plot_and_markdown(tmp_path: Path) -> None:
+    md, png = report.write(report.build("hand", ROWS), tmp_path)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(png) as image:
+        image.verify()
+        assert image.size[0] > 600 and image.size[1] > 400
+    text = md.read_text()
+    assert "| 4 | 4 | `deit_tiny-224px-p16-d12-k0.5-x1` | 85.0% |" in text
+    assert "72.0% ± 2.8%" in text and "![accuracy vs train GFLOPs](report.png)" in text
+
+
+def test_compare_two_sweeps() -> None:
+    one = report.build("one", ROWS)
+    two = report.build("two", [r | {"best_val_accuracy": r["best_val_accuracy"] - 0.1} for r in ROWS])
+    text = report.compare([one, two])
+    assert "| 4 | `deit_tiny-224px-p16-d12-k0.5-x1` | 85.0% | `deit_tiny-224px-p16-d12-k0.5-x1` | 75.0% |" in text
+
+
+def test_no_finished_trial() -> None:
+    with pytest.raises(PdsweepError, match=r"sweep 'e' has no finished trial yet; wait for one, or `pdsweep resume e`"):
+        report.build("e", [row("x", 1, 64, 1, 0.5, 1, status="error")])
+
+
+def _sweep_folder(runs: Path, name: str, rows: list | None) -> None:
+    (runs / name).mkdir(parents=True)
+    (runs / name / "sweep.json").write_text("{}")
+    if rows is not None:
+        results.write(rows, runs / name / results.RESULTS_FILE)
+
+
+def test_cli_report(cli, tmp_path: Path) -> None:
+    from conftest import assert_one_line_error
+
+    runs = tmp_path / "runs"
+    _sweep_folder(runs, "hand", ROWS)
+    result = cli("report", "hand", "--runs-dir", runs, "--json")
+    assert result.code == 0 and result.json()["tiers"][0]["budget_gflops"] == 1.0
+    assert (runs / "hand" / "report" / "report.png").is_file()
+    assert "Best config per budget tier" in cli("report", "hand", "--runs-dir", runs).out
+    _sweep_folder(runs, "other", [r | {"sweep": "other"} for r in ROWS])
+    assert "Sweeps compared" in cli("report", "hand", "other", "--runs-dir", runs, "--out", tmp_path / "out").out
+    assert (tmp_path / "out" / "other" / "report.md").is_file()
+    assert_one_line_error(cli("report", "ghost", "--runs-dir", runs), "no sweep named 'ghost'", "known sweeps: hand, other")
+    _sweep_folder(runs, "empty", None)
+    assert_one_line_error(cli("report", "empty", "--runs-dir", runs), "sweep 'empty' has no finished trial yet")
+    _sweep_folder(runs, "corrupt", None)
+    (runs / "corrupt" / results.RESULTS_FILE).write_bytes(b"PAR1 not really")
+    assert_one_line_error(cli("report", "corrupt", "--runs-dir", runs), "is not a readable Parquet file")
+    assert_one_line_error(cli("report", "hand", "--runs-dir", runs, "--to-mlflow"), "was run without MLflow tracking")

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import assert_one_line_error
+from pdsweep import report, results, tracking
+from pdsweep.errors import PdsweepError
+from pdsweep.sweep import SweepSettings, run_sweep
+
+SPACE = """\
+axes:
+  model: vit_micro
+  resolution: [16, 32]
+  patch_size: 8
+  depth: 1
+  keep_rate: {low: 0.25, high: 1.0}
+training:
+  epochs: 2
+  batch_size: 16
+  precision: fp32
+  augment: false
+"""
+
+
+def _sweep(tmp_path: Path, **overrides) -> SweepSettings:
+    space = tmp_path / "tiny.yaml"
+    space.write_text(SPACE)
+    values = dict(name="m", space=str(space), budgets=(0.0003, 0.0008), trials=2, dataset="synthetic:40",
+                  runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), concurrency=2, scheduler="none")
+    return SweepSettings(**{**values, **overrides})
+
+
+def test_one_parent_and_one_child_per_trial_equal_to_the_parquet_rows(ray_session, tmp_path: Path) -> None:
+    settings = _sweep(tmp_path)
+    run_sweep(settings, out=lambda _: None, err=lambda _: None)
+    rows = {r["trial_id"]: r for r in results.read_rows(settings.sweep_dir / results.RESULTS_FILE)}
+    uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["tiny"], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].data.tags[tracking.PARENT_TAG] == "m"
+    assert parents[0].info.status == "FINISHED" and parents[0].data.params["search"] == "tpe"
+    assert parents[0].data.tags["version.ray"] and len(children) == len(rows) == 4
+    client = MlflowClient(uri)
+    for child in children:
+        row = rows[child.data.tags[tracking.TRIAL_TAG]]
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert child.info.run_name == report.config_of(row).name and child.info.status == "FINISHED"
+        for key in ("model", "resolution", "patch_size", "depth", "ensemble_size", "keep_rate", "seed", "tokens_kept"):
+            assert child.data.params[key] == str(row[key])
+        for key in ("train_gflops", "inference_gflops", "predicted_memory_gb", "best_val_accuracy", "test_accuracy"):
+            assert child.data.metrics[key] == pytest.approx(row[key])
+        assert child.data.tags["pdsweep.tier"] == f"{row['budget_gflops']:g}"
+        assert child.data.tags["pdsweep.status"] == row["status"]
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == [1, 2]
+        assert [m.value for m in sorted(history, key=lambda m: m.step)] == [h["val_accuracy"] for h in row["history"]]
+    # The report lands on the parent run as artifacts.
+    cli_rows = report.load("m", settings.runs_dir)
+    md, png = report.write(report.build("m", cli_rows.rows), tmp_path / "out")
+    tracking.log_artifacts(cli_rows.state["mlflow"], [md, png])
+    names = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"report.md", "report.png", "tiny.yaml", "sweep.json"} <= names
+
+
+def test_a_store_lost_mid_sweep_is_reported_once_and_back_filled(tmp_path: Path) -> None:
+    good = tmp_path / "good.db"
+    ids = tracking.start_sweep(f"sqlite:///{good}", "x", (tmp_path / "art").as_uri(), "s", {"a": 1}, files=[])
+    rows = [
+        {name: None for name in results.SCHEMA.names}
+        | dict(sweep="s", trial_id=f"t{i}", phase="search", budget_gflops=1.0, seed=0, status="completed",
+               model="vit_micro", resolution=32, patch_size=8, depth=1, ensemble_size=1, keep_rate=0.5,
+               sampling="random", keep_mode="fixed", tokens_kept=9, num_classes=4, train_gflops=0.1,
+               inference_gflops=0.2, predicted_memory_gb=0.01, best_val_accuracy=0.5 + i / 10, epochs_run=2,
+               epochs_planned=2, wall_seconds=1.0)
+        for i in range(3)
+    ]
+    tracker = tracking.Tracker(ids)
+    tracker.finish(rows[0], "t0", tracking.run_tags(rows[0]))
+    broken = tracking.Tracker({**ids, "uri": f"sqlite:///{tmp_path / 'gone' / 'nowhere' / 'x.db'}"})
+    for r in rows[1:]:
+        broken.finish(r, r["trial_id"], tracking.run_tags(r))  # must not raise
+    assert broken.unlogged == {"t1", "t2"}
+    assert "2 trial(s) were not fully logged" in broken.warning() and "pdsweep report --to-mlflow NAME" in broken.warning()
+    assert tracking.backfill(ids, rows, lambda r: r["trial_id"]) == 2
+    assert tracking.backfill(ids, rows, lambda r: r["trial_id"]) == 0  # nothing missing now
+    logged = MlflowClient(f"sqlite:///{good}").search_runs([ids["experiment_id"]], filter_string="tags.`mlflow.parentRunId` != ''")
+    assert sorted(r.data.metrics["best_val_accuracy"] for r in logged) == pytest.approx([0.5, 0.6, 0.7])
+
+
+def test_unreachable_tracking_server_is_one_line(cli, tmp_path: Path) -> None:
+    space = tmp_path / "tiny.yaml"
+    space.write_text(SPACE)
+    started = time.monotonic()
+    result = cli("run", "--space", space, "--budget-gflops", "0.0008", "--dataset", "synthetic:40", "--runs-dir",
+                 tmp_path / "runs", "--cache-dir", tmp_path / "cache", "--mlflow-uri", "http://127.0.0.1:1")
+    assert_one_line_error(result, "cannot reach the MLflow tracking store http://127.0.0.1:1")
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(PdsweepError, match=r"cannot reach the MLflow tracking store"):
+        tracking.check_reachable("http://127.0.0.1:1")
