@@ -85,37 +85,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pdsweep {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    one_config = argparse.ArgumentParser(add_help=False)  # flops and train: one config
+    one_config.add_argument("--model", required=True, help=f"model preset: {', '.join(PRESETS)}")
+    one_config.add_argument("--resolution", type=int, required=True, help="image side in pixels")
+    one_config.add_argument("--patch-size", type=int, required=True, help="patch side in pixels")
+    one_config.add_argument("--keep-rate", type=float, help="fraction of patches kept in training (default 1)")
+    one_config.add_argument("--depth", type=int, help="transformer blocks (default: the preset's)")
+    one_config.add_argument("--ensemble-size", type=int, default=1, help="ensemble members (default 1)")
+
+    budgets = argparse.ArgumentParser(add_help=False)  # plan and run: a space under budget tiers
+    budgets.add_argument("--budget-gflops", type=_budget_list, required=True, metavar="B[,B...]",
+                         help="train GFLOPs per image; several comma-separated values are budget tiers")
+    budgets.add_argument("--budget-memory-gb", type=_positive_float, metavar="M",
+                         help="peak training memory cap in GB (10^9 bytes)")
+    budgets.add_argument("--space", default="paper", help="a space file, or a bundled space name (default: paper)")
+    budgets.add_argument("--keep-policy", choices=["fill", "search"], default="fill",
+                         help="fill: the largest keep rate that fits (default); search: sampled below it")
+
     flops = commands.add_parser(
-        "flops", parents=[common], help="train/inference GFLOPs and memory of one config",
+        "flops", parents=[common, one_config], help="train/inference GFLOPs and memory of one config",
         description="Train and inference GFLOPs per image (fvcore's convention) and peak "
         "training memory of one config, from the closed-form cost model.",
     )
-    flops.add_argument("--model", required=True, help=f"model preset: {', '.join(PRESETS)}")
-    flops.add_argument("--resolution", type=int, required=True, help="image side in pixels")
-    flops.add_argument("--patch-size", type=int, required=True, help="patch side in pixels")
-    flops.add_argument("--keep-rate", type=float, default=1.0, help="fraction of patches kept in training (default 1)")
-    flops.add_argument("--depth", type=int, help="transformer blocks (default: the preset's)")
-    flops.add_argument("--ensemble-size", type=int, default=1, help="ensemble members (default 1)")
     flops.add_argument("--num-classes", type=int, default=10, help="classes of the head (default 10)")
     flops.add_argument("--batch-size", type=int, default=64, help="batch size for memory (default 64)")
     flops.add_argument("--precision", choices=PRECISIONS, default="bf16-mixed", help="default bf16-mixed")
-    flops.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="default sgd")
+    flops.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="default adamw")
     flops.add_argument("--verify", action="store_true", help="also count the real timm model with fvcore")
     flops.add_argument("--json", action="store_true", help="print one JSON object")
     flops.set_defaults(handler=_cmd_flops)
 
     plan = commands.add_parser(
-        "plan", parents=[common], help="every config of a space that fits a budget",
+        "plan", parents=[common, budgets], help="every config of a space that fits a budget",
         description="Every config of a search space that fits the budget, at the keep rate the "
         "policy gives it, with its cost; cheapest first.",
     )
-    plan.add_argument("--budget-gflops", type=_budget_list, required=True, metavar="B[,B...]",
-                      help="train GFLOPs per image; several comma-separated values are budget tiers")
-    plan.add_argument("--budget-memory-gb", type=_positive_float, metavar="M",
-                      help="peak training memory cap in GB (10^9 bytes)")
-    plan.add_argument("--space", default="paper", help="a space file, or a bundled space name (default: paper)")
-    plan.add_argument("--keep-policy", choices=["fill", "search"], default="fill",
-                      help="fill: the largest keep rate that fits (default); search: sampled below it")
     plan.add_argument("--num-classes", type=int, default=10, help="classes of the head (default 10)")
     plan.add_argument("--json", action="store_true", help="print JSON")
     plan.set_defaults(handler=_cmd_plan)
@@ -123,17 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     from pdsweep.config import KEEP_MODES, SAMPLINGS
 
     train = commands.add_parser(
-        "train", parents=[common], help="train one config, no Ray",
+        "train", parents=[common, one_config], help="train one config, no Ray",
         description="Train one config (a ViT or an ensemble, with PatchDropout) on a dataset and "
         "report validation and test accuracy and the robustness curve. Training settings come from "
         "--space's training section (default: pdsweep's defaults), overridden by the flags here.",
     )
-    train.add_argument("--model", required=True, help=f"model preset: {', '.join(PRESETS)}")
-    train.add_argument("--resolution", type=int, required=True, help="image side in pixels")
-    train.add_argument("--patch-size", type=int, required=True, help="patch side in pixels")
-    train.add_argument("--keep-rate", type=float, help="fraction of patches kept in training (default 1)")
-    train.add_argument("--depth", type=int, help="transformer blocks (default: the preset's)")
-    train.add_argument("--ensemble-size", type=int, default=1, help="ensemble members (default 1)")
     train.add_argument("--sampling", choices=SAMPLINGS, default="random", help="which patches survive (default random)")
     train.add_argument("--keep-mode", choices=KEEP_MODES, default="fixed",
                        help="fixed, or uniform: a keep rate drawn per iteration from --keep-range")
@@ -158,17 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_cmd_train)
 
     run = commands.add_parser(
-        "run", parents=[common], help="a budget-constrained sweep on Ray Tune",
+        "run", parents=[common, budgets], help="a budget-constrained sweep on Ray Tune",
         description="Search a space for the most accurate config within each budget tier: Ray Tune "
         "trials (local Ray, or --address), Optuna TPE, ASHA early stopping; results in "
         "RUNS_DIR/NAME/results.parquet.",
     )
-    run.add_argument("--budget-gflops", type=_budget_list, required=True, metavar="B[,B...]",
-                     help="train GFLOPs per image; several comma-separated values are budget tiers")
-    run.add_argument("--budget-memory-gb", type=_positive_float, metavar="M", help="peak training memory cap in GB")
-    run.add_argument("--space", default="paper", help="a space file, or a bundled space name (default: paper)")
-    run.add_argument("--keep-policy", choices=["fill", "search"], default="fill",
-                     help="fill: the largest keep rate that fits (default); search: sampled below it")
     run.add_argument("--search", choices=["tpe", "random", "grid"], default="tpe",
                      help="tpe (default), random, or grid: every feasible config once")
     run.add_argument("--trials", type=int, default=8, help="trials per budget tier (default 8; grid ignores it)")
@@ -279,7 +271,7 @@ def _cmd_flops(args: argparse.Namespace) -> int:
         model=args.model,
         resolution=args.resolution,
         patch_size=args.patch_size,
-        keep_rate=args.keep_rate,
+        keep_rate=1.0 if args.keep_rate is None else args.keep_rate,
         depth=args.depth,
         ensemble_size=args.ensemble_size,
         num_classes=args.num_classes,

@@ -262,6 +262,25 @@ def resize_square(image: "PIL.Image.Image", resolution: int) -> np.ndarray:  # n
     return np.asarray(image.crop((left, top, left + resolution, top + resolution)), dtype=np.uint8)
 
 
+def _decode(given: dict[str, tuple[list, list]], resolution: int) -> tuple[Arrays, int]:
+    """Open, make RGB and resize every image (a path or encoded bytes); count the unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    splits: Arrays = {}
+    skipped = 0
+    for split in SPLITS:
+        images, labels = [], []
+        for item, label in zip(*given[split]):
+            try:
+                with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as image:
+                    images.append(resize_square(image, resolution))
+                labels.append(label)
+            except (UnidentifiedImageError, OSError, ValueError, TypeError):
+                skipped += 1
+        splits[split] = (_stack(images, resolution), np.array(labels, dtype=np.int64))
+    return splits, skipped
+
+
 def _stack(images: list[np.ndarray], resolution: int) -> np.ndarray:
     if not images:
         return np.zeros((0, resolution, resolution, 3), dtype=np.uint8)
@@ -287,7 +306,6 @@ def _synthetic(spec: DatasetSpec, resolution: int, seed: int) -> tuple[Arrays, t
 
 def _folder(root: Path, resolution: int, seed: int) -> tuple[Arrays, tuple[str, ...], int]:
     """``root/CLASS/*.jpg``, or ``root/{train,val,test}/CLASS/*.jpg``."""
-    from PIL import Image, UnidentifiedImageError
 
     if not root.is_dir():
         raise PdsweepError(f"folder dataset {str(root)!r} is not a directory; give a folder with one sub-folder per class.")
@@ -306,19 +324,7 @@ def _folder(root: Path, resolution: int, seed: int) -> tuple[Arrays, tuple[str, 
             files += found
             labels += [label] * len(found)
         given[split] = (files, labels)
-    given = _split_missing(given, seed, str(root))
-    splits: Arrays = {}
-    skipped = 0
-    for split in SPLITS:
-        images, labels = [], []
-        for file, label in zip(*given[split]):
-            try:
-                with Image.open(file) as image:
-                    images.append(resize_square(image, resolution))
-                labels.append(label)
-            except (UnidentifiedImageError, OSError, ValueError):
-                skipped += 1
-        splits[split] = (_stack(images, resolution), np.array(labels, dtype=np.int64))
+    splits, skipped = _decode(_split_missing(given, seed, str(root)), resolution)
     _check_not_empty(splits, str(root), skipped)
     return splits, class_names, skipped
 
@@ -413,7 +419,6 @@ def _parquet(spec: DatasetSpec, path: Path, resolution: int, seed: int) -> tuple
     ``test*`` in the folder, else a stratified split.
     """
     import pyarrow.parquet as pq
-    from PIL import Image, UnidentifiedImageError
 
     options = dict(part.split("=", 1) for part in spec.arg.partition("?")[2].split("&") if "=" in part)
     image_col, label_col = options.get("image", "image"), options.get("label", "label")
@@ -443,19 +448,7 @@ def _parquet(spec: DatasetSpec, path: Path, resolution: int, seed: int) -> tuple
     class_names = tuple(str(c) for c in sorted({label for _, labels in given.values() for label in labels}, key=_label_key))
     index = {name: i for i, name in enumerate(class_names)}
     given = {split: (items, [index[str(label)] for label in labels]) for split, (items, labels) in given.items()}
-    given = _split_missing(given, seed, str(path))
-    splits_out: Arrays = {}
-    skipped = 0
-    for split in SPLITS:
-        images_out, labels_out = [], []
-        for blob, label in zip(*given[split]):
-            try:
-                with Image.open(io.BytesIO(blob)) as image:
-                    images_out.append(resize_square(image, resolution))
-                labels_out.append(label)
-            except (UnidentifiedImageError, OSError, ValueError, TypeError):
-                skipped += 1
-        splits_out[split] = (_stack(images_out, resolution), np.array(labels_out, dtype=np.int64))
+    splits_out, skipped = _decode(_split_missing(given, seed, str(path)), resolution)
     _check_not_empty(splits_out, str(path), skipped)
     if len(class_names) < 2:
         raise PdsweepError(f"parquet dataset {str(path)!r} has {len(class_names)} class; a classifier needs at least 2.")

@@ -211,7 +211,7 @@ def plot(report: Report, path: Path) -> Path:
     axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     axes.set_title(f"pdsweep sweep '{report.sweep}': accuracy vs training cost")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    axes.legend(loc="best", fontsize=8, framealpha=0.9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)

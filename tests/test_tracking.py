@@ -11,20 +11,9 @@ from conftest import assert_one_line_error
 from pdsweep import report, results, tracking
 from pdsweep.errors import PdsweepError
 from pdsweep.sweep import SweepSettings, run_sweep
+from test_sweep import TINY_SPACE
 
-SPACE = """\
-axes:
-  model: vit_micro
-  resolution: [16, 32]
-  patch_size: 8
-  depth: 1
-  keep_rate: {low: 0.25, high: 1.0}
-training:
-  epochs: 2
-  batch_size: 16
-  precision: fp32
-  augment: false
-"""
+SPACE = TINY_SPACE
 
 
 def _sweep(tmp_path: Path, **overrides) -> SweepSettings:
