@@ -102,9 +102,9 @@ class SweepStore:
 
         filesystem, root = self._fs()
         target = f"{root.rstrip('/')}/{self.name}"
-        filesystem.create_dir(target, recursive=True)
         for file in files:
             if (self.local_dir / file).is_file():
+                filesystem.create_dir(f"{target}/{Path(file).parent}".rstrip("/."), recursive=True)
                 fs.copy_files(str(self.local_dir / file), f"{target}/{file}", destination_filesystem=filesystem)
 
     def fetch(self, *files: str) -> None:

@@ -15,6 +15,7 @@ start), and Tune's experiments ``search/`` and ``repeats/``.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -38,6 +39,7 @@ from pdsweep.store import STARTS_FILE, STUDY_FILE, SWEEP_FILE, SweepStore, reloc
 from pdsweep.validate import is_positive_int
 
 Print = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,14 @@ def _execute(settings: SweepSettings, space: SearchSpace, state: dict[str, Any],
     rows = results.read_rows(sweep_dir / results.RESULTS_FILE)
     outcome = SweepOutcome(settings.name, settings.store.where(results.RESULTS_FILE), rows,
                            report_or_none(settings.name, rows), interrupted)
+    if outcome.report is not None and not interrupted:
+        files = report.write(outcome.report, sweep_dir / "report")
+        settings.store.publish(*(str(Path("report") / f.name) for f in files))
+        if state.get("mlflow"):
+            try:
+                tracking.log_artifacts(state["mlflow"], files)
+            except Exception:  # the tracker's warning below says what MLflow missed
+                log.debug("could not log the report to MLflow", exc_info=True)
     if state.get("mlflow"):
         tracking.end_sweep(state["mlflow"], "KILLED" if interrupted else "FINISHED")
     if callback.tracker is not None and callback.tracker.warning():

@@ -203,6 +203,7 @@ def test_sweep_on_a_storage_uri_publishes_and_resumes(ray_session, tmp_path: Pat
     assert len(results.read_rows(published / results.RESULTS_FILE)) == 2
     assert (published / "sweep.json").is_file() and (published / "optuna.journal").is_file()
     assert (published / "search").is_dir()  # Ray Tune's experiment, written by Ray to the URI
+    assert (published / "report" / "report.png").is_file()
     # Another machine (an empty mirror) resumes a finished sweep from the URI alone.
     monkeypatch.setenv("PDSWEEP_CACHE", str(tmp_path / "other-machine"))
     again = resume_sweep("u", remote, out=lambda _: None, err=lambda _: None)
