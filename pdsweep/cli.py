@@ -216,11 +216,38 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--mlflow-uri", help="a tracking store other than RUNS_DIR/mlflow.db")
     ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
     ui.set_defaults(handler=_cmd_ui)
+
+    cluster = argparse.ArgumentParser(add_help=False)
+    cluster.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS"),
+                         help="the cluster's dashboard, e.g. http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)")
+    submit = commands.add_parser(
+        "submit", parents=[common, cluster], help="run a pdsweep command on a Ray cluster, as a Ray Job",
+        description="Submit `pdsweep ARGS` (after --) as a Ray Job, print its id, follow its logs and exit "
+        "with its status. Example: pdsweep submit --address http://HEAD:8265 -- run --budget-gflops 17.6 "
+        "--runs-dir s3://bucket/sweeps",
+    )
+    submit.add_argument("--working-dir", help="upload this folder with the job (Ray's runtime env working_dir)")
+    submit.add_argument("--runtime-env", metavar="FILE", help="a Ray runtime env as YAML or JSON (pip, env_vars, ...)")
+    submit.add_argument("--no-wait", action="store_true", help="print the job id and return at once")
+    submit.set_defaults(handler=_cmd_submit)
+    jobs = commands.add_parser("jobs", parents=[common, cluster], help="the cluster's Ray Jobs",
+                               description="List the Ray Jobs of the cluster at --address.")
+    jobs.add_argument("--json", action="store_true", help="print JSON")
+    jobs.set_defaults(handler=_cmd_jobs)
+    logs = commands.add_parser("logs", parents=[common, cluster], help="a Ray Job's logs",
+                               description="Show (or --follow) the logs of Ray Job ID.")
+    logs.add_argument("job_id", metavar="ID", help="the job's id, as `pdsweep submit` printed it")
+    logs.add_argument("--follow", action="store_true", help="follow until the job ends; exit with its status")
+    logs.set_defaults(handler=_cmd_logs)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    inner: list[str] = []
+    if "--" in argv:  # `pdsweep submit ... -- run ...`: what follows runs on the cluster
+        at = argv.index("--")
+        argv, inner = argv[:at], argv[at + 1 :]
     debug = "--debug" in argv
     parser = build_parser()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")  # timm's import
@@ -233,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             (commands[args.command] if args.command else parser).unrecognized(extra)
         if args.command is None:
             raise _UsageError("choose a command: " + ", ".join(commands), "pdsweep")
+        if inner and args.command != "submit":
+            commands[args.command].unrecognized(["--", *inner])
+        args.inner = inner
         return int(args.handler(args) or 0)
     except _UsageError as error:
         if debug:
@@ -490,6 +520,40 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     from pdsweep.ui import serve
 
     return serve(args.runs_dir, args.port, args.mlflow_uri)
+
+
+# ---- cluster ------------------------------------------------------------------------------
+
+
+def _address(args: argparse.Namespace) -> str:
+    if not args.address:
+        raise PdsweepError("give the cluster's dashboard with --address http://HEAD:8265 (or set RAY_API_SERVER_ADDRESS).")
+    return args.address
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from pdsweep.submit import submit
+
+    return submit(_address(args), args.inner, working_dir=args.working_dir, runtime_env=args.runtime_env,
+                  wait=not args.no_wait)
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from pdsweep.submit import list_jobs
+
+    found = list_jobs(_address(args))
+    if args.json:
+        print(json.dumps(found, indent=2))
+    else:
+        for job in found:
+            print(f"{job['id']:<32} {job['status']:<10} {job['entrypoint']}")
+    return 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from pdsweep.submit import show_logs
+
+    return show_logs(_address(args), args.job_id, follow=args.follow)
 
 
 # ---- plan ---------------------------------------------------------------------------------

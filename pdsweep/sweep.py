@@ -136,12 +136,18 @@ def run_sweep(settings: SweepSettings, *, out: Print = print, err: Print | None 
             f"sweep {settings.name!r} exists in {settings.runs_dir}; continue it with `pdsweep resume "
             f"{settings.name}` or choose another --name."
         )
-    data = _probe_dataset(settings, space)
-    plans = {b.gflops: plan(space, b, policy=settings.policy, num_classes=data["num_classes"]) for b in budgets}
     _check_address(settings.address)
+    on_cluster = bool(settings.address or os.environ.get("RAY_ADDRESS"))
+    if on_cluster:  # the dataset path is the workers': look at it where the trials will
+        _connect(settings.address, settings.verbose)
+        data = _probe_on_cluster(settings, space)
+    else:
+        data = _probe_dataset(settings, space)
+    plans = {b.gflops: plan(space, b, policy=settings.policy, num_classes=data["num_classes"]) for b in budgets}
     uri = settings.mlflow_uri or tracking.default_uri(store.local_dir.parent)
     tracking.check_reachable(uri)
     _connect(settings.address, settings.verbose)
+    _warn_if_not_shared(store, err)
     _preflight(settings, space, plans, data, err)
     settings.sweep_dir.mkdir(parents=True, exist_ok=store.remote)
     state = {"settings": asdict(settings), "space_text": Path(space.source).read_text(), **data, "phase": "search"}
@@ -419,6 +425,31 @@ def _probe_dataset(settings: SweepSettings, space: SearchSpace) -> dict[str, Any
     return {"num_classes": dataset.num_classes, "train_images": len(dataset.train)}
 
 
+def _probe_on_cluster(settings: SweepSettings, space: SearchSpace) -> dict[str, Any]:
+    """:func:`_probe_dataset` as a Ray task, so a path is resolved on a worker node."""
+    import ray
+
+    try:
+        return ray.get(ray.remote(num_cpus=0)(_probe_dataset).remote(settings, space))
+    except ray.exceptions.RayTaskError as error:
+        if isinstance(error.cause, PdsweepError):
+            raise PdsweepError(f"on the cluster: {error.cause}") from None
+        raise
+
+
+def _warn_if_not_shared(store: SweepStore, err: Print) -> None:
+    """A local runs dir works on one machine; say so when the cluster has several."""
+    import ray
+
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    hosts = {node.get("NodeManagerAddress") for node in nodes}
+    if not store.remote and len(nodes) > 1:
+        where = "machines" if len(hosts) > 1 else "nodes"
+        err(f"  note: --runs-dir {store.runs_dir} is a local folder and the cluster has {len(nodes)} {where}; "
+            "trials elsewhere save checkpoints there only if every node mounts it at the same path. "
+            "Otherwise give a URI (s3://, gs://) or a shared filesystem.")
+
+
 def _connect(address: str | None, verbose: bool) -> None:
     """Join the Ray at ``address`` (fail fast and clearly), or start a local one."""
     import logging
@@ -428,9 +459,10 @@ def _connect(address: str | None, verbose: bool) -> None:
     _check_address(address)
     if ray.is_initialized():  # already connected (a test session, a notebook)
         return
+    local = not address and not os.environ.get("RAY_ADDRESS")  # inside a Ray job, Ray says where it is
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose,
-                 **({} if address else {"include_dashboard": False}))
+                 **({"include_dashboard": False} if local else {}))
     except ConnectionError as error:
         raise PdsweepError(f"cannot connect to Ray at {address or 'a local instance'} ({error}).") from None
 
