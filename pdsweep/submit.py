@@ -103,13 +103,18 @@ async def _follow(jobs: Any, job_id: str) -> None:
 
 
 def finish(jobs: Any, job_id: str, out: Any) -> int:
-    """The job's exit code once it has ended (the log stream can end a moment before)."""
+    """The job's exit code once it has ended (the log stream can end a moment before).
+
+    A failed job returns its entrypoint's exit code (2 for bad input, as on a laptop), else 1.
+    """
     for _ in range(60):
         info = jobs.get_job_info(job_id)
         status = str(getattr(info.status, "value", info.status))
         if status in EXIT_CODES:
-            out(f"job {job_id} {status.lower()}" + (f": {info.message}" if status != "SUCCEEDED" and info.message else ""))
-            return EXIT_CODES[status]
+            why = (info.message or "").strip().splitlines()[:1]  # the rest repeats the logs just shown
+            out(f"job {job_id} {status.lower()}" + (f": {why[0].rstrip(':,')}" if status != "SUCCEEDED" and why else ""))
+            code = getattr(info, "driver_exit_code", None)
+            return code if status == "FAILED" and isinstance(code, int) and code > 0 else EXIT_CODES[status]
         time.sleep(1)
     out(f"job {job_id} is still {status.lower()}.")
     return 1

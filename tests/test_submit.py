@@ -1,0 +1,220 @@
+"""``pdsweep submit`` through the Ray Jobs API of a real two-node Ray cluster on 127.0.0.1.
+
+The cluster is two ``ray start`` processes (a head with the dashboard, a worker node with its own
+CPU), each on loopback addresses and its own ports so it never meets the tests' shared local Ray,
+and every process they start is stopped at the end, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import assert_one_line_error
+from pdsweep import results
+from pdsweep.tracking import TRIAL_TAG
+from test_sweep import TINY_SPACE
+
+BIN = Path(sys.executable).parent
+PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--metrics-export-port",
+              "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port")
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@dataclass
+class Cluster:
+    dashboard: str  # http://127.0.0.1:PORT, what `pdsweep submit --address` takes
+    gcs: str
+    env: dict[str, str]
+    root: Path
+
+
+def _node_flags() -> list[str]:
+    """Free loopback ports for every component of a node, workers included (24 of them)."""
+    ports = _free_ports(len(PORT_FLAGS) + 24)
+    flags = [f"{flag}={port}" for flag, port in zip(PORT_FLAGS, ports)]
+    return [*flags, "--worker-port-list=" + ",".join(map(str, ports[len(PORT_FLAGS):]))]
+
+
+def _alive_nodes(cluster: Cluster) -> int:
+    status = subprocess.run([str(BIN / "ray"), "status", f"--address={cluster.gcs}"], env=cluster.env,
+                            capture_output=True, text=True, timeout=60)
+    active = status.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
+    return active.count("node_")
+
+
+def _stop(processes: list[subprocess.Popen], root: Path) -> None:
+    """SIGTERM each process group, then SIGKILL whatever still runs from the cluster's temp dir."""
+    for process in processes:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+    for _ in range(30):  # raylets and workers outlive their `ray start --block` parent
+        if subprocess.run(["pgrep", "-f", str(root)], capture_output=True).returncode != 0:
+            break
+        subprocess.run(["pkill", "-9", "-f", str(root)], capture_output=True)
+        time.sleep(0.5)
+    leftover = subprocess.run(["pgrep", "-af", str(root)], capture_output=True, text=True).stdout
+    shutil.rmtree(root, ignore_errors=True)
+    assert not leftover, f"cluster processes still running:\n{leftover}"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    root = Path(tempfile.mkdtemp(prefix="pdc", dir="/tmp"))  # short: Ray's socket paths have a limit
+    token = root / "auth_token"  # the cluster's own token, as `ray get-auth-token --generate` makes one
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    gcs_port, dashboard_port, client_port = _free_ports(3)
+    head = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}",
+            "--num-cpus=1", f"--temp-dir={root / 'ray'}", "--disable-usage-stats", *_node_flags()]
+    worker = [str(BIN / "ray"), "start", "--block", f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1",
+              "--num-cpus=1", *_node_flags()]
+    logs = root / "logs"
+    logs.mkdir()
+    processes: list[subprocess.Popen] = []
+    try:
+        processes.append(subprocess.Popen(head, env=env, cwd=root, start_new_session=True,
+                                          stdout=open(logs / "head.log", "w"), stderr=subprocess.STDOUT))
+        found = Cluster(f"http://127.0.0.1:{dashboard_port}", f"127.0.0.1:{gcs_port}", env, root)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _dashboard_up(dashboard_port):
+            assert processes[0].poll() is None, (logs / "head.log").read_text()
+            time.sleep(1)
+        processes.append(subprocess.Popen(worker, env=env, cwd=root, start_new_session=True,
+                                          stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT))
+        while time.monotonic() < deadline and _alive_nodes(found) < 2:
+            assert processes[1].poll() is None, (logs / "worker.log").read_text()
+            time.sleep(2)
+        assert _alive_nodes(found) == 2, "the two-node cluster did not come up within 120 s"
+        yield found
+    finally:
+        _stop(processes, root)
+
+
+def _dashboard_up(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _pdsweep(cluster: Cluster, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "pdsweep"), *args], env=cluster.env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_submitted_sweep_runs_on_both_nodes(cluster: Cluster) -> None:
+    space = cluster.root / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    runs = cluster.root / "runs"
+    done = _pdsweep(cluster, "submit", "--address", cluster.dashboard, "--",
+                    "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", "4", "--concurrency", "2",
+                    "--scheduler", "none", "--dataset", "synthetic:200", "--runs-dir", str(runs),
+                    "--cache-dir", str(cluster.root / "cache"), "--name", "c")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert done.stdout.startswith("submitted job ")
+    assert "succeeded" in done.stdout.splitlines()[-1]
+    assert "best vit_micro" in done.stdout  # the job's own log, followed to the end
+    assert "is a local folder and the cluster has 2 nodes" in done.stdout  # said on a multi-node cluster
+    rows = results.read(runs / "c" / "results.parquet").to_pylist()
+    assert len(rows) == 4 and all(r["status"] == "completed" and r["test_accuracy"] is not None for r in rows)
+    nodes = {r["node_id"] for r in rows}
+    assert len(nodes) == 2 and None not in nodes, nodes  # one CPU per node and two at a time: both nodes
+    store = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    runs_in_mlflow = store.search_runs([store.get_experiment_by_name("tiny").experiment_id])
+    parents = [r for r in runs_in_mlflow if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs_in_mlflow if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    by_trial = {c.data.tags[TRIAL_TAG]: c for c in children}
+    for row in rows:
+        logged = by_trial[row["trial_id"]].data
+        assert logged.params["resolution"] == str(row["resolution"])
+        assert logged.metrics["best_val_accuracy"] == pytest.approx(row["best_val_accuracy"])
+    listed = _pdsweep(cluster, "jobs", "--address", cluster.dashboard, timeout=60)
+    assert listed.returncode == 0 and "SUCCEEDED" in listed.stdout
+    job_id = done.stdout.split()[2].rstrip(":")
+    logs = _pdsweep(cluster, "logs", job_id, "--address", cluster.dashboard, timeout=60)
+    assert logs.returncode == 0 and "best vit_micro" in logs.stdout
+
+
+def test_a_failing_job_returns_its_exit_status(cluster: Cluster) -> None:
+    space = cluster.root / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    done = _pdsweep(cluster, "submit", "--address", cluster.dashboard, "--", "run", "--space", str(space),
+                    "--budget-gflops", "1", "--dataset", "folder:/no/such/images", "--runs-dir", str(cluster.root / "bad"),
+                    timeout=180)
+    assert done.returncode == 2, done.stdout + done.stderr  # the entrypoint's own exit code: bad input
+    last = done.stdout.strip().splitlines()[-1]
+    assert " failed: " in last and "exit code 2" in last, done.stdout
+    # The dataset path was looked up by a task on the cluster, and the job's one-line error was followed.
+    assert done.stdout.count("pdsweep: error: on the cluster: ") == 1 and "/no/such/images" in done.stdout, done.stdout
+    assert not (cluster.root / "bad").exists()  # nothing half-written
+
+
+def test_logs_of_an_unknown_job(cluster: Cluster) -> None:
+    result = _pdsweep(cluster, "logs", "raysubmit_nope", "--address", cluster.dashboard, timeout=60)
+    assert result.returncode == 2 and "no job 'raysubmit_nope'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_submit_without_the_token_is_an_auth_error(cluster: Cluster, tmp_path: Path) -> None:
+    env = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token here either
+    result = subprocess.run([str(BIN / "pdsweep"), "jobs", "--address", cluster.dashboard], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result
+    assert "authentication failed" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_submit_where_nothing_listens(cli) -> None:
+    (port,) = _free_ports(1)
+    started = time.monotonic()
+    result = cli("submit", "--address", f"http://127.0.0.1:{port}", "--", "run", "--budget-gflops", "1")
+    assert_one_line_error(result, f"nothing answers at http://127.0.0.1:{port}")
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--address", "127.0.0.1:8265", "--", "run"), "must be the dashboard's URL"),
+        (("--address", "http://127.0.0.1:1"), "give the pdsweep command to run after --"),
+        (("--address", "http://127.0.0.1:1", "--runtime-env", "/no/env.yaml", "--", "run"), "--runtime-env '/no/env.yaml' not found"),
+    ],
+)
+def test_submit_bad_input(cli, args, fragment) -> None:
+    assert_one_line_error(cli("submit", *args), fragment)
