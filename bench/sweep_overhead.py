@@ -1,13 +1,23 @@
-"""Benchmark: what Ray Tune and pdsweep add around the trials' own work.
+"""Benchmark: what Ray Tune and pdsweep add around the trials' own work, and where it goes.
 
-    python bench/sweep_overhead.py [--trials 16] [--concurrency 2] [--epochs 8] [--images 2400] [--no-record]
+    python bench/sweep_overhead.py [--trials 16] [--concurrency 2] [--epochs 8,16] [--images 2400] [--no-record]
 
-Runs a real sweep (local Ray, the synthetic dataset, a tiny ViT, no early stopping) and reads
-each trial's own training seconds (``train_seconds``: model, epochs, test and robustness
-evaluation) from results.parquet. Overhead ratio = sweep wall time x concurrency / sum of the
-trials' own seconds (1.0 is none); per-trial overhead = the difference, per trial. Ray's start
-is timed apart. The overhead per trial is what to compare across machines; the ratio depends on
-how long the trials are (about 10 s each by default). Records the table in bench/RESULTS.md.
+Runs real sweeps (local Ray, the synthetic dataset, a tiny ViT, random search, no early
+stopping) and reads each trial's own training seconds (``train_seconds``: model, epochs, test and
+robustness evaluation) and its worker clocks (``started_at``, ``ended_at``) from results.parquet.
+Overhead ratio = sweep wall time x concurrency / sum of the trials' own seconds (1.0 is none).
+The overhead, in slot-seconds (wall x concurrency - own), splits into:
+
+- start-up: from the call to each slot's first trial running (driver set-up, Tune, a fresh
+  worker process importing torch and timm);
+- between trials: a slot's idle time from one trial's end to the next one's start;
+- in trial: a trial's time on its worker outside training (dataset load, reporting);
+- idle tail: slots that finished their last trial while another still ran (load imbalance:
+  random search cannot know which trials are long);
+- wrap-up: from the last trial's end to the call's return (report, plot, MLflow artifacts).
+
+Ray's start is timed apart. Each sweep follows a warm-up sweep on the same Ray (the dataset cache
+is built there). Records the table in bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from pdsweep import results
 from pdsweep.sweep import SweepSettings, run_sweep
@@ -40,53 +51,80 @@ training:
 """
 
 
+def breakdown(rows: list[dict[str, Any]], began: float, returned: float, slots: int) -> dict[str, float]:
+    """The overhead of one sweep in slot-seconds, split as the module docstring says.
+
+    Start-up counts the first ``slots`` starts and the idle tail the last ``slots`` ends, one per
+    slot (true when every slot is busy from its first trial to its last); "between trials" is
+    what remains, so the parts sum to the total by construction."""
+    rows = [r for r in rows if r["started_at"] and r["ended_at"] and r["train_seconds"] is not None]
+    starts = sorted(r["started_at"].timestamp() for r in rows)
+    ends = sorted(r["ended_at"].timestamp() for r in rows)
+    on_worker = sum(r["ended_at"].timestamp() - r["started_at"].timestamp() for r in rows)
+    own = sum(r["train_seconds"] for r in rows)
+    start_up = sum(s - began for s in starts[:slots])
+    tail = sum(ends[-1] - e for e in ends[-slots:])
+    wrap_up = slots * (returned - ends[-1])
+    total = (returned - began) * slots - own
+    return {"own": own, "total": total, "start_up": start_up, "in_trial": on_worker - own, "tail": tail,
+            "wrap_up": wrap_up, "between": total - start_up - (on_worker - own) - tail - wrap_up}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", default="8,16", help="trial lengths to compare, as epochs (comma-separated)")
     parser.add_argument("--images", type=int, default=2400)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    lengths = [int(e) for e in args.epochs.split(",")]
 
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="pdsweep-overhead-"))
-    space = work / "space.yaml"
-    space.write_text(SPACE.format(epochs=args.epochs))
     started = time.perf_counter()
     ray.init(num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - started
+    c = args.concurrency
     rows_out = []
-    for reuse in (True, False):
+    for epochs, reuse in [(lengths[0], True), (lengths[0], False), *((e, True) for e in lengths[1:])]:
+        space = work / f"space-{epochs}.yaml"
+        space.write_text(SPACE.format(epochs=epochs))
         settings = SweepSettings(
-            name=f"overhead-reuse-{reuse}", space=str(space), budgets=(1.0,), search="random", trials=args.trials,
-            concurrency=args.concurrency, scheduler="none", dataset=f"synthetic:{args.images}",
+            name=f"overhead-{epochs}-reuse-{reuse}", space=str(space), budgets=(1.0,), search="random",
+            trials=args.trials, concurrency=c, scheduler="none", dataset=f"synthetic:{args.images}",
             runs_dir=str(work / "runs"), cache_dir=str(work / "cache"), reuse_actors=reuse,
         )
-        run_sweep(replace(settings, name=f"warm-{reuse}", trials=args.concurrency), out=lambda _: None, err=lambda _: None)
-        started = time.perf_counter()
+        run_sweep(replace(settings, name=f"warm-{epochs}-{reuse}", trials=c), out=lambda _: None, err=lambda _: None)
+        began = time.time()
         run_sweep(settings, out=lambda _: None, err=lambda _: None)
-        wall = time.perf_counter() - started
+        returned = time.time()
         rows = results.read_rows(settings.sweep_dir / results.RESULTS_FILE)
-        own = sum(r["train_seconds"] for r in rows)
+        n, wall = len(rows), returned - began
+        b = breakdown(rows, began, returned, c)
         rows_out.append(
-            f"| {'yes' if reuse else 'no'} | {len(rows)} | {wall:.1f} | {own:.1f} | {own / len(rows):.2f} | "
-            f"{wall * args.concurrency / own:.3f} | {(wall * args.concurrency - own) / len(rows):.2f} |"
+            f"| {'yes' if reuse else 'no'} | {epochs} | {n} | {b['own'] / n:.1f} | {wall:.1f} | "
+            f"{wall * c / b['own']:.3f} | {b['total'] / n:.2f} | {b['start_up']:.1f} | "
+            f"{b['between'] / max(1, n - c):.2f} | {b['in_trial'] / n:.2f} | {b['tail']:.1f} | {b['wrap_up']:.1f} |"
         )
         print(rows_out[-1], flush=True)
     lines = [
         f"## Sweep overhead (`python bench/sweep_overhead.py`, {time.strftime('%Y-%m-%d')}, "
         f"{platform.machine()} CPU, {os.cpu_count()} cores)",
         "",
-        f"{len(rows)} trials (vit_micro, 32 px, {args.epochs} epochs on {args.images} synthetic images), "
-        f"concurrency {args.concurrency}, no early stopping, actors reused.",
+        f"{args.trials} trials per sweep (vit_micro, 32 px, patch 4 or 8, depth 1 or 2, on {args.images} synthetic "
+        f"images), random search, concurrency {c}, no early stopping. Ray's own start (ray.init, local): "
+        f"{ray_start:.1f} s, not counted.",
         "",
-        f"Ray's own start (ray.init, local): {ray_start:.1f} s, not counted below. Each sweep follows a warm-up",
-        "sweep on the same Ray (the dataset cache is built there), so both start alike.",
+        "Overhead ratio = wall x concurrency / trials' own seconds. The overhead (wall x concurrency - own, in "
+        "slot-seconds) splits into start-up (call to each slot's first trial), between trials (per trial), "
+        "in trial outside training (per trial), the idle tail (slots done while the last trial runs) and "
+        "wrap-up (report and MLflow artifacts after the last trial).",
         "",
-        "| actors reused | trials | sweep wall s | trials' own s | mean own s | overhead ratio | overhead per trial s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| actors reused | epochs | trials | mean own s | sweep wall s | overhead ratio | overhead per trial s "
+        "| start-up slot-s | between trials s/trial | in trial s/trial | idle tail slot-s | wrap-up slot-s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows_out,
     ]
     text = "\n".join(lines)

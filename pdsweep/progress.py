@@ -9,6 +9,7 @@ to MLflow as they arrive.
 from __future__ import annotations
 
 import sys
+from datetime import datetime, timezone
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -94,6 +95,10 @@ def _partial_row(trial_config: dict[str, Any]) -> dict[str, Any]:
     return {"budget_gflops": trial_config["tier"], "phase": trial_config["phase"], "seed": trial_config["seed"]}
 
 
+def _utc(seconds: Any) -> datetime | None:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc) if isinstance(seconds, (int, float)) else None
+
+
 def _analysis(trial: Any) -> dict[str, Any]:
     analysis = getattr(trial, "metric_analysis", {}) or {}
     return {name: values.get("max") for name, values in analysis.items() if isinstance(values, dict)}
@@ -154,6 +159,8 @@ def result_row(settings: SweepSettings, trial_id: str, trial_config: dict[str, A
         "epochs_planned": int(training["epochs"]),
         "wall_seconds": float(last.get("time_total_s", 0.0)),
         "train_seconds": last.get("train_seconds"),
+        "started_at": _utc(last.get("started_at")),
+        "ended_at": _utc(last.get("reported_at")),
         "node_id": last.get("node_id"),
         "error": error,
     }

@@ -62,6 +62,8 @@ SCHEMA = pa.schema(
         pa.field("epochs_planned", pa.int64(), nullable=False),
         pa.field("wall_seconds", pa.float64(), nullable=False),
         pa.field("train_seconds", pa.float64()),  # the trial's own training time
+        pa.field("started_at", pa.timestamp("ms", tz="UTC")),  # when the trial's (last) run began on its worker
+        pa.field("ended_at", pa.timestamp("ms", tz="UTC")),  # when it last reported
         pa.field("node_id", pa.string()),
         pa.field("error", pa.string()),
     ]
@@ -95,6 +97,11 @@ def read(path: Path) -> pa.Table:
         table = pq.read_table(path)
     except Exception as error:  # pyarrow raises several types for a corrupt file
         raise PdsweepError(f"{path} is not a readable Parquet file ({error}); was it written by pdsweep?") from None
+    added = [f for f in SCHEMA if f.name not in table.schema.names]
+    if added and all(f.nullable for f in added):  # written before these columns existed: they read as empty
+        for field in added:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+        table = table.select(SCHEMA.names)
     if not table.schema.equals(SCHEMA, check_metadata=False):
         raise PdsweepError(f"{path} does not have pdsweep's results schema; was it written by another version?")
     return table

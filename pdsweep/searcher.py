@@ -23,7 +23,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 from ray.tune.search import Searcher
 
 from pdsweep.config import Config
-from pdsweep.cost import Budget
+from pdsweep.cost import Budget, inference_gflops, train_gflops
 from pdsweep.plan import KeepPolicy
 from pdsweep.sampler import BudgetSampler, SearchKind, ask_feasible, make_optuna_sampler
 from pdsweep.space import SearchSpace
@@ -59,7 +59,9 @@ class BudgetSearcher(Searcher):
         self.seed = seed
         self.store = store  # paths resolve at use time: a resume may run elsewhere
         self.trial_fields = trial_fields  # what every trial's config dict carries besides the config
-        self.grids = {key: sampler.grid() for key, sampler in self.samplers.items()} if search == "grid" else {}
+        # A grid runs its most expensive configs first: the long trials start early and the short
+        # ones fill the gaps, so no slot idles for a whole long trial at the end (LPT order).
+        self.grids = {key: longest_first(sampler.grid()) for key, sampler in self.samplers.items()} if search == "grid" else {}
         self.quota = {key: len(self.grids[key]) if search == "grid" else trials for key in self.samplers}
         self.issued = {key: 0 for key in self.samplers}
         self.seen: dict[str, dict[str, int]] = {key: {} for key in self.samplers}  # config -> times issued
@@ -188,6 +190,11 @@ class BudgetSearcher(Searcher):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.store = relocated(self.store)
+
+
+def longest_first(configs: list[Config]) -> list[Config]:
+    """Configs by training cost, highest first (train, then inference GFLOPs; ties keep their order)."""
+    return sorted(configs, key=lambda c: (-train_gflops(c), -inference_gflops(c)))
 
 
 class ListSearcher(Searcher):

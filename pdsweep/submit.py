@@ -27,9 +27,12 @@ EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 130}
 def _check_reachable(address: str) -> None:
     """Nothing listening is an error within seconds, not after the SDK's retries."""
     parsed = urlparse(address)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:  # a port that is not a number, or out of range
+        port = None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or port is None:
         raise PdsweepError(f"--address must be the dashboard's URL, e.g. http://HEAD:8265, got {address!r}.")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
         socket.create_connection((parsed.hostname, port), timeout=3).close()
     except OSError:
@@ -59,16 +62,26 @@ def client(address: str) -> Any:
         raise _explain(error, address) from None
 
 
-def _explain(error: Exception, address: str) -> PdsweepError:
+def _is_auth_failure(error: Exception) -> bool:
+    """Ray's HTTP clients raise AuthenticationError on 401/403; its log websocket, aiohttp's
+    handshake error with the status."""
+    from ray.exceptions import AuthenticationError
+
+    return isinstance(error, AuthenticationError) or getattr(error, "status", None) in (401, 403)
+
+
+def _explain(error: Exception, address: str, job_id: str | None = None) -> PdsweepError:
     text = str(error)
-    if type(error).__name__ == "AuthenticationError" or "401" in text or "403" in text or "Unauthorized" in text:
-        refused = "rejected the token" if "403" in text or "Forbidden" in text else "requires a token"
+    if _is_auth_failure(error):
+        rejected = getattr(error, "status", None) == 403 or "403" in text or "Forbidden" in text
+        refused = "rejected the token" if rejected else "requires a token"
         return PdsweepError(
             f"the Ray cluster at {address} {refused}: authentication failed; put the cluster's token in "
             "RAY_AUTH_TOKEN or ~/.ray/auth_token (cluster/README.md says where to find it)."
         )
     first = text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__
-    return PdsweepError(f"the Ray Jobs API at {address} failed: {first}")
+    about = f" (job {job_id} goes on: `pdsweep logs {job_id} --address {address} --follow`)" if job_id else ""
+    return PdsweepError(f"the Ray Jobs API at {address} failed: {first}{about}")
 
 
 def submit(address: str, args: list[str], *, working_dir: str | None = None, runtime_env: str | None = None,
@@ -89,11 +102,13 @@ def submit(address: str, args: list[str], *, working_dir: str | None = None, run
         return 0
     try:
         asyncio.run(_follow(jobs, job_id))
+        return finish(jobs, job_id, out)
     except KeyboardInterrupt:
         out(f"stopped following; the job goes on. `pdsweep logs {job_id} --address {address}`; "
             f"stop it with `ray job stop {job_id} --address {address}`.")
         return 130
-    return finish(jobs, job_id, out)
+    except Exception as error:  # the log stream or the status request broke; the job is unharmed
+        raise _explain(error, address, job_id) from None
 
 
 async def _follow(jobs: Any, job_id: str) -> None:
@@ -158,6 +173,7 @@ def show_logs(address: str, job_id: str, *, follow: bool = False) -> int:
     jobs = client(address)
     try:
         if follow:
+            jobs.get_job_info(job_id)  # an unknown id fails here, before the stream
             asyncio.run(_follow(jobs, job_id))
             return finish(jobs, job_id, print)
         sys.stdout.write(jobs.get_job_logs(job_id))
@@ -166,5 +182,5 @@ def show_logs(address: str, job_id: str, *, follow: bool = False) -> int:
     except Exception as error:
         if "does not exist" in str(error) or "not found" in str(error).lower():
             raise PdsweepError(f"no job {job_id!r} at {address}; `pdsweep jobs --address {address}` lists them.") from None
-        raise _explain(error, address) from None
+        raise _explain(error, address, job_id if follow else None) from None
     return 0

@@ -207,7 +207,7 @@ def _execute(settings: SweepSettings, space: SearchSpace, state: dict[str, Any],
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # ... on purpose
     if not settings.verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the engine that honours verbose=0
-    trainable = tune.with_resources(_run_trial(), _resources_for(settings, space))
+    trainable = tune.with_resources(_run_trial(), _resources_for(settings, space, state.get("worker_gpu_memory_gb")))
     callback = SweepCallback(settings, err, state.get("mlflow"))
     interrupted = False
     if state["phase"] == "search":
@@ -369,12 +369,15 @@ def _run_trial() -> Callable[[dict[str, Any]], None]:
     return run_trial
 
 
-def _resources_for(settings: SweepSettings, space: SearchSpace) -> Callable[[dict[str, Any]], dict[str, float]]:
-    """CPUs on CPU-only Ray; on GPU nodes a GPU share sized from the predicted memory."""
+def _resources_for(settings: SweepSettings, space: SearchSpace,
+                   worker_gpu_memory_gb: float | None = None) -> Callable[[dict[str, Any]], dict[str, float]]:
+    """CPUs on CPU-only Ray; on GPU nodes a GPU share sized from the predicted memory and the
+    GPU's memory (``--gpu-memory-gb``, else what the cluster probe saw on a GPU node, else this
+    machine's GPU)."""
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0)
-    gpu_memory = settings.gpu_memory_gb or (_local_gpu_memory_gb() if gpus else None)
+    gpu_memory = settings.gpu_memory_gb or worker_gpu_memory_gb or (_local_gpu_memory_gb() if gpus else None)
     training = space.training
 
     def resources(trial: dict[str, Any]) -> dict[str, float]:
@@ -425,16 +428,37 @@ def _probe_dataset(settings: SweepSettings, space: SearchSpace) -> dict[str, Any
     return {"num_classes": dataset.num_classes, "train_images": len(dataset.train)}
 
 
+PROBE_TIMEOUT_S = 900  # an autoscaling cluster may have to start its first worker for the probe
+
+
 def _probe_on_cluster(settings: SweepSettings, space: SearchSpace) -> dict[str, Any]:
-    """:func:`_probe_dataset` as a Ray task, so a path is resolved on a worker node."""
+    """:func:`_probe_dataset` as a Ray task placed like a trial: on a GPU node when the cluster
+    has GPUs, else where a trial's CPUs are free (a head started with no CPUs never qualifies, so
+    an autoscaler starts a worker). The path is resolved where the trials will read it, and that
+    node's GPU memory sizes the trials' GPU shares."""
     import ray
 
+    gpus = ray.cluster_resources().get("GPU", 0)
+    options = {"num_cpus": 0, "num_gpus": 0.01} if gpus else {"num_cpus": settings.cpus_per_trial}
+    task = ray.remote(**options)(_probe_worker).remote(settings, space)
     try:
-        return ray.get(ray.remote(num_cpus=0)(_probe_dataset).remote(settings, space))
+        return ray.get(task, timeout=PROBE_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(task, force=True)
+        needs = "a GPU" if gpus else f"{settings.cpus_per_trial} CPU(s)"
+        raise PdsweepError(
+            f"no node of the cluster could run a trial ({needs}) within {PROBE_TIMEOUT_S // 60} minutes; "
+            "are its workers up (`ray status`)?"
+        ) from None
     except ray.exceptions.RayTaskError as error:
         if isinstance(error.cause, PdsweepError):
             raise PdsweepError(f"on the cluster: {error.cause}") from None
         raise
+
+
+def _probe_worker(settings: SweepSettings, space: SearchSpace) -> dict[str, Any]:
+    memory = _local_gpu_memory_gb()
+    return {**_probe_dataset(settings, space), **({"worker_gpu_memory_gb": memory} if memory else {})}
 
 
 def _warn_if_not_shared(store: SweepStore, err: Print) -> None:

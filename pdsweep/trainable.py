@@ -45,7 +45,8 @@ def run_trial(trial: dict[str, Any]) -> None:
 
     started = time.perf_counter()
     context = ray.get_runtime_context()
-    node = {"node_id": context.get_node_id()}  # which machine ran it (strings ride along in results)
+    # Which machine ran it, and since when (strings and clocks ride along in every result).
+    node = {"node_id": context.get_node_id(), "started_at": time.time()}
     cpus = context.get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     config = Config(**trial["config"])
@@ -63,7 +64,7 @@ def run_trial(trial: dict[str, Any]) -> None:
 
         def report_epoch(metrics: Any, checkpoint_dir: Path | None) -> None:
             values = {k: v for k, v in asdict(metrics).items() if v is not None}
-            tune.report({**values, **node, "done_training": False}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+            tune.report({**values, **node, "reported_at": time.time(), "done_training": False}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
         result = train(config, dataset, settings, checkpoint_dir=work_dir, on_epoch_end=report_epoch)
     last = result.history[-1]
@@ -75,6 +76,7 @@ def run_trial(trial: dict[str, Any]) -> None:
         test_accuracy=result.test_accuracy,
         train_seconds=result.seconds,  # the trial's own work: model, epochs, test, robustness
         trial_seconds=time.perf_counter() - started,
+        reported_at=time.time(),
         **({"test_auc": result.test_auc} if result.test_auc is not None else {}),
         **{f"robustness_{rate:g}": acc for rate, acc in result.robustness.items()},
     )

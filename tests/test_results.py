@@ -51,3 +51,16 @@ def test_unreadable_or_foreign_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(PdsweepError, match=r"does not have pdsweep's results schema"):
         results.read(tmp_path / "other.parquet")
     assert results.read_rows(tmp_path / "missing.parquet") == []
+
+
+def test_a_table_from_before_the_clock_columns_reads_with_them_empty(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = tmp_path / results.RESULTS_FILE
+    results.write([row(trial_id="old")], path)
+    pq.write_table(pq.read_table(path).drop_columns(["started_at", "ended_at"]), path)  # an older pdsweep's table
+    [read] = results.read_rows(path)
+    assert read["trial_id"] == "old" and read["started_at"] is None and read["ended_at"] is None
+    pq.write_table(pq.read_table(path).drop_columns(["seed"]), path)  # a required column is never invented
+    with pytest.raises(PdsweepError, match=r"does not have pdsweep's results schema"):
+        results.read(path)

@@ -84,6 +84,9 @@ def test_grid_search_issues_each_feasible_config_once(tmp_path: Path) -> None:
     while (s := searcher.suggest(f"t{len(issued)}")) is not Searcher.FINISHED:
         issued.append(Config(**s["config"]).name)
     assert sorted(issued) == sorted(c.name for c in searcher.grids["tier-0.002"]) and len(set(issued)) == len(issued)
+    cost_of = {c.name: train_gflops(c) for c in searcher.grids["tier-0.002"]}  # recomputed, not read back
+    costs = [cost_of[name] for name in issued]  # issued longest first
+    assert costs == sorted(costs, reverse=True) and costs[0] > costs[-1]
 
 
 def _trial(trial_id: str, tier: float) -> SimpleNamespace:

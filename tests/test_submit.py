@@ -7,6 +7,7 @@ and every process they start is stopped at the end, also when the test fails.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -29,18 +30,22 @@ from pdsweep.tracking import TRIAL_TAG
 from test_sweep import TINY_SPACE
 
 BIN = Path(sys.executable).parent
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "two-node-cluster"
 PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--metrics-export-port",
               "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port")
+NODE_PORTS = len(PORT_FLAGS) + 24  # the components', then 24 for worker processes
 
 
 def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (held together while chosen, so none repeats)."""
     sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 @dataclass
@@ -51,9 +56,7 @@ class Cluster:
     root: Path
 
 
-def _node_flags() -> list[str]:
-    """Free loopback ports for every component of a node, workers included (24 of them)."""
-    ports = _free_ports(len(PORT_FLAGS) + 24)
+def _node_flags(ports: list[int]) -> list[str]:
     flags = [f"{flag}={port}" for flag, port in zip(PORT_FLAGS, ports)]
     return [*flags, "--worker-port-list=" + ",".join(map(str, ports[len(PORT_FLAGS):]))]
 
@@ -65,8 +68,23 @@ def _alive_nodes(cluster: Cluster) -> int:
     return active.count("node_")
 
 
-def _stop(processes: list[subprocess.Popen], root: Path) -> None:
-    """SIGTERM each process group, then SIGKILL whatever still runs from the cluster's temp dir."""
+def _processes_of(root: Path) -> list[int]:
+    """Every process started for the cluster (each names the cluster's temp dir on its command
+    line), read from /proc so no process tool needs to be installed."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(root).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:  # gone meanwhile
+                pass
+    return found
+
+
+def _stop(processes: list[subprocess.Popen], root: Path) -> str:
+    """SIGTERM each `ray start` process group, then SIGKILL whatever of the cluster still runs.
+    Returns what survived (nothing, normally)."""
     for process in processes:
         try:
             os.killpg(process.pid, signal.SIGTERM)
@@ -78,13 +96,49 @@ def _stop(processes: list[subprocess.Popen], root: Path) -> None:
         except subprocess.TimeoutExpired:
             pass
     for _ in range(30):  # raylets and workers outlive their `ray start --block` parent
-        if subprocess.run(["pgrep", "-f", str(root)], capture_output=True).returncode != 0:
+        left = _processes_of(root)
+        if not left:
             break
-        subprocess.run(["pkill", "-9", "-f", str(root)], capture_output=True)
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         time.sleep(0.5)
-    leftover = subprocess.run(["pgrep", "-af", str(root)], capture_output=True, text=True).stdout
-    shutil.rmtree(root, ignore_errors=True)
-    assert not leftover, f"cluster processes still running:\n{leftover}"
+    survivors = []
+    for pid in _processes_of(root):
+        try:
+            survivors.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200].decode())
+        except OSError:
+            pass
+    return "\n".join(survivors)
+
+
+def _start(root: Path, env: dict[str, str], processes: list[subprocess.Popen]) -> Cluster:
+    """A head with the dashboard and a worker node, one CPU each; raises if either fails to come up."""
+    gcs_port, dashboard_port, client_port, *ports = _free_ports(3 + 2 * NODE_PORTS)
+    head = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}",
+            "--num-cpus=1", f"--temp-dir={root / 'ray'}", "--disable-usage-stats", *_node_flags(ports[:NODE_PORTS])]
+    worker = [str(BIN / "ray"), "start", "--block", f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1",
+              "--num-cpus=1", *_node_flags(ports[NODE_PORTS:])]
+    logs = root / "logs"
+    logs.mkdir(exist_ok=True)
+    cluster = Cluster(f"http://127.0.0.1:{dashboard_port}", f"127.0.0.1:{gcs_port}", env, root)
+    deadline = time.monotonic() + 120
+    processes.append(subprocess.Popen(head, env=env, cwd=root, start_new_session=True,
+                                      stdout=open(logs / "head.log", "w"), stderr=subprocess.STDOUT))
+    while not _dashboard_up(dashboard_port):
+        if processes[0].poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the head did not start:\n" + (logs / "head.log").read_text()[-3000:])
+        time.sleep(1)
+    processes.append(subprocess.Popen(worker, env=env, cwd=root, start_new_session=True,
+                                      stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT))
+    while _alive_nodes(cluster) < 2:
+        if processes[1].poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the worker node did not join:\n" + (logs / "worker.log").read_text()[-3000:])
+        time.sleep(2)
+    return cluster
 
 
 @pytest.fixture(scope="module")
@@ -95,32 +149,22 @@ def cluster() -> Iterator[Cluster]:
     token.chmod(0o600)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-    gcs_port, dashboard_port, client_port = _free_ports(3)
-    head = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}",
-            "--num-cpus=1", f"--temp-dir={root / 'ray'}", "--disable-usage-stats", *_node_flags()]
-    worker = [str(BIN / "ray"), "start", "--block", f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1",
-              "--num-cpus=1", *_node_flags()]
-    logs = root / "logs"
-    logs.mkdir()
     processes: list[subprocess.Popen] = []
     try:
-        processes.append(subprocess.Popen(head, env=env, cwd=root, start_new_session=True,
-                                          stdout=open(logs / "head.log", "w"), stderr=subprocess.STDOUT))
-        found = Cluster(f"http://127.0.0.1:{dashboard_port}", f"127.0.0.1:{gcs_port}", env, root)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not _dashboard_up(dashboard_port):
-            assert processes[0].poll() is None, (logs / "head.log").read_text()
-            time.sleep(1)
-        processes.append(subprocess.Popen(worker, env=env, cwd=root, start_new_session=True,
-                                          stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT))
-        while time.monotonic() < deadline and _alive_nodes(found) < 2:
-            assert processes[1].poll() is None, (logs / "worker.log").read_text()
-            time.sleep(2)
-        assert _alive_nodes(found) == 2, "the two-node cluster did not come up within 120 s"
+        try:
+            found = _start(root, env, processes)
+        except RuntimeError:  # a port taken between choosing and binding it: once more, on new ports
+            _stop(processes, root)
+            processes.clear()
+            found = _start(root, env, processes)
         yield found
     finally:
-        _stop(processes, root)
+        left = _stop(processes, root)
+        shutil.rmtree(ARTIFACTS, ignore_errors=True)  # the nodes' logs, for a failure's post-mortem
+        if (root / "logs").is_dir():
+            shutil.copytree(root / "logs", ARTIFACTS, dirs_exist_ok=True)
+        shutil.rmtree(root, ignore_errors=True)
+        assert not left, f"cluster processes still running:\n{left}"
 
 
 def _dashboard_up(port: int) -> bool:
@@ -198,6 +242,15 @@ def test_submit_without_the_token_is_an_auth_error(cluster: Cluster, tmp_path: P
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result
     assert "authentication failed" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_token_file_alone_is_enough(cluster: Cluster) -> None:
+    """Without RAY_AUTH_MODE set, submit finds the token (here RAY_AUTH_TOKEN_PATH) and sends it."""
+    env = {k: v for k, v in cluster.env.items() if k != "RAY_AUTH_MODE"}
+    result = subprocess.run([str(BIN / "pdsweep"), "jobs", "--address", cluster.dashboard, "--json"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert isinstance(json.loads(result.stdout), list)
 
 
 def test_submit_where_nothing_listens(cli) -> None:

@@ -65,6 +65,8 @@ def test_sweep_with_two_tiers_and_repeats(ray_session, tmp_path: Path, space_fil
         assert r["status"] in ("completed", "stopped") and r["error"] is None
         assert 1 <= r["epochs_run"] <= r["epochs_planned"] == 2
         assert r["num_classes"] == 4 and r["best_val_accuracy"] is not None
+        # Clocks from the worker: the run began before training and ended after it.
+        assert (r["ended_at"] - r["started_at"]).total_seconds() >= (r["train_seconds"] or 0) - 0.002
     assert all(r["resolution"] == 16 for r in rows if r["budget_gflops"] == 0.0003)
     for tier in outcome.report.tiers:  # the best config ends with --repeats seeds that ran to the end
         best = (tier.best.config.resolution, tier.best.config.keep_rate)
