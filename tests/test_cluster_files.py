@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import jsonschema
 import pytest
 import ray
 import yaml
+
+from pdsweep.cli import build_parser
 
 CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
 SCHEMA = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
@@ -55,6 +58,8 @@ def test_kuberay_manifests_have_what_the_operator_needs(name: str) -> None:
     if manifest["kind"] == "RayJob":
         assert manifest["spec"]["entrypoint"].startswith("python -m pdsweep run ")
         assert "--runs-dir s3://" in manifest["spec"]["entrypoint"]
+        run = build_parser().parse_args(shlex.split(manifest["spec"]["entrypoint"])[3:])  # pdsweep's own flags
+        assert run.concurrency and run.runs_dir.startswith("s3://")  # an autoscaler is asked for more than it has
         cluster = manifest["spec"]["rayClusterSpec"]
     else:
         assert manifest["kind"] == "RayCluster"
@@ -76,6 +81,8 @@ def test_slurm_script_parses_and_starts_a_head_then_workers() -> None:
     text = script.read_text()
     assert text.index("ray start --head") < text.index("ray start --address") < text.index("python3 -m pdsweep run")
     assert "RAY_AUTH_MODE=token" in text and "trap cleanup EXIT" in text and "#SBATCH --nodes=" in text
+    steps = [line for line in text.splitlines() if line.lstrip().startswith("srun ") and "hostname" not in line]
+    assert len(steps) == 3 and all("--overlap" in step for step in steps)  # Ray's steps never block the cleanup
 
 
 def test_readme_names_every_file() -> None:
