@@ -70,7 +70,8 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
                          _analysis(trial), error, self.history.get(trial.trial_id, {}))
         self.rows[trial.trial_id] = row
         results.write(self.rows.values(), self.sweep_dir / results.RESULTS_FILE)
-        self.settings.store.publish(results.RESULTS_FILE, STUDY_FILE, STARTS_FILE)
+        # The journal first: published results never name a trial the published studies lack.
+        self.settings.store.publish(STUDY_FILE, STARTS_FILE, results.RESULTS_FILE)
         if self.tracker is not None:
             self.tracker.finish(row, Config(**trial.config["config"]).name, tracking.run_tags(row))
         self.err(progress_line(row, list(self.rows.values())))

@@ -7,14 +7,23 @@ architecture cannot fit (:func:`pdsweep.sampler.ask_feasible`), interleaves the 
 run so they share the cluster, reports every epoch's validation accuracy as an intermediate
 value, and tells a trial that ASHA stopped as *pruned* rather than complete: a stopped trial's
 partial accuracy would otherwise rank it as a finished one, and TPE would learn from a number
-that was never comparable. :class:`TieredASHA` keeps one ASHA per tier, so a cheap tier's trials
-are never stopped for being worse than an expensive tier's.
+that was never comparable.
+
+Random search and grid issue their trials longest first (LPT order): the long trials start early
+and the short ones fill the gaps, so no slot idles through a long trial drawn last. TPE keeps its
+own order, since each of its suggestions learns from the trials before it.
+
+:class:`TieredASHA` keeps one ASHA per tier, so a cheap tier's trials are never stopped for being
+worse than an expensive tier's. Tune does not save a scheduler's state, so after ``pdsweep
+resume`` it rebuilds its rungs from the epochs the studies recorded before the driver died: a
+resumed sweep stops trials as the uninterrupted one would have.
 """
 
 from __future__ import annotations
 
 import pickle
 import warnings
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -33,6 +42,29 @@ from pdsweep.trainable import METRIC, TIME_ATTR, trial_space
 
 def tier_key(budget: Budget) -> str:
     return f"tier-{budget.gflops:g}"
+
+
+def journal(store: SweepStore) -> optuna.storages.JournalStorage:
+    """The sweep's Optuna studies (one per tier), in their journal file."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(store.local_dir / STUDY_FILE)))
+
+
+def recorded_epochs(store: SweepStore, tier: float) -> dict[str, dict[int, float]]:
+    """Each search trial's validation accuracy per epoch, as the tier's study recorded it, by Ray
+    trial id (trials without one, from sweeps saved before it, by Optuna trial number)."""
+    if not (store.local_dir / STUDY_FILE).is_file():
+        return {}
+    storage = journal(store)
+    key = tier_key(Budget(tier))
+    if key not in {study.study_name for study in storage.get_all_studies()}:
+        return {}
+    study = optuna.load_study(study_name=key, storage=storage)
+    return {
+        str(t.user_attrs.get("ray_trial_id", f"optuna-{t.number}")): dict(sorted(t.intermediate_values.items()))
+        for t in study.get_trials(deepcopy=False)
+        if t.intermediate_values
+    }
 
 
 class BudgetSearcher(Searcher):
@@ -66,6 +98,8 @@ class BudgetSearcher(Searcher):
         self.issued = {key: 0 for key in self.samplers}
         self.seen: dict[str, dict[str, int]] = {key: {} for key in self.samplers}  # config -> times issued
         self.running: dict[str, tuple[str, int]] = {}  # Ray trial id -> (tier, Optuna trial id)
+        # Random search: drawn (asked) but not yet issued, longest first, as (Optuna trial id, config).
+        self.queued: dict[str, list[tuple[int, Config]]] = {key: [] for key in self.samplers}
         self._studies: dict[str, optuna.Study] = {}
 
     @property
@@ -79,10 +113,7 @@ class BudgetSearcher(Searcher):
 
     def _open(self, key: str) -> None:
         if key not in self._studies:
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
-            storage = optuna.storages.JournalStorage(
-                optuna.storages.journal.JournalFileBackend(str(self.store.local_dir / STUDY_FILE))
-            )
+            storage = journal(self.store)
             index = list(self.samplers).index(key)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -92,7 +123,13 @@ class BudgetSearcher(Searcher):
                 )
             # Trials asked after Tune's last checkpoint never became Ray trials (the driver died in
             # between): close them, so they count as nothing.
+            # Drawn trials wait in the queue open; one the journal no longer has open is drawn again.
+            self.queued[key] = [
+                (optuna_id, config) for optuna_id, config in self.queued[key]
+                if (frozen := self._frozen(study, optuna_id)) is not None and frozen.state == TrialState.RUNNING
+            ]
             known = {optuna_id for _, optuna_id in self.running.values()}
+            known |= {optuna_id for optuna_id, _ in self.queued[key]}
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if trial._trial_id not in known:
                     study.tell(trial.number, state=TrialState.FAIL)
@@ -109,9 +146,12 @@ class BudgetSearcher(Searcher):
                 study.enqueue_trial({"grid_index": self.issued[key]})
                 trial = study.ask()
                 config: Config = self.grids[key][trial.suggest_categorical("grid_index", list(range(self.quota[key])))]
+            elif self.search == "random":
+                trial, config = self._next_drawn(key, study)
             else:
                 trial, config = ask_feasible(study, self.samplers[key])
         trial.set_user_attr("config", config.name)
+        trial.set_user_attr("ray_trial_id", trial_id)  # how a resumed ASHA finds the trial's epochs
         self.issued[key] += 1
         self.running[trial_id] = (key, trial._trial_id)
         # A config suggested again trains with the next seed: a replicate, not an identical rerun.
@@ -119,6 +159,17 @@ class BudgetSearcher(Searcher):
         self.seen[key][config.name] = replicate + 1
         fields = {**self.trial_fields, "seed": self.trial_fields["seed"] + replicate}
         return trial_space(config.to_dict(), tier=self.budgets[key].gflops, phase="search", **fields)
+
+    def _next_drawn(self, key: str, study: optuna.Study) -> tuple[optuna.Trial, Config]:
+        """The tier's next random trial. Random draws do not depend on one another, so the tier's
+        remaining trials are drawn at once and issued most expensive first; the Optuna trials stay
+        open (RUNNING) in the journal until issued, and the queue is saved with Tune's state."""
+        if not self.queued[key]:
+            drawn = [ask_feasible(study, self.samplers[key]) for _ in range(self.quota[key] - self.issued[key])]
+            drawn.sort(key=lambda pair: cost_rank(pair[1]))
+            self.queued[key] = [(trial._trial_id, config) for trial, config in drawn]
+        optuna_id, config = self.queued[key].pop(0)
+        return optuna.Trial(study, optuna_id), config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id in self.running and not result.get("done_training"):
@@ -171,12 +222,13 @@ class BudgetSearcher(Searcher):
             self.store.publish(STUDY_FILE)
             self._published = stamp
         with open(checkpoint_path, "wb") as handle:
-            pickle.dump({"issued": self.issued, "running": self.running, "seen": self.seen}, handle)
+            pickle.dump({"issued": self.issued, "running": self.running, "seen": self.seen, "queued": self.queued}, handle)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
             state = pickle.load(handle)
         self.issued, self.running, self.seen = state["issued"], state["running"], state["seen"]
+        self.queued = state.get("queued", {key: [] for key in self.samplers})  # absent in sweeps saved before it
         self._studies = {}
         for key in self.samplers:
             self._open(key)
@@ -192,9 +244,14 @@ class BudgetSearcher(Searcher):
         self.store = relocated(self.store)
 
 
+def cost_rank(config: Config) -> tuple[float, float]:
+    """A sort key that puts the costliest config first (train, then inference GFLOPs)."""
+    return (-train_gflops(config), -inference_gflops(config))
+
+
 def longest_first(configs: list[Config]) -> list[Config]:
-    """Configs by training cost, highest first (train, then inference GFLOPs; ties keep their order)."""
-    return sorted(configs, key=lambda c: (-train_gflops(c), -inference_gflops(c)))
+    """Configs by training cost, highest first (ties keep their order)."""
+    return sorted(configs, key=cost_rank)
 
 
 class ListSearcher(Searcher):
@@ -226,9 +283,12 @@ class ListSearcher(Searcher):
 class TieredASHA(FIFOScheduler):
     """One ASHA per budget tier; trials of different tiers never compete."""
 
-    def __init__(self, tiers: list[float], *, max_t: int, grace_period: int, reduction_factor: float) -> None:
+    def __init__(self, tiers: list[float], *, max_t: int, grace_period: int, reduction_factor: float,
+                 store: SweepStore | None = None) -> None:
         super().__init__()
         self.max_t = max_t
+        self.store = store  # where the studies are, to rebuild the rungs on resume
+        self.seeded = store is None
         self.by_tier = {
             tier: AsyncHyperBandScheduler(
                 time_attr=TIME_ATTR, metric=METRIC, mode="max", max_t=max_t,
@@ -245,7 +305,24 @@ class TieredASHA(FIFOScheduler):
         return True  # each tier's ASHA was built with the metric and mode
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        if not self.seeded:
+            self.seed_rungs()
         self._for(trial).on_trial_add(tune_controller, trial)
+
+    def seed_rungs(self) -> None:
+        """Replays the epochs the studies recorded through each tier's ASHA, so its rungs hold what
+        they held before the driver died (a new sweep's studies have none yet). A trial that Tune
+        resumes keeps its id, so its rungs are not counted twice."""
+        self.seeded = True
+        assert self.store is not None
+        for tier, scheduler in self.by_tier.items():
+            for trial_id, epochs in recorded_epochs(self.store, tier).items():
+                past = SimpleNamespace(trial_id=trial_id, config={"tier": tier})
+                scheduler.on_trial_add(None, past)
+                for epoch, accuracy in epochs.items():
+                    if epoch < self.max_t:  # as in on_trial_result: no decision at the last epoch
+                        scheduler.on_trial_result(None, past, {TIME_ATTR: epoch, METRIC: accuracy})
+                scheduler.on_trial_remove(None, past)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         # The final report repeats the last epoch, and a trial at its last epoch has nothing left to
@@ -266,3 +343,8 @@ class TieredASHA(FIFOScheduler):
         scheduler = self._for(trial)
         if trial.trial_id in scheduler._trial_info:
             scheduler.on_trial_remove(tune_controller, trial)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.store is not None:
+            self.store = relocated(self.store)

@@ -105,7 +105,14 @@ class SweepStore:
         for file in files:
             if (self.local_dir / file).is_file():
                 filesystem.create_dir(f"{target}/{Path(file).parent}".rstrip("/."), recursive=True)
-                fs.copy_files(str(self.local_dir / file), f"{target}/{file}", destination_filesystem=filesystem)
+                final = f"{target}/{file}"
+                if filesystem.type_name == "local":  # a shared folder: copy aside, then rename, so a
+                    # driver killed mid-copy leaves the previous file whole, never a truncated one
+                    partial = f"{final}.partial-{os.getpid()}"
+                    fs.copy_files(str(self.local_dir / file), partial, destination_filesystem=filesystem)
+                    filesystem.move(partial, final)
+                else:  # an object store writes an object whole or not at all
+                    fs.copy_files(str(self.local_dir / file), final, destination_filesystem=filesystem)
 
     def fetch(self, *files: str) -> None:
         """Copy the remote sweep's files into the local mirror (before a resume or a report)."""

@@ -283,7 +283,7 @@ def _search_tuner(settings: SweepSettings, space: SearchSpace, state: dict[str, 
     )
     scheduler = (
         TieredASHA(list(settings.budgets), max_t=space.training.epochs, grace_period=settings.grace_period,
-                   reduction_factor=settings.reduction_factor)
+                   reduction_factor=settings.reduction_factor, store=settings.store)
         if settings.scheduler == "asha" else None
     )
     concurrency = settings.concurrency or _slots(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -89,6 +90,44 @@ def test_grid_search_issues_each_feasible_config_once(tmp_path: Path) -> None:
     assert costs == sorted(costs, reverse=True) and costs[0] > costs[-1]
 
 
+def _issue_all(searcher: BudgetSearcher, prefix: str) -> list[dict]:
+    issued = []
+    while (s := searcher.suggest(f"{prefix}{len(issued)}")) is not Searcher.FINISHED:
+        issued.append(s)
+    return issued
+
+
+def test_random_search_issues_each_tier_longest_first(tmp_path: Path) -> None:
+    searcher = _searcher(tmp_path, search="random", trials=6)
+    issued = _issue_all(searcher, "t")
+    assert [s["tier"] for s in issued] == [1.3, 4.6] * 6
+    for tier in (1.3, 4.6):
+        costs = [train_gflops(Config(**s["config"])) for s in issued if s["tier"] == tier]
+        assert all(cost <= tier for cost in costs)
+        assert costs == sorted(costs, reverse=True) and costs[0] > costs[-1]  # random draws, sorted by cost
+    # Every issued trial is an Optuna trial of its tier, open until Tune reports on it.
+    ours = [t for t in searcher.study("tier-1.3").trials if "config" in t.user_attrs]
+    assert len(ours) == 6 and all(t.state == TrialState.RUNNING for t in ours)
+
+
+def test_random_search_resumes_its_drawn_queue(tmp_path: Path) -> None:
+    first = _searcher(tmp_path, search="random", trials=4)
+    before = [first.suggest(f"t{i}") for i in range(3)]
+    first.save(str(tmp_path / "state.pkl"))
+    left = {key: [config.name for _, config in queue] for key, queue in first.queued.items()}
+    first.suggest("t3")  # issued after Tune's last checkpoint, then the driver died
+    second = _searcher(tmp_path, search="random", trials=4)
+    second.restore(str(tmp_path / "state.pkl"))
+    after = _issue_all(second, "n")
+    assert len(before) + len(after) == 8
+    for key, tier in (("tier-1.3", 1.3), ("tier-4.6", 4.6)):
+        assert [Config(**s["config"]).name for s in after if s["tier"] == tier] == left[key]  # the same draws, in order
+        states = Counter(t.state.name for t in second.study(key).trials if "config" in t.user_attrs)
+        assert states == {"RUNNING": 4}  # nothing drawn was closed or drawn twice
+    # The orphan t3 was the first of tier 4.6's queue: re-issued, and its Optuna trial reopened once.
+    assert Config(**after[0]["config"]).name == left["tier-4.6"][0]
+
+
 def _trial(trial_id: str, tier: float) -> SimpleNamespace:
     return SimpleNamespace(trial_id=trial_id, config={"tier": tier})
 
@@ -125,3 +164,42 @@ def test_grid_search_after_a_crash_issues_what_is_missing(tmp_path: Path) -> Non
     while (s := second.suggest(f"n{len(issued)}")) is not Searcher.FINISHED:
         issued.append(Config(**s["config"]).name)
     assert sorted(issued) == sorted(c.name for c in second.grids["tier-0.002"])  # each once, none skipped
+
+
+def test_resumed_asha_rebuilds_its_rungs_from_the_studies(tmp_path: Path) -> None:
+    searcher = BudgetSearcher(
+        load_space("paper"), [Budget(1.3)], search="tpe", trials=4, policy="fill", seed=0,
+        store=SweepStore(str(tmp_path), "s"), trial_fields=FIELDS, num_classes=10,
+    )
+    for i, accuracy in enumerate((0.8, 0.7, 0.9)):  # three trials reach epoch 1, then the driver dies
+        searcher.suggest(f"t{i}")
+        searcher.on_trial_result(f"t{i}", {"epoch": 1, "val_accuracy": accuracy})
+    searcher.suggest("t3")
+
+    def scheduler(store: SweepStore | None) -> TieredASHA:
+        return TieredASHA([1.3], max_t=8, grace_period=1, reduction_factor=2, store=store)
+
+    resumed, forgetful = scheduler(SweepStore(str(tmp_path), "s")), scheduler(None)
+    newcomer, restarted = _trial("t3", 1.3), _trial("t0", 1.3)
+    for asha in (resumed, forgetful):
+        asha.on_trial_add(None, newcomer)
+        asha.on_trial_add(None, restarted)
+    low = {"epoch": 1, "val_accuracy": 0.1}
+    assert forgetful.on_trial_result(None, newcomer, low) == TrialScheduler.CONTINUE  # an empty rung stops nothing
+    assert resumed.on_trial_result(None, newcomer, low) == TrialScheduler.STOP  # below the rung the others set
+    # t0 was judged at epoch 1 before the crash: running that epoch again is not a second judgement.
+    assert resumed.on_trial_result(None, restarted, low) == TrialScheduler.CONTINUE
+
+
+def test_a_drawn_trial_the_journal_closed_is_drawn_again(tmp_path: Path) -> None:
+    first = _searcher(tmp_path, search="random", trials=3)
+    first.suggest("t0"), first.suggest("t1")
+    first.save(str(tmp_path / "state.pkl"))
+    lost_id, _ = first.queued["tier-4.6"][0]
+    study = first.study("tier-4.6")
+    study.tell(study._storage.get_trial(lost_id).number, state=TrialState.FAIL)  # e.g. closed by hand
+    second = _searcher(tmp_path, search="random", trials=3)
+    second.restore(str(tmp_path / "state.pkl"))
+    assert lost_id not in {optuna_id for optuna_id, _ in second.queued["tier-4.6"]}
+    issued = _issue_all(second, "n")
+    assert Counter(s["tier"] for s in issued) == {1.3: 2, 4.6: 2}  # the quota still holds

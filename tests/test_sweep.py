@@ -173,9 +173,10 @@ def test_killed_sweep_on_a_uri_resumes_from_another_machine(tmp_path: Path) -> N
     space = tmp_path / "slow.yaml"
     space.write_text(TINY_SPACE.replace("epochs: 2", "epochs: 6").replace("resolution: [16, 32]", "resolution: 32"))
     remote = f"file://{tmp_path / 'remote'}"
+    # Random search, whose drawn-but-not-issued trials must survive the kill too (TPE is the test above).
     run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", "3", "--concurrency", "1",
-           "--scheduler", "none", "--dataset", "synthetic:2000", "--cache-dir", str(tmp_path / "cache"), "--name", "u",
-           "--runs-dir", remote]
+           "--scheduler", "none", "--search", "random", "--dataset", "synthetic:2000", "--cache-dir", str(tmp_path / "cache"),
+           "--name", "u", "--runs-dir", remote]
     first_machine = {**os.environ, "PDSWEEP_CACHE": str(tmp_path / "machine-a")}
     driver = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=first_machine)
     table = tmp_path / "remote" / "u" / results.RESULTS_FILE  # as published to the runs dir
@@ -193,6 +194,9 @@ def test_killed_sweep_on_a_uri_resumes_from_another_machine(tmp_path: Path) -> N
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = results.read_rows(table)
     assert len(rows) == 3 and len({r["trial_id"] for r in rows}) == 3 and all(r["status"] == "completed" for r in rows)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "remote" / "u" / "optuna.journal")))
+    states = Counter(t.state.name for t in optuna.load_study(study_name="tier-0.0008", storage=storage).trials)
+    assert states["COMPLETE"] == 3 and set(states) <= {"COMPLETE", "FAIL"}, states  # none left open, none told twice
 
 
 def test_sweep_on_a_storage_uri_publishes_and_resumes(ray_session, tmp_path: Path, space_file: Path, monkeypatch) -> None:
