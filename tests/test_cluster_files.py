@@ -32,6 +32,7 @@ def test_launcher_configs_follow_rays_schema(name: str) -> None:
     assert workers and all(n["max_workers"] > n["min_workers"] == 0 for n in workers)  # autoscaling from zero
     commands = " ".join(config["setup_commands"] + config["head_start_ray_commands"] + config["worker_start_ray_commands"])
     assert "pip install -e /home/ubuntu/pdsweep" in commands and "mlflow server" in commands
+    assert f'"ray[tune,default]=={ray.__version__}"' in commands  # every node on the Ray the tests ran
     assert commands.count("RAY_AUTH_MODE=token") == 2  # head and workers alike
     assert "~/.ray/auth_token" in config["file_mounts"].values()
 
