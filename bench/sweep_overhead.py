@@ -13,8 +13,8 @@ The overhead, in slot-seconds (wall x concurrency - own), splits into:
 - between trials: a slot's idle time from one trial's end to the next one's start;
 - in trial: a trial's time on its worker outside training (dataset load, reporting);
 - idle tail: slots that finished their last trial while another still ran (load imbalance;
-  random search issues its trials longest first by predicted cost, so what is left here is where
-  the cost model and the clock disagree);
+  random search issues its trials longest first by predicted cost, which narrows it but cannot
+  make the last trials end together);
 - wrap-up: from the last trial's end to the call's return (report, plot, MLflow artifacts).
 
 Ray's start is timed apart. Each sweep follows a warm-up sweep on the same Ray (the dataset cache

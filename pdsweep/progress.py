@@ -44,10 +44,12 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         self.mlflow_ids = mlflow_ids
         self.tracker: tracking.Tracker | None = None
         self.rows: dict[str, dict[str, Any]] = {}
+        self.finished_before: set[str] = set()  # trials a previous driver recorded as ended
         self.history: dict[str, dict[int, dict[str, float]]] = {}
 
     def setup(self, **info: Any) -> None:
         self.rows = {row["trial_id"]: row for row in results.read_rows(self.sweep_dir / results.RESULTS_FILE)}
+        self.finished_before = {trial_id for trial_id, row in self.rows.items() if row["status"] != "error"}
         self.tracker = tracking.Tracker(self.mlflow_ids) if self.mlflow_ids else None
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
@@ -66,6 +68,12 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         self._record(trial, error=_error_line(trial))
 
     def _record(self, trial: Any, error: str | None) -> None:
+        if trial.trial_id in self.finished_before:
+            # The driver died after this trial's row was written but before Tune's own state said
+            # it had ended, so Tune ran it again from its last checkpoint: only the evaluation, and
+            # without the epochs this driver never saw. The first row is the whole record.
+            self.err(f"trial {trial.trial_id} had ended before the interruption; its first result is kept.")
+            return
         row = result_row(self.settings, trial.trial_id, trial.config, trial.last_result or {},
                          _analysis(trial), error, self.history.get(trial.trial_id, {}))
         self.rows[trial.trial_id] = row

@@ -15,8 +15,8 @@ own order, since each of its suggestions learns from the trials before it.
 
 :class:`TieredASHA` keeps one ASHA per tier, so a cheap tier's trials are never stopped for being
 worse than an expensive tier's. Tune does not save a scheduler's state, so after ``pdsweep
-resume`` it rebuilds its rungs from the epochs the studies recorded before the driver died: a
-resumed sweep stops trials as the uninterrupted one would have.
+resume`` it rebuilds its rungs from the epochs the studies recorded for the trials Tune restored,
+so the trials that run after a resume are judged against those that ran before it.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ def journal(store: SweepStore) -> optuna.storages.JournalStorage:
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(store.local_dir / STUDY_FILE)))
 
 
-def recorded_epochs(store: SweepStore, tier: float) -> dict[str, dict[int, float]]:
-    """Each search trial's validation accuracy per epoch, as the tier's study recorded it, by Ray
-    trial id (trials without one, from sweeps saved before it, by Optuna trial number)."""
+def recorded_epochs(store: SweepStore, tier: float, trial_ids: set[str]) -> dict[str, dict[int, float]]:
+    """The validation accuracy per epoch that the tier's study recorded for each of ``trial_ids``
+    (Ray trial ids); a trial of a Tune run lost in a crash is not among them."""
     if not (store.local_dir / STUDY_FILE).is_file():
         return {}
     storage = journal(store)
@@ -61,9 +61,9 @@ def recorded_epochs(store: SweepStore, tier: float) -> dict[str, dict[int, float
         return {}
     study = optuna.load_study(study_name=key, storage=storage)
     return {
-        str(t.user_attrs.get("ray_trial_id", f"optuna-{t.number}")): dict(sorted(t.intermediate_values.items()))
+        t.user_attrs["ray_trial_id"]: dict(sorted(t.intermediate_values.items()))
         for t in study.get_trials(deepcopy=False)
-        if t.intermediate_values
+        if t.intermediate_values and t.user_attrs.get("ray_trial_id") in trial_ids
     }
 
 
@@ -121,18 +121,41 @@ class BudgetSearcher(Searcher):
                     study_name=key, storage=storage, direction="maximize", load_if_exists=True,
                     sampler=make_optuna_sampler(self.search, self.seed + index),
                 )
+            self.queued[key] = self._requeue(key, study)
             # Trials asked after Tune's last checkpoint never became Ray trials (the driver died in
             # between): close them, so they count as nothing.
-            # Drawn trials wait in the queue open; one the journal no longer has open is drawn again.
-            self.queued[key] = [
-                (optuna_id, config) for optuna_id, config in self.queued[key]
-                if (frozen := self._frozen(study, optuna_id)) is not None and frozen.state == TrialState.RUNNING
-            ]
             known = {optuna_id for _, optuna_id in self.running.values()}
             known |= {optuna_id for optuna_id, _ in self.queued[key]}
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if trial._trial_id not in known:
                     study.tell(trial.number, state=TrialState.FAIL)
+
+    def _requeue(self, key: str, study: optuna.Study) -> list[tuple[int, Config]]:
+        """The saved queue of drawn trials, checked against the journal. A queued trial that was
+        issued after the save (it names a Ray trial) ran in a Tune run that this state does not
+        know: it is closed, and its config drawn again as a fresh Optuna trial, so no epoch of the
+        lost run is mistaken for the new one's. One that the journal lost is left out (the quota
+        draws a new one)."""
+        queue = []
+        for optuna_id, config in self.queued[key]:
+            frozen = self._frozen(study, optuna_id)
+            if frozen is None:
+                continue
+            if frozen.state == TrialState.RUNNING and "ray_trial_id" not in frozen.user_attrs:
+                queue.append((optuna_id, config))
+                continue
+            if frozen.state == TrialState.RUNNING:
+                study.tell(frozen.number, state=TrialState.FAIL)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.enqueue_trial(frozen.params)
+                again = study.ask()
+                redrawn = self.samplers[key].suggest(again)  # the same params: the same config
+            if redrawn is None:
+                study.tell(again, state=TrialState.PRUNED)
+            else:
+                queue.append((again._trial_id, redrawn))
+        return queue
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         open_tiers = [key for key in self.samplers if self.issued[key] < self.quota[key]]
@@ -305,24 +328,31 @@ class TieredASHA(FIFOScheduler):
         return True  # each tier's ASHA was built with the metric and mode
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        if not self.seeded:
-            self.seed_rungs()
         self._for(trial).on_trial_add(tune_controller, trial)
 
-    def seed_rungs(self) -> None:
-        """Replays the epochs the studies recorded through each tier's ASHA, so its rungs hold what
-        they held before the driver died (a new sweep's studies have none yet). A trial that Tune
-        resumes keeps its id, so its rungs are not counted twice."""
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        # First called before any trial runs, once Tune has added the trials it restored.
+        if not self.seeded:
+            self.seed_rungs({trial.trial_id for trial in tune_controller.get_trials()})
+        return super().choose_trial_to_run(tune_controller)
+
+    def seed_rungs(self, trial_ids: set[str]) -> None:
+        """Replays the epochs the studies recorded for ``trial_ids`` (the trials Tune restored)
+        through each tier's ASHA, so its rungs hold what they held before the driver died; a new
+        sweep has none to replay. A trial Tune resumes keeps its id, so its rungs count once."""
         self.seeded = True
         assert self.store is not None
         for tier, scheduler in self.by_tier.items():
-            for trial_id, epochs in recorded_epochs(self.store, tier).items():
+            for trial_id, epochs in recorded_epochs(self.store, tier, trial_ids).items():
                 past = SimpleNamespace(trial_id=trial_id, config={"tier": tier})
-                scheduler.on_trial_add(None, past)
+                added = trial_id not in scheduler._trial_info  # a trial Tune will resume is in already
+                if added:
+                    scheduler.on_trial_add(None, past)
                 for epoch, accuracy in epochs.items():
                     if epoch < self.max_t:  # as in on_trial_result: no decision at the last epoch
                         scheduler.on_trial_result(None, past, {TIME_ATTR: epoch, METRIC: accuracy})
-                scheduler.on_trial_remove(None, past)
+                if added:
+                    scheduler.on_trial_remove(None, past)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         # The final report repeats the last epoch, and a trial at its last epoch has nothing left to
@@ -345,6 +375,6 @@ class TieredASHA(FIFOScheduler):
             scheduler.on_trial_remove(tune_controller, trial)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"store": None, "seeded": True, **state})  # sweeps started before the replay lack both
         if self.store is not None:
             self.store = relocated(self.store)

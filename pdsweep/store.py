@@ -108,9 +108,14 @@ class SweepStore:
                 final = f"{target}/{file}"
                 if filesystem.type_name == "local":  # a shared folder: copy aside, then rename, so a
                     # driver killed mid-copy leaves the previous file whole, never a truncated one
-                    partial = f"{final}.partial-{os.getpid()}"
-                    fs.copy_files(str(self.local_dir / file), partial, destination_filesystem=filesystem)
-                    filesystem.move(partial, final)
+                    folder, _, name = final.rpartition("/")
+                    partial = f"{folder}/.{name}.partial-{os.getpid()}"
+                    try:
+                        fs.copy_files(str(self.local_dir / file), partial, destination_filesystem=filesystem)
+                        filesystem.move(partial, final)
+                    finally:
+                        if filesystem.get_file_info(partial).type != fs.FileType.NotFound:
+                            filesystem.delete_file(partial)
                 else:  # an object store writes an object whole or not at all
                     fs.copy_files(str(self.local_dir / file), final, destination_filesystem=filesystem)
 

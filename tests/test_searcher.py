@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -115,21 +116,26 @@ def test_random_search_resumes_its_drawn_queue(tmp_path: Path) -> None:
     before = [first.suggest(f"t{i}") for i in range(3)]
     first.save(str(tmp_path / "state.pkl"))
     left = {key: [config.name for _, config in queue] for key, queue in first.queued.items()}
-    first.suggest("t3")  # issued after Tune's last checkpoint, then the driver died
+    first.suggest("t3")  # issued after Tune's last checkpoint; it trains an epoch, then the driver dies
+    first.on_trial_result("t3", {"epoch": 1, "val_accuracy": 0.5})
     second = _searcher(tmp_path, search="random", trials=4)
     second.restore(str(tmp_path / "state.pkl"))
     after = _issue_all(second, "n")
     assert len(before) + len(after) == 8
     for key, tier in (("tier-1.3", 1.3), ("tier-4.6", 4.6)):
         assert [Config(**s["config"]).name for s in after if s["tier"] == tier] == left[key]  # the same draws, in order
-        states = Counter(t.state.name for t in second.study(key).trials if "config" in t.user_attrs)
-        assert states == {"RUNNING": 4}  # nothing drawn was closed or drawn twice
-    # The orphan t3 was the first of tier 4.6's queue: re-issued, and its Optuna trial reopened once.
-    assert Config(**after[0]["config"]).name == left["tier-4.6"][0]
+    ours = {key: [t for t in second.study(key).trials if "config" in t.user_attrs] for key in left}
+    assert Counter(t.state.name for t in ours["tier-1.3"]) == {"RUNNING": 4}  # nothing drawn twice
+    # The lost t3 is closed with its epoch; its config runs again as a fresh Optuna trial (n0).
+    assert Counter(t.state.name for t in ours["tier-4.6"]) == {"RUNNING": 4, "FAIL": 1}
+    lost = next(t for t in ours["tier-4.6"] if t.state == TrialState.FAIL)
+    again = next(t for t in ours["tier-4.6"] if t.user_attrs["ray_trial_id"] == "n0")
+    assert lost.user_attrs["config"] == again.user_attrs["config"] == left["tier-4.6"][0]
+    assert lost.intermediate_values == {1: 0.5} and again.intermediate_values == {}
 
 
 def _trial(trial_id: str, tier: float) -> SimpleNamespace:
-    return SimpleNamespace(trial_id=trial_id, config={"tier": tier})
+    return SimpleNamespace(trial_id=trial_id, config={"tier": tier}, status="RUNNING")
 
 
 def test_asha_compares_trials_only_within_their_tier() -> None:
@@ -168,27 +174,44 @@ def test_grid_search_after_a_crash_issues_what_is_missing(tmp_path: Path) -> Non
 
 def test_resumed_asha_rebuilds_its_rungs_from_the_studies(tmp_path: Path) -> None:
     searcher = BudgetSearcher(
-        load_space("paper"), [Budget(1.3)], search="tpe", trials=4, policy="fill", seed=0,
+        load_space("paper"), [Budget(1.3)], search="tpe", trials=7, policy="fill", seed=0,
         store=SweepStore(str(tmp_path), "s"), trial_fields=FIELDS, num_classes=10,
     )
-    for i, accuracy in enumerate((0.8, 0.7, 0.9)):  # three trials reach epoch 1, then the driver dies
-        searcher.suggest(f"t{i}")
-        searcher.on_trial_result(f"t{i}", {"epoch": 1, "val_accuracy": accuracy})
+    # Three trials reach epoch 1; so do three more that Tune's last saved state never knew (their
+    # Tune run was lost with the driver); a seventh has just started.
+    for trial_id, accuracy in (("t0", 0.8), ("t1", 0.7), ("t2", 0.9), ("x0", 0.1), ("x1", 0.1), ("x2", 0.1)):
+        searcher.suggest(trial_id)
+        searcher.on_trial_result(trial_id, {"epoch": 1, "val_accuracy": accuracy})
     searcher.suggest("t3")
+    restored = [_trial(f"t{i}", 1.3) for i in range(4)]  # what Tune restores
+    controller = SimpleNamespace(get_trials=lambda: restored)
 
     def scheduler(store: SweepStore | None) -> TieredASHA:
-        return TieredASHA([1.3], max_t=8, grace_period=1, reduction_factor=2, store=store)
+        asha = TieredASHA([1.3], max_t=8, grace_period=1, reduction_factor=2, store=store)
+        for trial in restored:
+            asha.on_trial_add(controller, trial)
+        asha.choose_trial_to_run(controller)  # Tune's first call, before any trial runs
+        return asha
 
     resumed, forgetful = scheduler(SweepStore(str(tmp_path), "s")), scheduler(None)
-    newcomer, restarted = _trial("t3", 1.3), _trial("t0", 1.3)
-    for asha in (resumed, forgetful):
-        asha.on_trial_add(None, newcomer)
-        asha.on_trial_add(None, restarted)
-    low = {"epoch": 1, "val_accuracy": 0.1}
-    assert forgetful.on_trial_result(None, newcomer, low) == TrialScheduler.CONTINUE  # an empty rung stops nothing
-    assert resumed.on_trial_result(None, newcomer, low) == TrialScheduler.STOP  # below the rung the others set
+    newcomer, restarted = restored[3], restored[0]
+    middling = {"epoch": 1, "val_accuracy": 0.5}
+    assert forgetful.on_trial_result(controller, newcomer, middling) == TrialScheduler.CONTINUE  # an empty rung
+    # Below the rung t0-t2 set (the lost x0-x2 would have pulled its cutoff below 0.5).
+    assert resumed.on_trial_result(controller, newcomer, middling) == TrialScheduler.STOP
     # t0 was judged at epoch 1 before the crash: running that epoch again is not a second judgement.
-    assert resumed.on_trial_result(None, restarted, low) == TrialScheduler.CONTINUE
+    assert resumed.on_trial_result(controller, restarted, {"epoch": 1, "val_accuracy": 0.1}) == TrialScheduler.CONTINUE
+    assert resumed.on_trial_result(controller, restarted, {"epoch": 2, "val_accuracy": 0.1}) == TrialScheduler.CONTINUE
+
+
+def test_a_scheduler_pickled_before_the_replay_still_loads(tmp_path: Path) -> None:
+    asha = TieredASHA([1.3], max_t=8, grace_period=1, reduction_factor=2, store=SweepStore(str(tmp_path), "s"))
+    del asha.__dict__["store"], asha.__dict__["seeded"]  # as Tune pickled it in an older sweep's tuner.pkl
+    loaded = pickle.loads(pickle.dumps(asha))
+    trial = _trial("t0", 1.3)
+    loaded.on_trial_add(None, trial)
+    assert loaded.choose_trial_to_run(SimpleNamespace(get_trials=lambda: [])) is None
+    assert loaded.on_trial_result(None, trial, {"epoch": 1, "val_accuracy": 0.5}) == TrialScheduler.CONTINUE
 
 
 def test_a_drawn_trial_the_journal_closed_is_drawn_again(tmp_path: Path) -> None:
@@ -203,3 +226,6 @@ def test_a_drawn_trial_the_journal_closed_is_drawn_again(tmp_path: Path) -> None
     assert lost_id not in {optuna_id for optuna_id, _ in second.queued["tier-4.6"]}
     issued = _issue_all(second, "n")
     assert Counter(s["tier"] for s in issued) == {1.3: 2, 4.6: 2}  # the quota still holds
+    lost = second.study("tier-4.6")._storage.get_trial(lost_id).user_attrs.get("config")
+    names = [Config(**s["config"]).name for s in issued if s["tier"] == 4.6]
+    assert lost is None and names == [c.name for _, c in first.queued["tier-4.6"]]  # drawn again: the same configs

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from pyarrow import fs
+
 from pdsweep.store import SweepStore
 
 
@@ -26,3 +29,25 @@ def test_publish_and_fetch_through_a_file_uri(tmp_path: Path, monkeypatch) -> No
     elsewhere.fetch("optuna.journal", "absent.file")
     assert (elsewhere.local_dir / "optuna.journal").read_text() == "first\nsecond\n"
     assert not (elsewhere.local_dir / "absent.file").exists()
+
+
+def test_a_copy_that_breaks_leaves_the_published_file_whole(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PDSWEEP_CACHE", str(tmp_path / "cache"))
+    store = SweepStore(f"file://{tmp_path / 'remote'}", "s")
+    store.local_dir.mkdir(parents=True)
+    (store.local_dir / "results.parquet").write_bytes(b"old table")
+    store.publish("results.parquet")
+    (store.local_dir / "results.parquet").write_bytes(b"new table, longer")
+    copy = fs.copy_files
+
+    def broken_copy(source: str, destination: str, **kwargs) -> None:  # the driver dies halfway
+        copy(source, destination, **kwargs)
+        Path(destination).write_bytes(Path(destination).read_bytes()[:4])
+        raise OSError("connection lost")
+
+    monkeypatch.setattr(fs, "copy_files", broken_copy)
+    with pytest.raises(OSError):
+        store.publish("results.parquet")
+    published = tmp_path / "remote" / "s"
+    assert (published / "results.parquet").read_bytes() == b"old table"
+    assert [p.name for p in published.iterdir()] == ["results.parquet"]

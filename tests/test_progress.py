@@ -1,0 +1,49 @@
+"""The driver's record of each trial that ends (the sweep tests run it under Tune)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+
+from pdsweep import results
+from pdsweep.config import Config
+from pdsweep.progress import SweepCallback
+from pdsweep.space import load_space
+from pdsweep.sweep import SweepSettings
+from pdsweep.trainable import trial_space
+
+
+def _trial(trial_id: str, *, epochs: int, accuracy: float, train_seconds: float) -> SimpleNamespace:
+    space = load_space("quickstart")
+    config = Config(model="vit_micro", resolution=32, patch_size=8, depth=1, keep_rate=0.5, num_classes=4)
+    last = {"epoch": epochs, "val_accuracy": accuracy, "test_accuracy": accuracy, "done_training": True,
+            "train_seconds": train_seconds, "time_total_s": train_seconds + 1}
+    return SimpleNamespace(
+        trial_id=trial_id, last_result=last, metric_analysis={"val_accuracy": {"max": accuracy}},
+        config=trial_space(config.to_dict(), tier=0.0008, phase="search", seed=0, training=asdict(space.training),
+                           dataset="synthetic", split_seed=0, cache_dir=None),
+    )
+
+
+def test_a_trial_that_ended_before_a_resume_keeps_its_first_row(tmp_path: Path) -> None:
+    settings = SweepSettings(name="s", space="quickstart", budgets=(0.0008,), runs_dir=str(tmp_path))
+    settings.sweep_dir.mkdir(parents=True)
+    first_driver = SweepCallback(settings, err=lambda line: None)
+    first_driver.setup()
+    first_driver.on_trial_result(0, [], _trial("a", epochs=1, accuracy=0.3, train_seconds=0), {"epoch": 1, "val_accuracy": 0.3})
+    first_driver.on_trial_complete(0, [], _trial("a", epochs=6, accuracy=0.4, train_seconds=9.0))
+    table = settings.sweep_dir / results.RESULTS_FILE
+    before = results.read_rows(table)
+    assert [(r["trial_id"], r["train_seconds"], len(r["history"])) for r in before] == [("a", 9.0, 1)]
+
+    # The driver died before Tune saved that "a" had ended: the next one sees it end again, from
+    # its last checkpoint (no epochs, a fraction of the time).
+    lines: list[str] = []
+    second_driver = SweepCallback(settings, err=lines.append)
+    second_driver.setup()
+    second_driver.on_trial_complete(0, [], _trial("a", epochs=6, accuracy=0.4, train_seconds=0.1))
+    second_driver.on_trial_complete(0, [], _trial("b", epochs=6, accuracy=0.5, train_seconds=8.0))
+    after = {r["trial_id"]: r for r in results.read_rows(table)}
+    assert after["a"] == before[0] and after["b"]["train_seconds"] == 8.0
+    assert any("its first result is kept" in line for line in lines)
