@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per trial (default 1)")
     run.add_argument("--gpu-memory-gb", type=_positive_float, help="memory of one GPU, to size GPU shares")
     run.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (default 2)")
+    run.add_argument("--fresh-actors", action="store_true",
+                     help="start a new Ray actor for every trial (Tune's reuse_actors off): each trial costs "
+                          "seconds more, and no trial lands on a worker that a finished one left warm")
     run.add_argument("--cache-dir", metavar="DIR", help="dataset cache on every node")
     run.add_argument("--mlflow-uri", help="an MLflow tracking server or store (default: SQLite at RUNS_DIR/mlflow.db)")
     run.add_argument("--experiment", help="MLflow experiment name (default: the space's name)")
@@ -453,7 +456,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         reduction_factor=args.reduction_factor, repeats=args.repeats, dataset=args.dataset,
         runs_dir=args.runs_dir, address=args.address, cpus_per_trial=args.cpus_per_trial,
         gpu_memory_gb=args.gpu_memory_gb, max_failures=args.max_failures, cache_dir=args.cache_dir,
-        verbose=args.verbose, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
+        reuse_actors=not args.fresh_actors, verbose=args.verbose, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
     )
     return _finish(run_sweep(settings, out=_quiet_if(args.json)), args.json)
 

@@ -187,7 +187,11 @@ def test_submitted_sweep_runs_on_both_nodes(cluster: Cluster) -> None:
     done = _pdsweep(cluster, "submit", "--address", cluster.dashboard, "--",
                     "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", "4", "--concurrency", "2",
                     "--scheduler", "none", "--dataset", "synthetic:200", "--runs-dir", str(runs),
-                    "--cache-dir", str(cluster.root / "cache"), "--name", "c")
+                    "--cache-dir", str(cluster.root / "cache"), "--name", "c",
+                    # A trial this short can end before the other node's actor has started, and Tune
+                    # then hands the next trial the finished trial's cached actor instead: with fresh
+                    # actors, two trials at a time need both nodes.
+                    "--fresh-actors")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert done.stdout.startswith("submitted job ")
     assert "succeeded" in done.stdout.splitlines()[-1]
@@ -197,6 +201,7 @@ def test_submitted_sweep_runs_on_both_nodes(cluster: Cluster) -> None:
     assert len(rows) == 4 and all(r["status"] == "completed" and r["test_accuracy"] is not None for r in rows)
     nodes = {r["node_id"] for r in rows}
     assert len(nodes) == 2 and None not in nodes, nodes  # one CPU per node and two at a time: both nodes
+    assert json.loads((runs / "c" / "sweep.json").read_text())["settings"]["reuse_actors"] is False  # kept for resume
     store = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
     runs_in_mlflow = store.search_runs([store.get_experiment_by_name("tiny").experiment_id])
     parents = [r for r in runs_in_mlflow if "mlflow.parentRunId" not in r.data.tags]
