@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from pdsweep.config import Config
-from pdsweep.data import load_dataset
+from pdsweep.training.data import load_dataset
 from pdsweep.space import TrainingSettings
-from pdsweep.train import train
+from pdsweep.training.loop import train
 
 from datasets import SIGN_LANGUAGE_DIGITS, fashion_mnist_npz
 from results import record

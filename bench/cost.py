@@ -38,7 +38,7 @@ def sample_configs(count: int, seed: int) -> list[Config]:
 
 
 def bench_flops(configs: list[Config]) -> tuple[list[str], dict[str, float]]:
-    from pdsweep.verify import fvcore_flops
+    from pdsweep.training.verify import fvcore_flops
 
     fvcore_flops(configs[0])  # warm-up: imports, first trace
     rows, worst, fvcore_seconds = [], 0.0, 0.0
@@ -97,7 +97,7 @@ MEMORY_GRID = [
 
 
 def bench_memory() -> tuple[list[str], float, float]:
-    from pdsweep.verify import measure_memory
+    from pdsweep.training.verify import measure_memory
 
     rows, worst_states, worst_peak = [], 0.0, 0.0
     for config, batch_size in MEMORY_GRID:

@@ -29,8 +29,8 @@ import torch
 
 from pdsweep.config import Config
 from pdsweep.cost import train_flops
-from pdsweep.models import build_model
-from pdsweep.train import make_optimizer, train_step
+from pdsweep.training.models import build_model
+from pdsweep.training.loop import make_optimizer, train_step
 
 from results import record
 

@@ -32,8 +32,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pdsweep import results
-from pdsweep.sweep import SweepSettings, run_sweep
+from pdsweep.results import rows
+from pdsweep.sweep.run import SweepSettings, run_sweep
 
 from results import record
 

@@ -11,7 +11,8 @@ charges that, and the model keeps exactly that many.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
 from pdsweep.errors import PdsweepError
@@ -20,13 +21,27 @@ from pdsweep.validate import check_choice, check_positive_int, is_rate
 
 Sampling = Literal["random", "structured", "block", "grid"]
 KeepMode = Literal["fixed", "uniform"]
-Precision = Literal["fp32", "bf16-mixed"]
-OptimizerName = Literal["sgd", "adamw"]
 
 SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 KEEP_MODES: tuple[str, ...] = get_args(KeepMode)
-PRECISIONS: tuple[str, ...] = get_args(Precision)
-OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+
+
+@dataclass(frozen=True)
+class AxisInfo:
+    """One config axis as the rest of pdsweep sees it: a results column, an MLflow param.
+
+    ``kind`` is the column's type; ``space`` says whether a space file searches it (the others
+    follow from the space and the dataset); ``nullable`` whether its column may be empty.
+    """
+
+    name: str
+    kind: type
+    space: bool
+    nullable: bool = False
+
+
+def _axis(kind: type, *, space: bool, nullable: bool = False) -> dict[str, Any]:
+    return {"axis": (kind, space, nullable)}
 
 
 def patches_kept(num_patches: int, keep_rate: float) -> int:
@@ -104,16 +119,18 @@ class Config:
     regularizer); ``fixed`` keeps ``keep_rate`` throughout.
     """
 
-    model: str
-    resolution: int
-    patch_size: int
-    keep_rate: float = 1.0
-    depth: int | None = None
-    ensemble_size: int = 1
-    sampling: Sampling = "random"
-    keep_mode: KeepMode = "fixed"
-    keep_range_low: float | None = None
-    num_classes: int = 10
+    # The axes, declared once: results columns, MLflow params, plan JSON and the space parser's
+    # axis list are derived from these fields (:func:`axes`).
+    model: str = field(metadata=_axis(str, space=True))
+    resolution: int = field(metadata=_axis(int, space=True))
+    patch_size: int = field(metadata=_axis(int, space=True))
+    keep_rate: float = field(default=1.0, metadata=_axis(float, space=True))
+    depth: int | None = field(default=None, metadata=_axis(int, space=True))  # columns hold the blocks
+    ensemble_size: int = field(default=1, metadata=_axis(int, space=True))
+    sampling: Sampling = field(default="random", metadata=_axis(str, space=True))
+    keep_mode: KeepMode = field(default="fixed", metadata=_axis(str, space=True))
+    keep_range_low: float | None = field(default=None, metadata=_axis(float, space=False, nullable=True))
+    num_classes: int = field(default=10, metadata=_axis(int, space=False))
 
     def __post_init__(self) -> None:
         get_preset(self.model)
@@ -194,6 +211,54 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Config:
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+    def columns(self) -> dict[str, Any]:
+        """The config as results columns: every axis (``depth`` resolved to the blocks), then
+        the derived ones (:data:`DERIVED_COLUMNS`)."""
+        values = {**asdict(self), "depth": self.blocks}
+        return {**values, **{info.name: getattr(self, info.name) for info in DERIVED_COLUMNS}}
+
+    @classmethod
+    def from_columns(cls, row: Mapping[str, Any]) -> Config:
+        """The config of a results row (its depth explicit)."""
+        return cls(**{info.name: row[info.name] for info in axes()})
+
+    @property
+    def explicit(self) -> Config:
+        """The same config with its depth spelled out, as a results row holds it."""
+        return replace(self, depth=self.blocks)
+
+
+# Columns a row carries beside the axes, derived from them.
+DERIVED_COLUMNS: tuple[AxisInfo, ...] = (AxisInfo("tokens_kept", int, space=False),)
+
+
+def axes() -> tuple[AxisInfo, ...]:
+    """Every config axis, in :class:`Config`'s field order."""
+    found = []
+    for f in fields(Config):
+        kind, space, nullable = f.metadata["axis"]
+        found.append(AxisInfo(f.name, kind, space, nullable))
+    return tuple(found)
+
+
+def space_axes() -> tuple[str, ...]:
+    """The axes a space file may give (the space parser's keys)."""
+    return tuple(info.name for info in axes() if info.space)
+
+
+def architecture_axes() -> tuple[str, ...]:
+    """The space axes that make an architecture: all but the keep rate, which a budget sets."""
+    return tuple(name for name in space_axes() if name != "keep_rate")
+
+
+def column_names() -> tuple[str, ...]:
+    """The config's results columns (and MLflow params), in order."""
+    return tuple(info.name for info in (*axes(), *DERIVED_COLUMNS))
 
 
 def _divisors_hint(resolution: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
+from typing import Any
 
 from pdsweep.errors import PdsweepError
 
@@ -30,3 +31,18 @@ def check_choice(name: str, value: object, allowed: Collection[str]) -> None:
 def check_positive_int(name: str, value: object) -> None:
     if not is_positive_int(value):
         raise PdsweepError(f"`{name}` must be a positive integer, but got {name}={value!r}.")
+
+
+def describe_value(value: Any) -> str:
+    """A value as an error message shows it: its type and repr, with a hint for YAML's traps."""
+    if value is None:
+        return "nothing"
+    hint = ""
+    if isinstance(value, str):
+        try:
+            float(value)
+            hint = " (YAML reads numbers like 5e-2 as text: write 5.0e-2 or 0.05)"
+        except ValueError:
+            pass
+    return f"{type(value).__name__} {value!r}{hint}"
+

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from pdsweep.augment import augment, normalize, to_float
+from pdsweep.training.augment import augment, normalize, to_float
 
 
 def _images(batch: int = 6, size: int = 16) -> torch.Tensor:

@@ -7,6 +7,7 @@ import pytest
 from pdsweep.config import Config
 from pdsweep.cost import (
     Budget,
+    StepSetup,
     MemoryEstimate,
     eq1_flops,
     estimate,
@@ -47,9 +48,9 @@ def test_eq1_misses_the_mlp_and_the_terms_outside_the_blocks() -> None:
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
 def test_memory_grows_with_batch_and_keep_rate(precision: str) -> None:
-    small = memory(Config("deit_small", 224, 16, keep_rate=0.25), batch_size=32, precision=precision)
-    wider = memory(Config("deit_small", 224, 16, keep_rate=0.75), batch_size=32, precision=precision)
-    bigger = memory(Config("deit_small", 224, 16, keep_rate=0.25), batch_size=64, precision=precision)
+    small = memory(Config("deit_small", 224, 16, keep_rate=0.25), StepSetup(32, precision))
+    wider = memory(Config("deit_small", 224, 16, keep_rate=0.75), StepSetup(32, precision))
+    bigger = memory(Config("deit_small", 224, 16, keep_rate=0.25), StepSetup(64, precision))
     assert small.activations < wider.activations
     assert small.activations < bigger.activations
     assert small.params == wider.params == bigger.params
@@ -57,15 +58,15 @@ def test_memory_grows_with_batch_and_keep_rate(precision: str) -> None:
 
 def test_bf16_halves_most_activations_but_keeps_fp32_residual_stream() -> None:
     config = Config("deit_base", 224, 16, keep_rate=0.5)
-    fp32 = memory(config, batch_size=64, precision="fp32").activations
-    bf16 = memory(config, batch_size=64, precision="bf16-mixed").activations
+    fp32 = memory(config, StepSetup(64, "fp32")).activations
+    bf16 = memory(config, StepSetup(64, "bf16-mixed")).activations
     assert 0.5 * fp32 < bf16 < 0.65 * fp32
 
 
 def test_adamw_keeps_two_states_sgd_one() -> None:
     config = Config("deit_tiny", 224, 16)
-    sgd = memory(config, batch_size=8, optimizer="sgd")
-    adamw = memory(config, batch_size=8, optimizer="adamw")
+    sgd = memory(config, StepSetup(8, optimizer="sgd"))
+    adamw = memory(config, StepSetup(8, optimizer="adamw"))
     assert sgd.optimizer_state == sgd.params
     assert adamw.optimizer_state == 2 * adamw.params
 
@@ -87,11 +88,11 @@ def test_memory_peak_is_the_largest_phase() -> None:
     ],
 )
 def test_max_keep_count_is_the_largest_count_that_fits(config: Config, budget: Budget) -> None:
-    best = max_keep_count(config, budget, low=1, high=config.num_patches, batch_size=64)
+    best = max_keep_count(config, budget, StepSetup(64), low=1, high=config.num_patches)
     assert best is not None
 
     def fits(count: int) -> bool:
-        return budget.admits(estimate(config.with_keep_count(count), batch_size=64))
+        return budget.admits(estimate(config.with_keep_count(count), StepSetup(64)))
 
     assert fits(best)
     assert best == config.num_patches or not fits(best + 1)
@@ -99,7 +100,7 @@ def test_max_keep_count_is_the_largest_count_that_fits(config: Config, budget: B
 
 def test_max_keep_count_is_none_when_even_the_lowest_count_is_too_dear() -> None:
     config = Config("deit_large", 896, 8)
-    assert max_keep_count(config, Budget(1.0), low=10, high=100, batch_size=64) is None
+    assert max_keep_count(config, Budget(1.0), StepSetup(64), low=10, high=100) is None
 
 
 @pytest.mark.parametrize(
@@ -118,11 +119,20 @@ def test_budget_rejects_non_positive_or_infinite_caps(kwargs: dict, match: str) 
         Budget(**kwargs)
 
 
-def test_memory_rejects_bad_setup() -> None:
-    config = Config("deit_tiny", 224, 16)
+def test_step_setup_rejects_bad_values() -> None:
     with pytest.raises(PdsweepError, match=r"`batch_size >= 1` must hold"):
-        memory(config, batch_size=0)
+        StepSetup(batch_size=0)
     with pytest.raises(PdsweepError, match=r"unknown precision 'fp8'"):
-        memory(config, batch_size=8, precision="fp8")  # type: ignore[arg-type]
+        StepSetup(8, "fp8")  # type: ignore[arg-type]
     with pytest.raises(PdsweepError, match=r"unknown optimizer 'lion'"):
-        memory(config, batch_size=8, optimizer="lion")  # type: ignore[arg-type]
+        StepSetup(8, optimizer="lion")  # type: ignore[arg-type]
+
+
+def test_one_set_of_step_defaults_the_ones_a_space_trains_with() -> None:
+    from pdsweep.space import TrainingSettings
+
+    # A cost priced without a setup is the cost of the step a default space trains.
+    assert TrainingSettings().step == StepSetup()
+    config = Config("deit_tiny", 224, 16)
+    assert memory(config) == memory(config, TrainingSettings().step)
+    assert memory(config).optimizer_state == 2 * memory(config).params  # AdamW, as TrainingSettings trains

@@ -7,7 +7,7 @@ import torch
 
 from pdsweep.config import Config
 from pdsweep.errors import PdsweepError
-from pdsweep.models import build_member, build_model, dropping_at_test, load_pretrained
+from pdsweep.training.models import build_member, build_model, dropping_at_test, load_pretrained
 
 
 def test_ensemble_prediction_is_the_mean_of_its_members_softmax() -> None:

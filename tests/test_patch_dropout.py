@@ -5,8 +5,8 @@ import torch
 
 from pdsweep.config import SAMPLINGS, Config, strategy_count, structured_shape
 from pdsweep.cost import train_flops
-from pdsweep.models import build_member
-from pdsweep.patch_dropout import PatchDropout, keep_indices
+from pdsweep.training.models import build_member
+from pdsweep.training.patch_dropout import PatchDropout, keep_indices
 
 
 def _tokens(batch: int, patches: int, dim: int = 4) -> torch.Tensor:

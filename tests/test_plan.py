@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from pdsweep.config import Config, patches_kept
-from pdsweep.cost import Budget, estimate, memory, train_gflops
+from pdsweep.cost import Budget, StepSetup, estimate, memory, train_gflops
 from pdsweep.errors import PdsweepError
-from pdsweep.plan import plan
+from pdsweep.space import plan
 from pdsweep.space import load_space, parse_space
 
 
@@ -19,18 +19,18 @@ def paper():
 def test_every_planned_config_fits_and_fills_its_budget(paper, budget: Budget) -> None:
     result = plan(paper, budget)
     t = paper.training
-    setup = dict(batch_size=t.batch_size, precision=t.precision, optimizer=t.optimizer)
+    setup = StepSetup(t.batch_size, t.precision, t.optimizer)
     assert 0 < len(result.configs) < result.architectures == 432
     for planned in result.configs:
         # Re-derive the cost from a fresh config, not from what the planner returned.
         c = planned.config
         fresh = Config(c.model, c.resolution, c.patch_size, keep_rate=c.keep_rate, depth=c.depth, ensemble_size=c.ensemble_size)
         assert train_gflops(fresh) <= budget.gflops
-        assert budget.memory_gb is None or memory(fresh, **setup).gb <= budget.memory_gb
+        assert budget.memory_gb is None or memory(fresh, setup).gb <= budget.memory_gb
         assert 0.05 <= fresh.keep_rate <= 1.0
         # fill: one more patch would break the budget, unless every patch is already kept.
         if fresh.patches_kept < fresh.num_patches:
-            assert not budget.admits(estimate(fresh.with_keep_count(fresh.patches_kept + 1), **setup))
+            assert not budget.admits(estimate(fresh.with_keep_count(fresh.patches_kept + 1), setup))
 
 
 def test_infeasible_architectures_are_left_out_not_clipped(paper) -> None:

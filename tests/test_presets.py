@@ -4,7 +4,7 @@ import pytest
 
 from pdsweep.config import Config
 from pdsweep.cost import param_count
-from pdsweep.models import build_member
+from pdsweep.training.models import build_member
 from pdsweep.presets import PRESETS, get_preset
 from pdsweep.errors import PdsweepError
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
-from pdsweep import results
 from pdsweep.config import Config
-from pdsweep.progress import SweepCallback
+from pdsweep.results import rows as results
 from pdsweep.space import load_space
-from pdsweep.sweep import SweepSettings
-from pdsweep.trainable import trial_space
+from pdsweep.sweep import SweepSettings, TrialContext, TrialSpec
+from pdsweep.sweep.callback import SweepCallback
 
 
 def _trial(trial_id: str, *, epochs: int, accuracy: float, train_seconds: float) -> SimpleNamespace:
@@ -21,8 +19,7 @@ def _trial(trial_id: str, *, epochs: int, accuracy: float, train_seconds: float)
             "train_seconds": train_seconds, "time_total_s": train_seconds + 1}
     return SimpleNamespace(
         trial_id=trial_id, last_result=last, metric_analysis={"val_accuracy": {"max": accuracy}},
-        config=trial_space(config.to_dict(), tier=0.0008, phase="search", seed=0, training=asdict(space.training),
-                           dataset="synthetic", split_seed=0, cache_dir=None),
+        config=TrialSpec(config, 0.0008, "search", 0, TrialContext(space.training, "synthetic", 0)).to_dict(),
     )
 
 
@@ -35,7 +32,7 @@ def test_a_trial_that_ended_before_a_resume_keeps_its_first_row(tmp_path: Path) 
     first_driver.on_trial_complete(0, [], _trial("a", epochs=6, accuracy=0.4, train_seconds=9.0))
     table = settings.sweep_dir / results.RESULTS_FILE
     before = results.read_rows(table)
-    assert [(r["trial_id"], r["train_seconds"], len(r["history"])) for r in before] == [("a", 9.0, 1)]
+    assert [(r.trial_id, r.train_seconds, len(r.history)) for r in before] == [("a", 9.0, 1)]
 
     # The driver died before Tune saved that "a" had ended: the next one sees it end again, from
     # its last checkpoint (no epochs, a fraction of the time).
@@ -44,6 +41,6 @@ def test_a_trial_that_ended_before_a_resume_keeps_its_first_row(tmp_path: Path) 
     second_driver.setup()
     second_driver.on_trial_complete(0, [], _trial("a", epochs=6, accuracy=0.4, train_seconds=0.1))
     second_driver.on_trial_complete(0, [], _trial("b", epochs=6, accuracy=0.5, train_seconds=8.0))
-    after = {r["trial_id"]: r for r in results.read_rows(table)}
-    assert after["a"] == before[0] and after["b"]["train_seconds"] == 8.0
+    after = {r.trial_id: r for r in results.read_rows(table)}
+    assert after["a"] == before[0] and after["b"].train_seconds == 8.0
     assert any("its first result is kept" in line for line in lines)

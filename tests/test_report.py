@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from pdsweep import report, results
+from pdsweep.results import report, rows as results
+from pdsweep.results.rows import ResultRow
 from pdsweep.errors import PdsweepError
 
 
 def row(trial_id: str, tier: float, resolution: int, keep: float, val: float, train: float, *, seed: int = 0,
-        status: str = "completed", inference: float | None = None, test: float | None = None) -> dict:
+        status: str = "completed", inference: float | None = None, test: float | None = None) -> ResultRow:
     base = {name: None for name in results.SCHEMA.names}
     base.update(
         sweep="hand", trial_id=trial_id, phase="search", budget_gflops=tier, seed=seed, status=status,
@@ -20,7 +22,7 @@ def row(trial_id: str, tier: float, resolution: int, keep: float, val: float, tr
         best_val_accuracy=val, test_accuracy=test if status == "completed" else None,
         epochs_run=10 if status == "completed" else 3, epochs_planned=10, wall_seconds=1.0,
     )
-    return base
+    return ResultRow.from_dict(base)
 
 
 ROWS = [
@@ -54,8 +56,8 @@ def test_best_runner_up_and_margin_per_tier() -> None:
 def test_pareto_frontier_is_exact() -> None:
     built = report.build("hand", ROWS)
     # vs train GFLOPs: f (0.4, .60) b (0.5, .65) a0 (0.9 .70) -> a1 (0.9, .74) wins the tie, c (0.95, .80), e (1.5, .82), d (3.0, .85)
-    assert [r["trial_id"] for r in built.pareto_train] == ["f", "b", "a1", "c", "e", "d"]
-    assert [r["trial_id"] for r in built.pareto_inference] == ["f", "b", "a1", "c", "e", "d"]  # 2x train here
+    assert [r.trial_id for r in built.pareto_train] == ["f", "b", "a1", "c", "e", "d"]
+    assert [r.trial_id for r in built.pareto_inference] == ["f", "b", "a1", "c", "e", "d"]  # 2x train here
     payload = built.to_json()
     assert [p["trial_id"] for p in payload["pareto"]] == ["f", "b", "a1", "c", "e", "d"]
     assert payload["tiers"][1]["best"]["metric"] == 0.85 and payload["tiers"][1]["runner_up"]["metric"] == 0.82
@@ -63,7 +65,7 @@ def test_pareto_frontier_is_exact() -> None:
 
 def test_pareto_drops_dominated_points() -> None:
     rows = [row("p", 1, 64, 1, 0.5, 1.0), row("q", 1, 64, 0.5, 0.4, 2.0), row("r", 1, 64, 0.3, 0.6, 3.0)]
-    assert [r["trial_id"] for r in report.pareto(rows, "train_gflops")] == ["p", "r"]
+    assert [r.trial_id for r in report.pareto(rows, "train_gflops")] == ["p", "r"]
 
 
 def test_plot_and_markdown(tmp_path: Path) -> None:
@@ -79,7 +81,7 @@ def test_plot_and_markdown(tmp_path: Path) -> None:
 
 def test_compare_two_sweeps() -> None:
     one = report.build("one", ROWS)
-    two = report.build("two", [r | {"best_val_accuracy": r["best_val_accuracy"] - 0.1} for r in ROWS])
+    two = report.build("two", [replace(r, best_val_accuracy=r.best_val_accuracy - 0.1) for r in ROWS])
     text = report.compare([one, two])
     assert "| 4 | `deit_tiny-224px-p16-d12-k0.5-x1` | 85.0% | `deit_tiny-224px-p16-d12-k0.5-x1` | 75.0% |" in text
 
@@ -105,7 +107,7 @@ def test_cli_report(cli, tmp_path: Path) -> None:
     assert result.code == 0 and result.json()["tiers"][0]["budget_gflops"] == 1.0
     assert (runs / "hand" / "report" / "report.png").is_file()
     assert "Best config per budget tier" in cli("report", "hand", "--runs-dir", runs).out
-    _sweep_folder(runs, "other", [r | {"sweep": "other"} for r in ROWS])
+    _sweep_folder(runs, "other", [replace(r, sweep="other") for r in ROWS])
     assert "Sweeps compared" in cli("report", "hand", "other", "--runs-dir", runs, "--out", tmp_path / "out").out
     assert (tmp_path / "out" / "other" / "report.md").is_file()
     assert_one_line_error(cli("report", "ghost", "--runs-dir", runs), "no sweep named 'ghost'", "known sweeps: hand, other")

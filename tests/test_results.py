@@ -4,11 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from pdsweep import results
+from pdsweep.results import rows as results
+from pdsweep.results.rows import ResultRow
 from pdsweep.errors import PdsweepError
 
 
-def row(**overrides) -> dict:
+def values(**overrides) -> dict:
+    """A row's columns, as a table holds them."""
     base = {name: None for name in results.SCHEMA.names}
     base.update(
         sweep="s", trial_id="t1", phase="search", budget_gflops=1.3, seed=0, status="completed", model="vit_micro",
@@ -22,22 +24,29 @@ def row(**overrides) -> dict:
     return base
 
 
+def row(**overrides) -> ResultRow:
+    return ResultRow.from_dict(values(**overrides))
+
+
 def test_round_trip_keeps_the_schema(tmp_path: Path) -> None:
     path = tmp_path / results.RESULTS_FILE
     results.write([row(), row(trial_id="t2", status="stopped", test_accuracy=None)], path)
     table = results.read(path)
     assert table.schema.equals(results.SCHEMA) and table.num_rows == 2
-    assert results.read_rows(path)[0]["robustness"] == [{"keep_rate": 1.0, "accuracy": 0.5}]
+    [first, _] = results.read_rows(path)
+    assert first.robustness == (results.RobustnessPoint(keep_rate=1.0, accuracy=0.5),)
+    assert first.history == (results.EpochPoint(epoch=1, train_loss=1.2, val_accuracy=0.4),)
+    assert first == row()  # every column survives the round trip
     assert not list(tmp_path.glob(".*partial"))
 
 
 def test_rows_must_match_the_schema(tmp_path: Path) -> None:
-    bad = row()
+    bad = values()
     del bad["seed"]
     with pytest.raises(ValueError, match=r"missing \['seed'\]"):
-        results.write([bad], tmp_path / "r.parquet")
+        ResultRow.from_dict(bad)
     with pytest.raises(ValueError, match=r"extra \['colour'\]"):
-        results.write([row(colour="red")], tmp_path / "r.parquet")
+        ResultRow.from_dict(values(colour="red"))
 
 
 def test_unreadable_or_foreign_files_are_refused(tmp_path: Path) -> None:
@@ -60,7 +69,7 @@ def test_a_table_from_before_the_clock_columns_reads_with_them_empty(tmp_path: P
     results.write([row(trial_id="old")], path)
     pq.write_table(pq.read_table(path).drop_columns(["started_at", "ended_at"]), path)  # an older pdsweep's table
     [read] = results.read_rows(path)
-    assert read["trial_id"] == "old" and read["started_at"] is None and read["ended_at"] is None
+    assert read.trial_id == "old" and read.started_at is None and read.ended_at is None
     pq.write_table(pq.read_table(path).drop_columns(["seed"]), path)  # a required column is never invented
     with pytest.raises(PdsweepError, match=r"does not have pdsweep's results schema"):
         results.read(path)

@@ -4,9 +4,9 @@ import optuna
 import pytest
 
 from pdsweep.config import patches_kept
-from pdsweep.cost import Budget, estimate, train_gflops
-from pdsweep.plan import plan
-from pdsweep.sampler import BudgetSampler, ask_feasible, make_optuna_sampler
+from pdsweep.cost import Budget, StepSetup, estimate, train_gflops
+from pdsweep.space import plan
+from pdsweep.sweep.sampler import BudgetSampler, ask_feasible, make_optuna_sampler
 from pdsweep.space import load_space, parse_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -26,7 +26,7 @@ def test_every_suggested_config_fits_its_budget(paper, kind: str, policy: str, b
     t = paper.training
     for _ in range(400):
         trial, config = ask_feasible(study, sampler)
-        cost = estimate(config, batch_size=t.batch_size, precision=t.precision, optimizer=t.optimizer)
+        cost = estimate(config, StepSetup(t.batch_size, t.precision, t.optimizer))
         assert budget.admits(cost), config.name
         assert 0.05 <= config.keep_rate <= 1.0
         study.tell(trial, 0.5)

@@ -14,17 +14,19 @@ from ray.tune.search import Searcher
 
 from pdsweep.config import Config
 from pdsweep.cost import Budget, train_gflops
-from pdsweep.searcher import BudgetSearcher, TieredASHA
-from pdsweep.space import load_space
-from pdsweep.store import SweepStore
+from pdsweep.space import TrainingSettings, load_space
+from pdsweep.sweep.schedulers import TieredASHA
+from pdsweep.sweep.searcher import BudgetSearcher
+from pdsweep.sweep.spec import TrialContext
+from pdsweep.sweep.store import SweepStore
 
-FIELDS = {"seed": 0, "training": {}, "dataset": "synthetic", "split_seed": 0, "cache_dir": None, "starts_log": None}
+CONTEXT = TrialContext(TrainingSettings(), "synthetic", split_seed=0)
 
 
 def _searcher(tmp_path: Path, search: str = "tpe", trials: int = 3) -> BudgetSearcher:
     return BudgetSearcher(
         load_space("paper"), [Budget(1.3), Budget(4.6)], search=search, trials=trials, policy="fill",  # type: ignore[arg-type]
-        seed=0, store=SweepStore(str(tmp_path), "s"), trial_fields=FIELDS, num_classes=10,
+        seed=0, store=SweepStore(str(tmp_path), "s"), context=CONTEXT, num_classes=10,
     )
 
 
@@ -60,7 +62,7 @@ def test_outcomes_reach_optuna_as_complete_pruned_or_failed(tmp_path: Path) -> N
     pruned = next(t for t in ours.values() if t.state == TrialState.PRUNED)
     assert pruned.intermediate_values == {1: 0.2}  # TPE ranks it by this, not as the worst of all
     # A trial completed again after a resume is told once, silently.
-    searcher.running["again"] = searcher.running.get("again") or ("tier-1.3", complete._trial_id)
+    searcher.running["again"] = searcher.running.get("again") or ("tier-1.3", complete.number)
     searcher.on_trial_complete("again", {"epoch": 2, "val_accuracy": 0.4, "done_training": True})
 
 
@@ -80,7 +82,7 @@ def test_save_restore_continues_and_closes_orphans(tmp_path: Path) -> None:
 def test_grid_search_issues_each_feasible_config_once(tmp_path: Path) -> None:
     searcher = BudgetSearcher(
         load_space("quickstart"), [Budget(0.002)], search="grid", trials=1, policy="fill", seed=0,
-        store=SweepStore(str(tmp_path), "s"), trial_fields=FIELDS, num_classes=4,
+        store=SweepStore(str(tmp_path), "s"), context=CONTEXT, num_classes=4,
     )
     issued = []
     while (s := searcher.suggest(f"t{len(issued)}")) is not Searcher.FINISHED:
@@ -158,7 +160,7 @@ def test_grid_search_after_a_crash_issues_what_is_missing(tmp_path: Path) -> Non
     def grid() -> BudgetSearcher:
         return BudgetSearcher(
             load_space("quickstart"), [Budget(0.002)], search="grid", trials=1, policy="fill", seed=0,
-            store=SweepStore(str(tmp_path), "s"), trial_fields=FIELDS, num_classes=4,
+            store=SweepStore(str(tmp_path), "s"), context=CONTEXT, num_classes=4,
         )
 
     first = grid()
@@ -175,7 +177,7 @@ def test_grid_search_after_a_crash_issues_what_is_missing(tmp_path: Path) -> Non
 def test_resumed_asha_rebuilds_its_rungs_from_the_studies(tmp_path: Path) -> None:
     searcher = BudgetSearcher(
         load_space("paper"), [Budget(1.3)], search="tpe", trials=7, policy="fill", seed=0,
-        store=SweepStore(str(tmp_path), "s"), trial_fields=FIELDS, num_classes=10,
+        store=SweepStore(str(tmp_path), "s"), context=CONTEXT, num_classes=10,
     )
     # Three trials reach epoch 1; so do three more that Tune's last saved state never knew (their
     # Tune run was lost with the driver); a seventh has just started.
@@ -220,12 +222,34 @@ def test_a_drawn_trial_the_journal_closed_is_drawn_again(tmp_path: Path) -> None
     first.save(str(tmp_path / "state.pkl"))
     lost_id, _ = first.queued["tier-4.6"][0]
     study = first.study("tier-4.6")
-    study.tell(study._storage.get_trial(lost_id).number, state=TrialState.FAIL)  # e.g. closed by hand
+    study.tell(lost_id, state=TrialState.FAIL)  # e.g. closed by hand
     second = _searcher(tmp_path, search="random", trials=3)
     second.restore(str(tmp_path / "state.pkl"))
     assert lost_id not in {optuna_id for optuna_id, _ in second.queued["tier-4.6"]}
     issued = _issue_all(second, "n")
     assert Counter(s["tier"] for s in issued) == {1.3: 2, 4.6: 2}  # the quota still holds
-    lost = second.study("tier-4.6")._storage.get_trial(lost_id).user_attrs.get("config")
+    lost = second.study("tier-4.6").trials[lost_id].user_attrs.get("config")
     names = [Config(**s["config"]).name for s in issued if s["tier"] == 4.6]
     assert lost is None and names == [c.name for _, c in first.queued["tier-4.6"]]  # drawn again: the same configs
+
+
+def test_a_state_saved_with_optuna_storage_ids_restores_by_number(tmp_path: Path) -> None:
+    # Searchers of pdsweep 0.1 saved Optuna's storage ids, which count across the tiers' studies.
+    first = _searcher(tmp_path, search="random", trials=3)
+    first.suggest("t0"), first.suggest("t1")
+    numbers = {"running": dict(first.running), "queued": {k: list(q) for k, q in first.queued.items()}}
+
+    def storage_id(key: str, number: int) -> int:
+        return first.study(key).trials[number]._trial_id
+
+    state = {
+        "issued": first.issued, "seen": first.seen,
+        "running": {ray_id: (key, storage_id(key, n)) for ray_id, (key, n) in first.running.items()},
+        "queued": {key: [(storage_id(key, n), c) for n, c in queue] for key, queue in first.queued.items()},
+    }
+    assert state["running"]["t1"][1] != numbers["running"]["t1"][1]  # tier 4.6's ids come after tier 1.3's
+    (tmp_path / "old.pkl").write_bytes(pickle.dumps(state))
+    second = _searcher(tmp_path, search="random", trials=3)
+    second.restore(str(tmp_path / "old.pkl"))
+    assert second.running == numbers["running"] and second.queued == numbers["queued"]
+    assert not [t for t in second.study("tier-4.6").trials if t.state == TrialState.FAIL]  # nothing taken for an orphan

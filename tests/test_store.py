@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pyarrow import fs
 
-from pdsweep.store import SweepStore
+from pdsweep.sweep.store import SweepStore
 
 
 def test_publish_and_fetch_through_a_file_uri(tmp_path: Path, monkeypatch) -> None:

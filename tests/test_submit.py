@@ -25,8 +25,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import assert_one_line_error
-from pdsweep import results
-from pdsweep.tracking import TRIAL_TAG
+from pdsweep.results import rows
+from pdsweep.results.tracking import TRIAL_TAG
 from test_sweep import TINY_SPACE
 
 BIN = Path(sys.executable).parent

@@ -14,10 +14,10 @@ import optuna
 import pytest
 
 from conftest import assert_one_line_error
-from pdsweep import results
 from pdsweep.config import Config
 from pdsweep.cost import train_gflops
 from pdsweep.errors import PdsweepError
+from pdsweep.results import rows as results
 from pdsweep.sweep import SweepSettings, resume_sweep, run_sweep
 
 TINY_SPACE = """\
@@ -89,8 +89,8 @@ def test_sweep_with_two_tiers_and_repeats(ray_session, tmp_path: Path, space_fil
 def test_grid_search_runs_every_feasible_config_once(ray_session, tmp_path: Path, space_file: Path) -> None:
     outcome = run_sweep(_settings(tmp_path, space_file, search="grid", budgets=(0.0008,), scheduler="none"),
                         out=lambda _: None, err=lambda _: None)
-    assert sorted(r["resolution"] for r in outcome.rows) == [16, 32]
-    assert all(r["status"] == "completed" and r["test_accuracy"] is not None for r in outcome.rows)
+    assert sorted(r.config.resolution for r in outcome.rows) == [16, 32]
+    assert all(r.status == "completed" and r.test_accuracy is not None for r in outcome.rows)
 
 
 @pytest.mark.parametrize(
@@ -148,20 +148,20 @@ def test_killed_driver_resumes_and_runs_each_trial_once(tmp_path: Path) -> None:
         time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started, mid-trial
     driver.wait()
-    finished_before = {r["trial_id"]: r for r in results.read_rows(table)}
+    finished_before = {r.trial_id: r for r in results.read_rows(table)}
     assert 1 <= len(finished_before) < 4
 
     resumed = subprocess.run([_pdsweep(), "resume", "k", *common], capture_output=True, text=True, timeout=420)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = results.read_rows(table)
-    assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4
-    assert all(r["status"] == "completed" for r in rows)
+    assert len(rows) == 4 and len({r.trial_id for r in rows}) == 4
+    assert all(r.status == "completed" for r in rows)
     for trial_id, before in finished_before.items():  # kept as they were, not trained again
-        assert next(r for r in rows if r["trial_id"] == trial_id) == before
+        assert next(r for r in rows if r.trial_id == trial_id) == before
     lines = [line.split() for line in (runs / "k" / "starts.log").read_text().splitlines()]
     starts = Counter(trial_id for trial_id, *_ in lines)
     # (A trial started in the instant before the kill, before Tune recorded it, may be replaced.)
-    assert set(starts) >= {r["trial_id"] for r in rows}
+    assert set(starts) >= {r.trial_id for r in rows}
     # A finished trial never starts afresh again. (If the kill fell between its row and Tune's own
     # save of its end, Tune restarts it once from its last checkpoint: the row above is still the first.)
     fresh = Counter(trial_id for trial_id, how, *_ in lines if how == "fresh")
@@ -198,12 +198,12 @@ def test_killed_sweep_on_a_uri_resumes_from_another_machine(tmp_path: Path) -> N
                              timeout=420, env=other_machine)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = results.read_rows(table)
-    assert len(rows) == 3 and len({r["trial_id"] for r in rows}) == 3
-    assert all(r["status"] in ("completed", "stopped") for r in rows)  # ASHA may stop some
+    assert len(rows) == 3 and len({r.trial_id for r in rows}) == 3
+    assert all(r.status in ("completed", "stopped") for r in rows)  # ASHA may stop some
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "remote" / "u" / "optuna.journal")))
     trials = optuna.load_study(study_name="tier-0.0008", storage=storage).trials
     ended = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
-    assert len(ended) == 3 and {t.user_attrs["ray_trial_id"] for t in ended} == {r["trial_id"] for r in rows}
+    assert len(ended) == 3 and {t.user_attrs["ray_trial_id"] for t in ended} == {r.trial_id for r in rows}
     # The drawn queue outlived the kill: the only trials closed are runs the kill lost, each drawn again.
     lost = [t for t in trials if t not in ended]
     assert all(t.state.name == "FAIL" and t.user_attrs.get("config") in {e.user_attrs["config"] for e in ended} for t in lost)
@@ -223,6 +223,6 @@ def test_sweep_on_a_storage_uri_publishes_and_resumes(ray_session, tmp_path: Pat
     # Another machine (an empty mirror) resumes a finished sweep from the URI alone.
     monkeypatch.setenv("PDSWEEP_CACHE", str(tmp_path / "other-machine"))
     again = resume_sweep("u", remote, out=lambda _: None, err=lambda _: None)
-    assert [r["trial_id"] for r in again.rows] == [r["trial_id"] for r in outcome.rows]
+    assert [r.trial_id for r in again.rows] == [r.trial_id for r in outcome.rows]
     with pytest.raises(PdsweepError, match=r"sweep 'u' exists in file://"):
         run_sweep(settings, out=lambda _: None, err=lambda _: None)

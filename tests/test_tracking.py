@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -8,8 +9,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import assert_one_line_error
-from pdsweep import report, results, tracking
+from pdsweep.config import Config
 from pdsweep.errors import PdsweepError
+from pdsweep.results import report, tracking
+from pdsweep.results import rows as results
+from pdsweep.results.rows import ResultRow
 from pdsweep.sweep import SweepSettings, run_sweep
 from test_sweep import TINY_SPACE
 
@@ -27,7 +31,7 @@ def _sweep(tmp_path: Path, **overrides) -> SweepSettings:
 def test_one_parent_and_one_child_per_trial_equal_to_the_parquet_rows(ray_session, tmp_path: Path) -> None:
     settings = _sweep(tmp_path)
     run_sweep(settings, out=lambda _: None, err=lambda _: None)
-    rows = {r["trial_id"]: r for r in results.read_rows(settings.sweep_dir / results.RESULTS_FILE)}
+    rows = {r["trial_id"]: r for r in results.read(settings.sweep_dir / results.RESULTS_FILE).to_pylist()}
     uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["tiny"], output_format="list")
@@ -40,7 +44,7 @@ def test_one_parent_and_one_child_per_trial_equal_to_the_parquet_rows(ray_sessio
     for child in children:
         row = rows[child.data.tags[tracking.TRIAL_TAG]]
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        assert child.info.run_name == report.config_of(row).name and child.info.status == "FINISHED"
+        assert child.info.run_name == Config.from_columns(row).name and child.info.status == "FINISHED"
         for key in ("model", "resolution", "patch_size", "depth", "ensemble_size", "keep_rate", "seed", "tokens_kept"):
             assert child.data.params[key] == str(row[key])
         for key in ("train_gflops", "inference_gflops", "predicted_memory_gb", "best_val_accuracy", "test_accuracy"):
@@ -59,24 +63,24 @@ def test_a_store_lost_mid_sweep_is_reported_once_and_back_filled(tmp_path: Path)
     good = tmp_path / "good.db"
     ids = tracking.start_sweep(f"sqlite:///{good}", "x", (tmp_path / "art").as_uri(), "s", {"a": 1}, files=[])
     rows = [
-        {name: None for name in results.SCHEMA.names}
+        ResultRow.from_dict({name: None for name in results.SCHEMA.names}
         | dict(sweep="s", trial_id=f"t{i}", phase="search", budget_gflops=1.0, seed=0, status="completed",
                model="vit_micro", resolution=32, patch_size=8, depth=1, ensemble_size=1, keep_rate=0.5,
                sampling="random", keep_mode="fixed", tokens_kept=9, num_classes=4, train_gflops=0.1,
                inference_gflops=0.2, predicted_memory_gb=0.01, best_val_accuracy=0.5 + i / 10, epochs_run=2,
-               epochs_planned=2, wall_seconds=1.0)
+               epochs_planned=2, wall_seconds=1.0))
         for i in range(3)
     ]
     tracker = tracking.Tracker(ids)
-    tracker.finish(rows[0], "t0", tracking.run_tags(rows[0]))
-    broken = tracking.Tracker({**ids, "uri": f"sqlite:///{tmp_path / 'gone' / 'nowhere' / 'x.db'}"})
+    tracker.finish(rows[0])
+    broken = tracking.Tracker(replace(ids, uri=f"sqlite:///{tmp_path / 'gone' / 'nowhere' / 'x.db'}"))
     for r in rows[1:]:
-        broken.finish(r, r["trial_id"], tracking.run_tags(r))  # must not raise
+        broken.finish(r)  # must not raise
     assert broken.unlogged == {"t1", "t2"}
     assert "2 trial(s) were not fully logged" in broken.warning() and "pdsweep report --to-mlflow NAME" in broken.warning()
-    assert tracking.backfill(ids, rows, lambda r: r["trial_id"]) == 2
-    assert tracking.backfill(ids, rows, lambda r: r["trial_id"]) == 0  # nothing missing now
-    logged = MlflowClient(f"sqlite:///{good}").search_runs([ids["experiment_id"]], filter_string="tags.`mlflow.parentRunId` != ''")
+    assert tracking.backfill(ids, rows) == 2
+    assert tracking.backfill(ids, rows) == 0  # nothing missing now
+    logged = MlflowClient(f"sqlite:///{good}").search_runs([ids.experiment_id], filter_string="tags.`mlflow.parentRunId` != ''")
     assert sorted(r.data.metrics["best_val_accuracy"] for r in logged) == pytest.approx([0.5, 0.6, 0.7])
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from pdsweep.config import Config
-from pdsweep.data import Dataset, Split, load_dataset
+from pdsweep.training.data import Dataset, Split, load_dataset
 from pdsweep.errors import PdsweepError
 from pdsweep.space import TrainingSettings
-from pdsweep.train import CHECKPOINT_FILE, binary_auc, train, warmup_cosine
+from pdsweep.training.loop import CHECKPOINT_FILE, binary_auc, train, warmup_cosine
 
 FAST = TrainingSettings(epochs=2, batch_size=16, optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup_epochs=1, precision="fp32", augment=False)
 

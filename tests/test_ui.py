@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_one_line_error
-from pdsweep import report, tracking
+from pdsweep.results import report
+from pdsweep.results import tracking
 from test_report import ROWS
 
 CHROMIUM = "/usr/bin/chromium"

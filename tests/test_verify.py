@@ -7,7 +7,7 @@ import torch
 
 from pdsweep.config import Config
 from pdsweep.cost import inference_flops, memory, train_flops
-from pdsweep.verify import fvcore_flops, measure_cuda_peak, measure_memory
+from pdsweep.training.verify import fvcore_flops, measure_cuda_peak, measure_memory
 
 # All four paper models, both patch sizes, resolutions 64-896, keep rates 0.05-1, depths
 # 12-48, ensembles 1-4. fvcore traces on the meta device, so even 12,545 tokens are cheap.
@@ -62,7 +62,7 @@ def test_fvcore_alone_skips_fused_attention() -> None:
     # The pitfall the handle fixes: without it, 2 T^2 D per block vanishes from the count.
     from fvcore.nn import FlopCountAnalysis
 
-    from pdsweep.models import build_member
+    from pdsweep.training.models import build_member
 
     config = Config("vit_micro", 64, 4, depth=2)
     model = build_member(config).eval()
@@ -74,8 +74,8 @@ def test_fvcore_alone_skips_fused_attention() -> None:
 def test_counting_on_meta_matches_counting_on_cpu() -> None:
     from fvcore.nn import FlopCountAnalysis
 
-    from pdsweep.models import build_model
-    from pdsweep.verify import _sdpa_flops
+    from pdsweep.training.models import build_model
+    from pdsweep.training.verify import _sdpa_flops
 
     config = Config("vit_micro", 64, 8, keep_rate=0.4, depth=2, ensemble_size=2)
     model = build_model(config).train()

@@ -1,0 +1,81 @@
+"""The private state of Ray, Optuna and argparse that pdsweep reads, all of it here.
+
+Each use says what it is for and the version it was checked on; ``tests/test_compat.py``
+checks each against the installed packages, so an upgrade that changes one fails there, by
+name, rather than somewhere in a sweep. Everything else in pdsweep uses public APIs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def optuna_trial(study: optuna.Study, number: int) -> optuna.Trial:
+    """The study's trial ``number`` as a :class:`optuna.Trial`, to report on or suggest for.
+
+    Optuna 5.0.0: ``study.tell`` takes a number, but reporting an intermediate value on a trial
+    other than the one ``ask`` just returned needs a ``Trial``, whose constructor takes the
+    storage's id, kept on ``FrozenTrial._trial_id``.
+    """
+    import optuna
+
+    return optuna.Trial(study, study.get_trials(deepcopy=False)[number]._trial_id)
+
+
+def optuna_number(study: optuna.Study, trial_id: int) -> int | None:
+    """The number of the trial with storage id ``trial_id``, None if the journal lost it.
+
+    Optuna 5.0.0 (``FrozenTrial._trial_id``). Only for searcher states saved by pdsweep before it
+    kept numbers (they held storage ids).
+    """
+    for frozen in study.get_trials(deepcopy=False):
+        if frozen._trial_id == trial_id:
+            return frozen.number
+    return None
+
+
+def asha_trial_ids(scheduler: Any) -> set[str]:
+    """The trial ids an ``AsyncHyperBandScheduler`` tracks.
+
+    Ray 2.60.0 (``AsyncHyperBandScheduler._trial_info``). Only for tiered schedulers pickled by
+    pdsweep before they kept their own map of trials.
+    """
+    return set(scheduler._trial_info)
+
+
+def option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option a parser takes (``--budget-gflops``...), for "did you mean" hints.
+
+    CPython 3.10-3.13 (``ArgumentParser._actions``); argparse has no public listing of them.
+    """
+    return [option for action in parser._actions for option in action.option_strings]
+
+
+# Modules of pdsweep 0.1 before its subpackages, and the modules that hold their names now.
+# Ray Tune unpickles a sweep's searcher, scheduler and callback by their old names on resume.
+LEGACY_MODULES: dict[str, tuple[str, ...]] = {
+    "pdsweep.searcher": ("pdsweep.sweep.searcher", "pdsweep.sweep.schedulers"),
+    "pdsweep.sampler": ("pdsweep.sweep.sampler",),
+    "pdsweep.progress": ("pdsweep.sweep.callback",),
+    "pdsweep.store": ("pdsweep.sweep.store",),
+    "pdsweep.trainable": ("pdsweep.sweep.trainable",),
+    "pdsweep.plan": ("pdsweep.space.plan",),
+}
+
+
+def alias_legacy_modules() -> None:
+    """Make the old module names importable, as modules holding the new modules' names."""
+    for old, new in LEGACY_MODULES.items():
+        if old in sys.modules:
+            continue
+        alias = types.ModuleType(old, f"pdsweep 0.1's {old}, for unpickling sweeps it saved")
+        for name in new:
+            alias.__dict__.update({k: v for k, v in vars(importlib.import_module(name)).items() if not k.startswith("__")})
+        sys.modules[old] = alias

@@ -1,0 +1,136 @@
+"""What every command shares: the parser that fails in one line, the Command shape, flag types,
+and the flag groups several commands take. Defaults and choices are read from the settings
+dataclasses and the ``Literal`` types, never restated here."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+from dataclasses import MISSING, fields
+from typing import Any, ClassVar, NoReturn, get_args
+
+from pdsweep._compat import option_strings
+
+
+class UsageError(Exception):
+    def __init__(self, message: str, prog: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage, so every error is one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self.prog)
+
+    def unrecognized(self, extra: list[str]) -> NoReturn:
+        """Reject flags this (sub)command does not know, suggesting the nearest one."""
+        options = option_strings(self)
+        hint = ""
+        for word in extra:
+            close = difflib.get_close_matches(word.split("=")[0], options, n=1)
+            if word.startswith("-") and close:
+                hint = f" (did you mean {close[0]}?)"
+                break
+        self.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+
+
+class Command:
+    """One subcommand: its flags and what it does. ``groups`` names shared flag groups
+    (:func:`flag_groups`) it takes besides ``--debug``."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+    description: ClassVar[str]
+    groups: ClassVar[tuple[str, ...]] = ()
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the command's own flags."""
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+
+def default(cls: type, name: str) -> Any:
+    """The default of dataclass ``cls``'s field ``name``: the one place a flag's default comes from."""
+    for f in fields(cls):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            if f.default_factory is not MISSING:
+                return f.default_factory()
+    raise KeyError(f"{cls.__name__} has no field {name!r} with a default")
+
+
+def choices(literal: Any) -> list[str]:
+    """The values of a ``Literal[...]`` type, as argparse choices."""
+    return list(get_args(literal))
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text!r}")
+    return value
+
+
+def budget_list(text: str) -> list[float]:
+    """``17.6`` or budget tiers ``1.3,4.6,17.6``."""
+    try:
+        return [positive_float(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number or comma-separated positive numbers such as 1.3,4.6,17.6, got {text!r}"
+        ) from None
+
+
+def flag_groups() -> dict[str, argparse.ArgumentParser]:
+    """Flag groups shared by several commands (argparse parents)."""
+    import os
+
+    from pdsweep.config import Config
+    from pdsweep.presets import PRESETS
+    from pdsweep.space import KeepPolicy
+    from pdsweep.sweep.settings import SweepSettings
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    one_config = argparse.ArgumentParser(add_help=False)  # flops and train: one config
+    one_config.add_argument("--model", required=True, help=f"model preset: {', '.join(PRESETS)}")
+    one_config.add_argument("--resolution", type=int, required=True, help="image side in pixels")
+    one_config.add_argument("--patch-size", type=int, required=True, help="patch side in pixels")
+    one_config.add_argument("--keep-rate", type=float, help="fraction of patches kept in training (default 1)")
+    one_config.add_argument("--depth", type=int, help="transformer blocks (default: the preset's)")
+    one_config.add_argument("--ensemble-size", type=int, default=default(Config, "ensemble_size"),
+                            help="ensemble members (default %(default)s)")
+
+    budgets = argparse.ArgumentParser(add_help=False)  # plan and run: a space under budget tiers
+    budgets.add_argument("--budget-gflops", type=budget_list, required=True, metavar="B[,B...]",
+                         help="train GFLOPs per image; several comma-separated values are budget tiers")
+    budgets.add_argument("--budget-memory-gb", type=positive_float, metavar="M",
+                         help="peak training memory cap in GB (10^9 bytes)")
+    budgets.add_argument("--space", default=default(SweepSettings, "space"),
+                         help="a space file, or a bundled space name (default: %(default)s)")
+    budgets.add_argument("--keep-policy", choices=choices(KeepPolicy), default=default(SweepSettings, "policy"),
+                         help="fill: the largest keep rate that fits (default); search: sampled below it")
+
+    cluster = argparse.ArgumentParser(add_help=False)
+    cluster.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS"),
+                         help="the cluster's dashboard, e.g. http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)")
+    return {"common": common, "one_config": one_config, "budgets": budgets, "cluster": cluster}
+
+
+def runs_dir_flag(parser: argparse.ArgumentParser) -> None:
+    from pdsweep.paths import DEFAULT_RUNS_DIR
+
+    parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where sweeps are kept (default ./%(default)s)")
+
+
+def json_flag(parser: argparse.ArgumentParser, what: str = "print JSON") -> None:
+    parser.add_argument("--json", action="store_true", help=what)

@@ -1,0 +1,108 @@
+"""``pdsweep run`` and ``pdsweep resume``: a sweep on Ray Tune."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from pdsweep.cli._base import Command, choices, default, json_flag, positive_float, runs_dir_flag
+
+if TYPE_CHECKING:
+    from pdsweep.sweep import SweepOutcome
+
+
+class Run(Command):
+    name = "run"
+    help = "a budget-constrained sweep on Ray Tune"
+    description = ("Search a space for the most accurate config within each budget tier: Ray Tune trials (local "
+                   "Ray, or --address), Optuna TPE, ASHA early stopping; results in RUNS_DIR/NAME/results.parquet.")
+    groups = ("budgets",)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from pdsweep.sweep.sampler import SearchKind
+        from pdsweep.sweep.settings import SchedulerName, SweepSettings
+
+        def of(name: str) -> Any:
+            return default(SweepSettings, name)
+
+        parser.add_argument("--search", choices=choices(SearchKind), default=of("search"),
+                            help="tpe (default), random, or grid: every feasible config once")
+        parser.add_argument("--trials", type=int, default=of("trials"),
+                            help="trials per budget tier (default %(default)s; grid ignores it)")
+        parser.add_argument("--concurrency", type=int, help="trials at once (default: what the cluster's resources allow)")
+        parser.add_argument("--scheduler", choices=choices(SchedulerName), default=of("scheduler"),
+                            help="early stopping (default %(default)s)")
+        parser.add_argument("--grace-period", type=int, default=of("grace_period"),
+                            help="epochs before ASHA may stop a trial (default %(default)s)")
+        parser.add_argument("--reduction-factor", type=float, default=of("reduction_factor"),
+                            help="ASHA's reduction factor (default %(default)g)")
+        parser.add_argument("--repeats", type=int, default=of("repeats"),
+                            help="re-train each tier's best config with R-1 more seeds")
+        parser.add_argument("--dataset", default=of("dataset"),
+                            help="synthetic[:N] (default), folder:PATH, npz:PATH, parquet:PATH")
+        parser.add_argument("--name", help="sweep name (default: a timestamp)")
+        runs_dir_flag(parser)
+        parser.add_argument("--address", help="a Ray cluster (HOST:PORT, ray://HOST:PORT or auto); default: a local Ray")
+        parser.add_argument("--cpus-per-trial", type=int, default=of("cpus_per_trial"),
+                            help="CPUs per trial (default %(default)s)")
+        parser.add_argument("--gpu-memory-gb", type=positive_float, help="memory of one GPU, to size GPU shares")
+        parser.add_argument("--max-failures", type=int, default=of("max_failures"),
+                            help="retries of a failed trial (default %(default)s)")
+        parser.add_argument("--fresh-actors", action="store_true",
+                            help="start a new Ray actor for every trial (Tune's reuse_actors off): each trial costs "
+                                 "seconds more, and no trial lands on a worker that a finished one left warm")
+        parser.add_argument("--cache-dir", metavar="DIR", help="dataset cache on every node")
+        parser.add_argument("--mlflow-uri", help="an MLflow tracking server or store (default: SQLite at RUNS_DIR/mlflow.db)")
+        parser.add_argument("--experiment", help="MLflow experiment name (default: the space's name)")
+        parser.add_argument("--verbose", action="store_true", help="Ray Tune's own progress tables and worker logs")
+        json_flag(parser, "print the per-tier summary as JSON")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from pdsweep.sweep import SweepSettings, default_name, run_sweep
+
+        settings = SweepSettings(
+            name=args.name or default_name(), space=args.space, budgets=tuple(args.budget_gflops),
+            memory_gb=args.budget_memory_gb, policy=args.keep_policy, search=args.search, trials=args.trials,
+            concurrency=args.concurrency, scheduler=args.scheduler, grace_period=args.grace_period,
+            reduction_factor=args.reduction_factor, repeats=args.repeats, dataset=args.dataset,
+            runs_dir=args.runs_dir, address=args.address, cpus_per_trial=args.cpus_per_trial,
+            gpu_memory_gb=args.gpu_memory_gb, max_failures=args.max_failures, cache_dir=args.cache_dir,
+            reuse_actors=not args.fresh_actors, verbose=args.verbose, mlflow_uri=args.mlflow_uri,
+            experiment=args.experiment,
+        )
+        return finish(run_sweep(settings, out=_quiet_if(args.json)), args.json)
+
+
+class Resume(Command):
+    name = "resume"
+    help = "continue a sweep whose driver stopped"
+    description = ("Continue sweep NAME: finished trials are kept, unfinished ones resume from their checkpoints, "
+                   "and the remaining planned trials run once.")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("name", help="the sweep's name")
+        runs_dir_flag(parser)
+        parser.add_argument("--address", help="a Ray cluster to continue on (default: as the sweep was started)")
+        json_flag(parser, "print the per-tier summary as JSON")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from pdsweep.sweep import resume_sweep
+
+        return finish(resume_sweep(args.name, args.runs_dir, address=args.address, out=_quiet_if(args.json)), args.json)
+
+
+def _quiet_if(flag: bool) -> Any:
+    return (lambda line: None) if flag else print
+
+
+def finish(outcome: SweepOutcome, as_json: bool) -> int:
+    """Print the outcome as JSON if asked; the exit code: 1 if every trial failed, 130 if interrupted."""
+    if as_json:
+        summary = outcome.report.to_json() if outcome.report else {"sweep": outcome.name, "tiers": [], "pareto": []}
+        print(json.dumps({**summary, "results": outcome.results_path, "trials": len(outcome.rows)}, indent=2))
+    if outcome.all_failed:
+        print(f"pdsweep: every trial failed; the first: {outcome.rows[0].error}", file=sys.stderr)
+        return 1
+    return 130 if outcome.interrupted else 0

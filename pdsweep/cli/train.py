@@ -1,0 +1,126 @@
+"""``pdsweep train``: one config on a dataset, without Ray."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pdsweep.cli._base import Command, choices, default, json_flag, positive_float
+from pdsweep.errors import PdsweepError
+
+
+class Train(Command):
+    name = "train"
+    help = "train one config, no Ray"
+    description = ("Train one config (a ViT or an ensemble, with PatchDropout) on a dataset and report validation "
+                   "and test accuracy and the robustness curve. Training settings come from --space's training "
+                   "section (default: pdsweep's defaults), overridden by the flags here.")
+    groups = ("one_config",)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from pdsweep.config import Config, KeepMode, Sampling
+        from pdsweep.cost import OptimizerName, Precision
+        from pdsweep.sweep.settings import SweepSettings
+        from pdsweep.training.device import DeviceName
+
+        parser.add_argument("--sampling", choices=choices(Sampling), default=default(Config, "sampling"),
+                            help="which patches survive (default %(default)s)")
+        parser.add_argument("--keep-mode", choices=choices(KeepMode), default=default(Config, "keep_mode"),
+                            help="fixed, or uniform: a keep rate drawn per iteration from --keep-range")
+        parser.add_argument("--keep-range", metavar="LOW,HIGH", help="keep-rate range for --keep-mode uniform, e.g. 0.5,1")
+        parser.add_argument("--dataset", default=default(SweepSettings, "dataset"),
+                            help="synthetic[:N] (default), folder:PATH, npz:PATH or parquet:PATH")
+        parser.add_argument("--space", help="take training settings from this space file or name")
+        parser.add_argument("--epochs", type=int, help="epochs")
+        parser.add_argument("--batch-size", type=int, help="batch size")
+        parser.add_argument("--warmup-epochs", type=int, help="epochs of linear learning-rate warm-up")
+        parser.add_argument("--optimizer", choices=choices(OptimizerName), help="adamw or sgd (momentum 0.9)")
+        parser.add_argument("--lr", type=positive_float, help="peak learning rate")
+        parser.add_argument("--weight-decay", type=float, help="weight decay")
+        parser.add_argument("--precision", choices=choices(Precision), help="bf16-mixed (GPU; a CPU uses fp32) or fp32")
+        parser.add_argument("--seed", type=int, help="training seed (the data split keeps the space's seed)")
+        parser.add_argument("--no-augment", action="store_true", help="no crops, flips, rotations or colour jitter")
+        parser.add_argument("--pretrained", metavar="PATH", help="local timm weights (.safetensors or .pth)")
+        parser.add_argument("--checkpoint-dir", metavar="DIR", help="save a checkpoint each epoch; resume from it")
+        parser.add_argument("--device", choices=choices(DeviceName), default="auto", help="default: a GPU if any")
+        parser.add_argument("--cache-dir", metavar="DIR",
+                            help="dataset cache (default $PDSWEEP_CACHE or ~/.cache/pdsweep)")
+        json_flag(parser, "print one JSON object")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from dataclasses import replace
+        from pathlib import Path
+
+        from pdsweep.config import Config
+        from pdsweep.space import TrainingSettings, load_space
+        from pdsweep.training.data import DatasetSpec, load_dataset
+        from pdsweep.training.loop import check_fits, train
+        from pdsweep.training.models import check_weights_file
+
+        keep_rate, keep_low = 1.0 if args.keep_rate is None else args.keep_rate, None
+        if args.keep_mode == "uniform":
+            if not args.keep_range:
+                raise PdsweepError("--keep-mode uniform needs --keep-range LOW,HIGH (e.g. 0.5,1).")
+            if args.keep_rate is not None:
+                raise PdsweepError("give --keep-range (its HIGH is the keep rate) or --keep-rate, not both.")
+            keep_low, keep_rate = _keep_range(args.keep_range)
+        elif args.keep_range:
+            raise PdsweepError("--keep-range is for --keep-mode uniform; add --keep-mode uniform or drop it.")
+        config = Config(  # validated now, before any data is read; classes come from the dataset
+            model=args.model, resolution=args.resolution, patch_size=args.patch_size, keep_rate=keep_rate,
+            depth=args.depth, ensemble_size=args.ensemble_size, sampling=args.sampling,
+            keep_mode=args.keep_mode, keep_range_low=keep_low,
+        )
+        pretrained = check_weights_file(args.pretrained) if args.pretrained else None
+        checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else None
+        if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+            raise PdsweepError(f"--checkpoint-dir {str(checkpoint_dir)!r} is a file; give a folder.")
+        base = load_space(args.space).training if args.space else TrainingSettings()
+        overrides = {
+            "epochs": args.epochs, "batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs,
+            "optimizer": args.optimizer, "lr": args.lr,
+            "weight_decay": args.weight_decay, "precision": args.precision, "seed": args.seed,
+            "augment": False if args.no_augment else None,
+        }
+        settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        spec = DatasetSpec.parse(args.dataset)
+        check_fits(config, settings, args.device)  # before minutes of decoding; the head's size hardly matters
+        # The split depends on the space's seed only, as in a sweep: --seed varies the training alone.
+        dataset = load_dataset(spec, config.resolution, seed=base.seed, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+        config = replace(config, num_classes=dataset.num_classes)
+        print(
+            f"{config.name}: {dataset.num_classes} classes, {len(dataset.train)}/{len(dataset.val)}/{len(dataset.test)} "
+            f"train/val/test images, {settings.epochs} epochs",
+            file=sys.stderr,
+        )
+
+        def progress(metrics: Any, checkpoint_dir: Any) -> None:
+            memory = f"  {metrics.peak_memory_gb:.2f} GB" if metrics.peak_memory_gb is not None else ""
+            print(
+                f"epoch {metrics.epoch}/{settings.epochs}  loss {metrics.train_loss:.4f}  val {metrics.val_accuracy:.1%}"
+                f"  {metrics.images_per_second:,.0f} img/s  {metrics.seconds:.1f} s{memory}",
+                file=sys.stderr,
+            )
+
+        result = train(
+            config, dataset, settings, device=args.device,
+            checkpoint_dir=checkpoint_dir, pretrained=pretrained, on_epoch_end=progress,
+        )
+        if args.json:
+            print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+        else:
+            curve = ", ".join(f"{rate:g}: {acc:.1%}" for rate, acc in result.robustness.items())
+            print(f"{config.name}  test accuracy {result.test_accuracy:.1%}  (val {result.val_accuracy:.1%}, best "
+                  f"{result.best_val_accuracy:.1%})  {result.train_gflops:.4g} train GFLOPs  {result.seconds:.0f} s")
+            print(f"robustness (test-time keep rate: accuracy): {curve}")
+        return 0
+
+
+def _keep_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise PdsweepError(f"--keep-range takes LOW,HIGH such as 0.5,1, got {text!r}.") from None
+    return low, high

@@ -1,0 +1,34 @@
+"""The cost of training a config, in closed form: FLOPs, memory, budgets and feasibility.
+
+Imports no torch: the planner and the sampler call this thousands of times a second. fvcore's
+count of the real model (the reference these formulas are tested against) is in
+:mod:`pdsweep.training.verify`.
+"""
+
+from pdsweep.cost.budget import Budget, Cost, estimate
+from pdsweep.cost.feasibility import (
+    KeepRates,
+    excess,
+    fits,
+    keep_rate_between,
+    largest_keep_rate,
+    max_keep_count,
+)
+from pdsweep.cost.flops import (
+    GIGA,
+    eq1_flops,
+    inference_flops,
+    inference_gflops,
+    param_count,
+    train_flops,
+    train_gflops,
+)
+from pdsweep.cost.memory import MemoryEstimate, memory
+from pdsweep.cost.setup import OPTIMIZERS, PRECISIONS, OptimizerName, Precision, StepSetup
+
+__all__ = [
+    "GIGA", "OPTIMIZERS", "PRECISIONS", "Budget", "Cost", "KeepRates", "MemoryEstimate", "OptimizerName",
+    "Precision", "StepSetup", "eq1_flops", "estimate", "excess", "fits", "inference_flops", "inference_gflops",
+    "keep_rate_between", "largest_keep_rate", "max_keep_count", "memory", "param_count", "train_flops",
+    "train_gflops",
+]

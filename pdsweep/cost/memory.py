@@ -1,0 +1,133 @@
+"""Peak training memory of one step, in closed form.
+
+Memory is the peak of one training step (parameters, gradients, optimizer state, activations
+saved for backward, the largest transient; see :class:`MemoryEstimate`) for timm's ViT trained
+by pdsweep's training step:
+fused attention (no T x T matrix is stored), fp32 weights, and either fp32 or bf16 autocast.
+An ensemble trains its members on the same batch one backward at a time with one optimizer,
+so it holds every member's weights, gradients and state but one member's activations.
+
+No torch import here: the planner and the sampler call this thousands of times a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pdsweep.config import Config
+from pdsweep.cost.flops import GIGA, _Arch, _arch, _member_params
+from pdsweep.cost.setup import StepSetup
+
+_FP32 = 4
+_INT64 = 8
+_ACTIVATION_BYTES: dict[str, int] = {"fp32": 4, "bf16-mixed": 2}
+_OPTIMIZER_STATES: dict[str, int] = {"sgd": 1, "adamw": 2}  # fp32 tensors per parameter
+
+def _weight_matrix_params(a: _Arch) -> int:
+    """Parameters that autocast copies to bf16 and keeps for backward: conv and linear weights."""
+    return 3 * a.p * a.p * a.D + a.L * (4 * a.D * a.D + 2 * a.D * a.M) + a.D * a.C
+
+
+def _activation_bytes(a: _Arch, T: int, batch_size: int, precision: str) -> int:
+    """Bytes autograd saves for backward in one member's forward on a batch.
+
+    The residual stream and LayerNorm inputs stay fp32 under autocast; linear inputs and
+    outputs, attention and the MLP are in the activation dtype. Measured against
+    ``torch.autograd.graph.saved_tensors_hooks`` in ``tests/test_verify.py``.
+    """
+    act = _ACTIVATION_BYTES[precision]
+    D, M, N, n = a.D, a.M, a.N, T - 1
+    per_block = (
+        2 * (_FP32 * T * D + 2 * _FP32 * T)  # LayerNorm inputs, their mean and rstd
+        + act * T * (6 * D + 2 * M)  # qkv in/out, attention out, fc1 in, GELU in, fc2 in
+        + _FP32 * a.H * T  # attention logsumexp
+    )
+    image = _FP32 * 3 * a.R * a.R + (act * 3 * a.R * a.R if act != _FP32 else 0)
+    dropout_index = _INT64 * (n + 1) if n < N else 0
+    final_norm = _FP32 * T * D + 2 * _FP32 * T
+    head_input = _FP32 * T * D if act == _FP32 else act * D  # fp32: a view into the norm output
+    loss = _FP32 * a.C + _INT64
+    per_image = a.L * per_block + image + dropout_index + final_norm + head_input + loss
+    weight_copies = act * _weight_matrix_params(a) if act != _FP32 else 0
+    return batch_size * per_image + weight_copies
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Predicted training memory of one step, in bytes, by component, and its peak.
+
+    Gradients and activations do not peak together: the backward frees a member's activations
+    as it allocates that member's gradients. A step peaks in one of three places:
+
+    - as the last member's backward starts: its activations, the other members' gradients,
+      and the gradients in flight through the last MLP;
+    - as that backward reaches the patch embedding: every gradient, and the gradient of the
+      full (B, N + 1, D) token tensor from before PatchDropout (large at low keep rates);
+    - at the optimizer step: every gradient and the optimizer's temporaries.
+    """
+
+    params: int
+    grads: int  # every member's
+    optimizer_state: int
+    activations: int  # one member's, saved for backward; the input batch included
+    backward_transient: int  # gradients in flight through the last MLP
+    embedding_transient: int  # gradients of the token tensor before PatchDropout, and the batch
+    step_transient: int  # the optimizer's temporaries
+    ensemble_size: int = 1
+
+    @property
+    def states(self) -> int:
+        """Parameters, gradients and optimizer state: the part that does not scale with batch."""
+        return self.params + self.grads + self.optimizer_state
+
+    @property
+    def peak_phases(self) -> dict[str, int]:
+        others = self.grads * (self.ensemble_size - 1) // self.ensemble_size
+        return {
+            "backward": self.params + self.optimizer_state + others + self.activations
+            + self.backward_transient,
+            "embedding": self.states + self.embedding_transient,
+            "step": self.states + self.step_transient,
+        }
+
+    @property
+    def total(self) -> int:
+        """The peak of a training step."""
+        return max(self.peak_phases.values())
+
+    @property
+    def gb(self) -> float:
+        return self.total / GIGA
+
+
+def _memory(a: _Arch, T: int, batch_size: int, precision: str, optimizer: str) -> MemoryEstimate:
+    params = a.K * _member_params(a)
+    act = _ACTIVATION_BYTES[precision]
+    return MemoryEstimate(
+        params=_FP32 * params,
+        grads=_FP32 * params,
+        optimizer_state=_FP32 * _OPTIMIZER_STATES[optimizer] * params,
+        activations=_activation_bytes(a, T, batch_size, precision),
+        # The gradient of the GELU output and of the residual stream; under autocast also a
+        # bf16 weight gradient before its cast into the fp32 .grad.
+        backward_transient=batch_size * T * (act * a.M + _FP32 * a.D)
+        + (act * a.D * a.M if act != _FP32 else 0),
+        # The gradient of the (B, N + 1, D) tokens, the zeros PatchDropout's backward scatters
+        # into, the gradient of the patch embedding's output, and the input batch, still held.
+        embedding_transient=batch_size
+        * (2 * _FP32 * (a.N + 1) * a.D + act * a.N * a.D + _FP32 * 3 * a.R * a.R),
+        # foreach SGD (weight decay) and AdamW (sqrt of the second moment) each make one fp32
+        # temporary per parameter.
+        step_transient=_FP32 * params,
+        ensemble_size=a.K,
+    )
+
+
+def memory(config: Config, setup: StepSetup = StepSetup()) -> MemoryEstimate:
+    """Peak memory of one training step of ``config`` under ``setup``."""
+    return member_memory(_arch(config), config.tokens_kept, setup)
+
+
+def member_memory(a: _Arch, T: int, setup: StepSetup) -> MemoryEstimate:
+    """:func:`memory` from an architecture's numbers and its token count (no config built)."""
+    return _memory(a, T, setup.batch_size, setup.precision, setup.optimizer)

@@ -1,0 +1,243 @@
+"""``pdsweep report``: the answer to "at each budget, which config is best, and by how much?".
+
+Reads ``results.parquet`` only (never Ray's internals) and builds:
+
+- per budget tier, the best config by validation accuracy (mean and spread over its seeds when
+  it was repeated), its cost, the runner-up config and the margin between them;
+- the Pareto frontier of validation accuracy against train GFLOPs over all trials (and against
+  inference GFLOPs): the trials no other trial beats on both;
+- a PNG plot (every trial, log-x, the frontier, the tiers' budgets) and a Markdown summary.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pdsweep.config import Config
+from pdsweep.errors import PdsweepError
+from pdsweep.results.rows import ResultRow
+
+METRIC = "best_val_accuracy"
+
+
+def metric(row: ResultRow) -> float:
+    """What a report ranks by (:data:`METRIC`); only rows with one are scored."""
+    return getattr(row, METRIC)
+
+
+@dataclass(frozen=True)
+class Score:
+    """One config in one tier, over its seeds (those that ran to the end, if any did)."""
+
+    config: Config
+    budget_gflops: float
+    metric: float  # mean best validation accuracy over seeds
+    spread: float | None  # standard deviation over seeds (None with one seed)
+    seeds: int
+    test_accuracy: float | None  # mean over the seeds that ran to the end
+    train_gflops: float
+    inference_gflops: float
+    memory_gb: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.config.to_dict(), "budget_gflops": self.budget_gflops, "metric": self.metric, "spread": self.spread,
+            "seeds": self.seeds, "test_accuracy": self.test_accuracy, "train_gflops": self.train_gflops,
+            "inference_gflops": self.inference_gflops, "memory_gb": self.memory_gb,
+        }
+
+
+@dataclass(frozen=True)
+class TierReport:
+    budget_gflops: float
+    trials: int
+    best: Score | None
+    runner_up: Score | None
+
+    @property
+    def margin(self) -> float | None:
+        return self.best.metric - self.runner_up.metric if self.best and self.runner_up else None
+
+
+@dataclass(frozen=True)
+class Report:
+    sweep: str
+    tiers: tuple[TierReport, ...]
+    pareto_train: tuple[ResultRow, ...]  # trials on the frontier vs train GFLOPs
+    pareto_inference: tuple[ResultRow, ...]
+    rows: tuple[ResultRow, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        def point(row: ResultRow) -> dict[str, Any]:
+            return {**row.config.to_dict(), "trial_id": row.trial_id, "budget_gflops": row.budget_gflops,
+                    "metric": metric(row), "train_gflops": row.train_gflops, "inference_gflops": row.inference_gflops}
+
+        return {
+            "sweep": self.sweep,
+            "tiers": [
+                {"budget_gflops": t.budget_gflops, "trials": t.trials,
+                 "best": t.best.to_dict() if t.best else None,
+                 "runner_up": t.runner_up.to_dict() if t.runner_up else None, "margin": t.margin}
+                for t in self.tiers
+            ],
+            "pareto": [point(r) for r in self.pareto_train],
+            "pareto_inference": [point(r) for r in self.pareto_inference],
+        }
+
+
+def build(sweep: str, rows: Sequence[ResultRow]) -> Report:
+    """The report of a sweep's results rows."""
+    scored = [r for r in rows if r.finished and metric(r) is not None]
+    if not scored:
+        raise PdsweepError(f"sweep {sweep!r} has no finished trial yet; wait for one, or `pdsweep resume {sweep}`.")
+    tiers = []
+    for budget in sorted({r.budget_gflops for r in rows}):
+        ranked = sorted(_scores([r for r in scored if r.budget_gflops == budget]), key=lambda s: -s.metric)
+        tiers.append(TierReport(budget, sum(r.budget_gflops == budget for r in rows),
+                                ranked[0] if ranked else None, ranked[1] if len(ranked) > 1 else None))
+    return Report(sweep, tuple(tiers), tuple(pareto(scored, "train_gflops")),
+                  tuple(pareto(scored, "inference_gflops")), tuple(rows))
+
+
+def _scores(rows: list[ResultRow]) -> list[Score]:
+    groups: dict[Config, list[ResultRow]] = {}
+    for row in rows:
+        groups.setdefault(row.config, []).append(row)
+    scores = []
+    for config, members in groups.items():
+        # A seed stopped early has a partial accuracy: it counts only when no seed ran to the end.
+        members = [r for r in members if r.status == "completed"] or members
+        metrics = [metric(r) for r in members]
+        tests = [r.test_accuracy for r in members if r.test_accuracy is not None]
+        first = members[0]
+        scores.append(Score(
+            config=config, budget_gflops=first.budget_gflops, metric=statistics.fmean(metrics),
+            spread=statistics.stdev(metrics) if len(metrics) > 1 else None, seeds=len({r.seed for r in members}),
+            test_accuracy=statistics.fmean(tests) if tests else None, train_gflops=first.train_gflops,
+            inference_gflops=first.inference_gflops, memory_gb=first.predicted_memory_gb,
+        ))
+    return scores
+
+
+def pareto(rows: Sequence[ResultRow], cost: str) -> list[ResultRow]:
+    """Rows that no other row beats: none cheaper (or as cheap) with a higher (or equal) metric.
+
+    ``cost`` names the row's cost column (``train_gflops``, ``inference_gflops``). Sorted by
+    cost; among rows of equal cost only the best counts.
+    """
+    frontier: list[ResultRow] = []
+    for row in sorted(rows, key=lambda r: (getattr(r, cost), -metric(r))):
+        if not frontier or metric(row) > metric(frontier[-1]):
+            if frontier and getattr(frontier[-1], cost) == getattr(row, cost):
+                continue
+            frontier.append(row)
+    return frontier
+
+
+# ---- outputs ------------------------------------------------------------------------------
+
+
+def _percent(value: float | None, spread: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1%} ± {spread:.1%}" if spread is not None else f"{value:.1%}"
+
+
+def markdown(report: Report) -> str:
+    lines = [f"# Sweep `{report.sweep}`", "", f"{len(report.rows)} trials. Metric: best validation accuracy "
+             "(mean ± standard deviation over seeds where a config was repeated).", "",
+             "## Best config per budget tier", "",
+             "| budget GFLOPs | trials | best config | val | seeds | test | train GFLOPs | inference GFLOPs | memory GB | runner-up | margin |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for tier in report.tiers:
+        best, runner = tier.best, tier.runner_up
+        if best is None:
+            lines.append(f"| {tier.budget_gflops:g} | {tier.trials} | no finished trial | | | | | | | | |")
+            continue
+        lines.append(
+            f"| {tier.budget_gflops:g} | {tier.trials} | `{best.config.name}` | {_percent(best.metric, best.spread)} | "
+            f"{best.seeds} | {_percent(best.test_accuracy)} | {best.train_gflops:.4g} | {best.inference_gflops:.4g} | "
+            f"{best.memory_gb:.3g} | {f'`{runner.config.name}` ({_percent(runner.metric, runner.spread)})' if runner else '-'} | "
+            f"{f'{tier.margin:+.1%}' if tier.margin is not None else '-'} |"
+        )
+    lines += ["", "## Pareto frontier: validation accuracy vs train GFLOPs", "",
+              "| train GFLOPs | val | config | tier |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r.train_gflops:.4g} | {_percent(metric(r))} | `{r.config.name}` | {r.budget_gflops:g} |"
+              for r in report.pareto_train]
+    lines += ["", "## Pareto frontier: validation accuracy vs inference GFLOPs", "",
+              "| inference GFLOPs | val | config | tier |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r.inference_gflops:.4g} | {_percent(metric(r))} | `{r.config.name}` | {r.budget_gflops:g} |"
+              for r in report.pareto_inference]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Report, path: Path) -> Path:
+    """Every trial, validation accuracy vs train GFLOPs (log x), frontier and tier budgets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(9, 5.5), dpi=120)
+    colours = plt.get_cmap("tab10")
+    markers = "osD^v<>ph*"
+    for i, tier in enumerate(report.tiers):
+        colour = colours(i % 10)
+        rows = [r for r in report.rows if r.budget_gflops == tier.budget_gflops and metric(r) is not None]
+        for status, filled in (("completed", True), ("stopped", False)):
+            chosen = [r for r in rows if r.status == status]
+            if chosen:
+                axes.scatter([r.train_gflops for r in chosen], [metric(r) for r in chosen], s=40,
+                             marker=markers[i % len(markers)], facecolors=colour if filled else "none", edgecolors=colour,
+                             label=f"tier {tier.budget_gflops:g} GFLOPs" + ("" if filled else " (stopped early)"))
+        axes.axvline(tier.budget_gflops, color=colour, linestyle=":", linewidth=1)
+    frontier = report.pareto_train
+    if frontier:
+        xs = [r.train_gflops for r in frontier]
+        ys = [metric(r) for r in frontier]
+        axes.step(xs, ys, where="post", color="black", linewidth=1.2, label="Pareto frontier")
+    axes.set_xscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    axes.xaxis.set_major_formatter(plain)
+    axes.xaxis.set_minor_formatter(plain)
+    axes.tick_params(axis="x", which="minor", labelsize=7)
+    axes.set_xlabel("train GFLOPs per image (log scale; dotted: tier budgets)")
+    axes.set_ylabel("best validation accuracy")
+    axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    axes.set_title(f"pdsweep sweep '{report.sweep}': accuracy vs training cost")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="best", fontsize=8, framealpha=0.9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def compare(reports: Sequence[Report]) -> str:
+    """Markdown: each tier's best config in each sweep, side by side."""
+    budgets = sorted({t.budget_gflops for r in reports for t in r.tiers})
+    header = "| budget GFLOPs | " + " | ".join(f"`{r.sweep}` best | val" for r in reports) + " |"
+    lines = [f"# Sweeps compared: {', '.join(f'`{r.sweep}`' for r in reports)}", "", header,
+             "| --- |" + " --- | --- |" * len(reports)]
+    for budget in budgets:
+        cells = []
+        for report in reports:
+            tier = next((t for t in report.tiers if t.budget_gflops == budget), None)
+            best = tier.best if tier else None
+            cells.append(f"`{best.config.name}` | {_percent(best.metric, best.spread)}" if best else "- | -")
+        lines.append(f"| {budget:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(report: Report, out_dir: Path) -> tuple[Path, Path]:
+    """``report.md`` and ``report.png`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / "report.md"
+    png = plot(report, out_dir / "report.png")
+    md.write_text(markdown(report).replace("# Sweep", "![accuracy vs train GFLOPs](report.png)\n\n# Sweep", 1))
+    return md, png

@@ -1,0 +1,205 @@
+"""One row per trial: :class:`ResultRow`, its fixed pyarrow schema, one ``results.parquet`` per sweep.
+
+The schema is derived, not written out: the config columns from :class:`pdsweep.config.Config`'s
+axis declaration, the rest from :class:`ResultRow`'s fields, so a new axis or column is one edit.
+The sweep's driver appends a row as each trial ends and rewrites the file atomically, so the
+table on disk is complete up to the last finished trial, even if the driver dies. Readers
+(``pdsweep report``, MLflow back-fill, a notebook) read this file, never Ray's internals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pdsweep.config import DERIVED_COLUMNS, Config, axes
+from pdsweep.errors import PdsweepError
+from pdsweep.paths import RESULTS_FILE
+
+__all__ = [
+    "RESULTS_FILE", "SCHEMA", "EpochPoint", "ResultRow", "RobustnessPoint", "read", "read_rows", "to_table", "write",
+]
+
+SCHEMA_VERSION = 2  # 1: tables written before the version was recorded (the same columns)
+_VERSION_KEY = b"pdsweep.schema_version"
+
+Phase = Literal["search", "repeat"]
+TrialStatus = Literal["completed", "stopped", "error"]
+FINISHED = ("completed", "stopped")  # the statuses that can be a tier's best
+
+
+@dataclass(frozen=True)
+class RobustnessPoint:
+    keep_rate: float  # kept at test time
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class EpochPoint:
+    epoch: int
+    train_loss: float | None
+    val_accuracy: float | None
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One trial of a sweep, as ``results.parquet`` holds it (its config spread into columns)."""
+
+    sweep: str
+    trial_id: str
+    phase: Phase
+    budget_gflops: float  # the budget tier
+    budget_memory_gb: float | None
+    seed: int
+    status: TrialStatus
+    config: Config  # depth explicit
+    train_gflops: float
+    inference_gflops: float
+    predicted_memory_gb: float
+    measured_memory_gb: float | None  # CUDA peak; null on CPUs
+    best_val_accuracy: float | None
+    final_val_accuracy: float | None
+    val_auc: float | None
+    test_accuracy: float | None  # only trials that ran every epoch
+    test_auc: float | None
+    robustness: tuple[RobustnessPoint, ...] | None
+    history: tuple[EpochPoint, ...] | None  # every epoch the driver saw
+    epochs_run: int
+    epochs_planned: int
+    wall_seconds: float
+    train_seconds: float | None  # the trial's own training time
+    started_at: datetime | None  # when the trial's (last) run began on its worker
+    ended_at: datetime | None  # when it last reported
+    node_id: str | None
+    error: str | None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the row can rank: it trained (to the end, or until early stopping)."""
+        return self.status in FINISHED
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as the table's columns (the config spread out)."""
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "config":
+                values.update(value.columns())
+            elif isinstance(value, tuple):
+                values[f.name] = [dataclasses.asdict(point) for point in value]
+            else:
+                values[f.name] = value
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ResultRow:
+        """A row from the table's columns; a missing or extra column is an error."""
+        names = set(SCHEMA.names)
+        if set(values) != names:
+            missing, extra = sorted(names - set(values)), sorted(set(values) - names)
+            raise ValueError(f"a results row must have exactly the schema's keys; missing {missing}, extra {extra}.")
+        hints = typing.get_type_hints(cls)
+        kept: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "config":
+                kept["config"] = Config.from_columns(values)
+                continue
+            value = values[f.name]
+            point = _point_type(hints[f.name])
+            kept[f.name] = tuple(point(**p) for p in value) if point and value is not None else value
+        return cls(**kept)
+
+
+def _point_type(hint: Any) -> type | None:
+    """``RobustnessPoint`` for ``tuple[RobustnessPoint, ...] | None``; None for a plain column."""
+    for arg in (hint, *typing.get_args(hint)):
+        if typing.get_origin(arg) is tuple:
+            return typing.get_args(arg)[0]
+    return None
+
+
+def _arrow(hint: Any) -> tuple[pa.DataType, bool]:
+    """The Arrow type of a field's annotation, and whether it may be null."""
+    args = typing.get_args(hint)
+    nullable = (typing.get_origin(hint) in (typing.Union, types.UnionType)) and type(None) in args
+    if nullable:
+        hint = next(a for a in args if a is not type(None))
+    point = _point_type(hint)
+    if point is not None:
+        point_hints = typing.get_type_hints(point)
+        struct = pa.struct([pa.field(f.name, _arrow(point_hints[f.name])[0]) for f in fields(point)])
+        return pa.list_(struct), nullable
+    if typing.get_origin(hint) is Literal:
+        return pa.string(), nullable
+    return _SCALARS[hint], nullable
+
+
+_SCALARS: dict[Any, pa.DataType] = {
+    str: pa.string(), int: pa.int64(), float: pa.float64(), datetime: pa.timestamp("ms", tz="UTC"),
+}
+
+
+def _schema() -> pa.Schema:
+    hints = typing.get_type_hints(ResultRow)
+    columns = []
+    for f in fields(ResultRow):
+        if f.name == "config":
+            columns += [pa.field(info.name, _SCALARS[info.kind], nullable=info.nullable) for info in (*axes(), *DERIVED_COLUMNS)]
+        else:
+            kind, nullable = _arrow(hints[f.name])
+            columns.append(pa.field(f.name, kind, nullable=nullable))
+    return pa.schema(columns, metadata={_VERSION_KEY: str(SCHEMA_VERSION).encode()})
+
+
+SCHEMA = _schema()
+
+
+def to_table(rows: Iterable[ResultRow]) -> pa.Table:
+    return pa.Table.from_pylist([row.to_dict() for row in rows], schema=SCHEMA)
+
+
+def write(rows: Iterable[ResultRow], path: Path) -> None:
+    """Write the table atomically: a reader never sees a half-written file."""
+    table = to_table(rows)
+    partial = path.with_name(f".{path.name}.partial")
+    pq.write_table(table, partial)
+    os.replace(partial, path)
+
+
+def read(path: Path) -> pa.Table:
+    """The results table of a sweep, checked against the schema (columns matched by name).
+
+    A table from an older pdsweep that lacks a column added since, one that may be empty,
+    reads with that column empty; a required column is never invented.
+    """
+    if not path.is_file():
+        raise PdsweepError(f"no results table at {str(path)!r}.")
+    try:
+        table = pq.read_table(path)
+    except Exception as error:  # pyarrow raises several types for a corrupt file
+        raise PdsweepError(f"{path} is not a readable Parquet file ({error}); was it written by pdsweep?") from None
+    for field in SCHEMA:
+        if field.name not in table.schema.names and field.nullable:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    foreign = PdsweepError(f"{path} does not have pdsweep's results schema; was it written by another version?")
+    if set(table.schema.names) != set(SCHEMA.names):
+        raise foreign
+    table = table.select(SCHEMA.names)
+    if not table.schema.equals(SCHEMA, check_metadata=False):
+        raise foreign
+    return table.replace_schema_metadata(SCHEMA.metadata)
+
+
+def read_rows(path: Path) -> list[ResultRow]:
+    """Every row of ``path``; none when there is no table yet."""
+    return [ResultRow.from_dict(values) for values in read(path).to_pylist()] if path.is_file() else []

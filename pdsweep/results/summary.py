@@ -1,0 +1,55 @@
+"""The lines a person reads while a sweep runs and when it ends: one per trial, one per tier."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pdsweep.errors import PdsweepError
+from pdsweep.results import report
+from pdsweep.results.rows import ResultRow
+
+
+def progress_line(row: ResultRow, rows: Sequence[ResultRow]) -> str:
+    """One finished trial, with the best validation accuracy of its tier so far."""
+    tier = [r for r in rows if r.budget_gflops == row.budget_gflops and r.best_val_accuracy is not None]
+    best = max((r.best_val_accuracy for r in tier), default=float("nan"))  # type: ignore[type-var]
+    if row.status == "error":
+        outcome = f"error: {row.error}"
+    else:
+        outcome = f"val {row.best_val_accuracy:.1%}"
+        if row.status == "completed":
+            outcome += f", test {row.test_accuracy:.1%}"
+        else:
+            outcome += f", stopped at epoch {row.epochs_run}/{row.epochs_planned}"
+    phase = f" (repeat, seed {row.seed})" if row.phase == "repeat" else ""
+    return (f"[{len(rows)}] tier {row.budget_gflops:g} GF | {row.config.name}{phase} | {outcome} | "
+            f"{row.train_gflops:.4g} GF | {row.wall_seconds:.0f} s | best in tier {best:.1%}")
+
+
+def report_or_none(name: str, rows: Sequence[ResultRow]) -> report.Report | None:
+    """The sweep's report; None until a trial has finished."""
+    try:
+        return report.build(name, rows)
+    except PdsweepError:
+        return None
+
+
+def summary_lines(name: str, trials: int, results_path: str, built: report.Report | None) -> list[str]:
+    """The end of a sweep: where its results are, and each tier's best config."""
+    lines = [f"sweep {name!r}: {trials} trials; results in {results_path}"]
+    if built is None:
+        return lines + ["  no finished trial"]
+    for tier in built.tiers:
+        best = tier.best
+        if best is None:
+            lines.append(f"  tier {tier.budget_gflops:g} GFLOPs: no finished trial")
+            continue
+        seeds = f" over {best.seeds} seeds" if best.seeds > 1 else ""
+        test = f", test {best.test_accuracy:.1%}" if best.test_accuracy is not None else ", no test (stopped early)"
+        spread = f" +- {best.spread:.1%}" if best.spread is not None else ""
+        margin = f"; {tier.margin:+.1%} over {tier.runner_up.config.name}" if tier.runner_up else ""
+        lines.append(
+            f"  tier {tier.budget_gflops:g} GFLOPs: best {best.config.name}: val {best.metric:.1%}{spread}{seeds}{test}; "
+            f"{best.train_gflops:.4g} train GFLOPs, {best.memory_gb:.3g} GB{margin}"
+        )
+    return lines

@@ -1,0 +1,122 @@
+"""``pdsweep ui``: the MLflow UI on 127.0.0.1 for the sweeps' tracking store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+from pdsweep.errors import PdsweepError
+from pdsweep.paths import local_root
+from pdsweep.results.tracking import default_uri
+
+STARTUP_SECONDS = 120  # MLflow's server takes ~25 s to answer here
+
+
+def store_uri(runs_dir: str, mlflow_uri: str | None) -> str:
+    """The tracking store ``pdsweep run`` used for ``runs_dir`` (unless another is given)."""
+    if mlflow_uri:
+        return mlflow_uri
+    root = local_root(runs_dir)
+    uri = default_uri(root)
+    if not (root / "mlflow.db").is_file():
+        raise PdsweepError(f"no MLflow store at {root / 'mlflow.db'}; run a sweep first (`pdsweep run ... --runs-dir {runs_dir}`).")
+    return uri
+
+
+def check_port_free(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise PdsweepError(f"`1 <= --port <= 65535` must hold, got {port}.")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is free
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise PdsweepError(f"port {port} on 127.0.0.1 is in use; choose another with --port.") from None
+
+
+def start(runs_dir: str, port: int, mlflow_uri: str | None = None) -> subprocess.Popen:
+    """Start the server; returns once it answers (or raises, with its last output)."""
+    uri = store_uri(runs_dir, mlflow_uri)
+    check_port_free(port)
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    log = tempfile.NamedTemporaryFile(prefix="pdsweep-mlflow-ui-", suffix=".log", delete=False)
+    # Its own process group: MLflow's server forks workers, and stopping must stop them too.
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            output = Path(log.name).read_text(errors="replace").strip().splitlines()
+            raise PdsweepError(f"the MLflow server stopped at start ({output[-1] if output else 'no output'}).")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.5)
+    stop(server)
+    raise PdsweepError(f"the MLflow server did not answer on port {port} within {STARTUP_SECONDS} s.")
+
+
+def stop(server: subprocess.Popen) -> None:
+    """Stop the server and every worker it forked."""
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    except ProcessLookupError:
+        pass
+
+
+def sweep_links(uri: str, base: str, limit: int = 5) -> list[str]:
+    """For the latest sweeps: their runs page (sorted by accuracy) and a compare page of trials."""
+    from mlflow.tracking import MlflowClient
+
+    from pdsweep.results.tracking import PARENT_TAG
+
+    client = MlflowClient(tracking_uri=uri)
+    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    if not experiments:
+        return []
+    parents = client.search_runs(list(experiments), filter_string=f"tags.`{PARENT_TAG}` LIKE '%'",
+                                 order_by=["attributes.start_time DESC"], max_results=limit)
+    lines = []
+    for parent in parents:
+        experiment = parent.info.experiment_id
+        order = quote("metrics.`best_val_accuracy`")
+        lines.append(f"  sweep {parent.data.tags[PARENT_TAG]!r} (experiment {experiments[experiment]!r}): "
+                     f"{base}/#/experiments/{experiment}/runs?orderByKey={order}&orderByAsc=false")
+        children = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                                      max_results=100)
+        if children:
+            runs = json.dumps([child.info.run_id for child in children]).replace(" ", "")
+            lines.append(f"    compare its {len(children)} trials: {base}/#/compare-runs?runs={runs}&experiments=[\"{experiment}\"]")
+    return lines
+
+
+def serve(runs_dir: str, port: int, mlflow_uri: str | None = None) -> int:
+    """Run the UI until Ctrl-C."""
+    server = start(runs_dir, port, mlflow_uri)
+    where = mlflow_uri or str(Path(runs_dir).expanduser().resolve())
+    base = f"http://127.0.0.1:{port}"
+    print(f"MLflow UI for {where}: {base}  (Ctrl-C to stop)", flush=True)
+    for line in sweep_links(store_uri(runs_dir, mlflow_uri), base):
+        print(line, flush=True)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(server)
+    return 0

@@ -1,0 +1,239 @@
+"""Search-space files (``search_spaces/*.yaml``) -> validated :class:`SearchSpace` objects.
+
+A file has an ``axes`` section and an optional ``training`` section::
+
+    description: what the space is for
+    axes:
+      model: [deit_tiny, deit_small]        # a list: categorical
+      resolution: [64, 112, 224]
+      patch_size: 16                        # a scalar: fixed
+      depth: {low: 6, high: 12, step: 6}    # Optuna's short form: a range (step or log optional)
+      ensemble_size: 1
+      keep_rate: {low: 0.05, high: 1.0}
+    training:
+      epochs: 30
+      batch_size: 64
+
+Every mistake is reported with the file, the key path and what is allowed; unknown and
+duplicate keys are errors (with the nearest valid key), never silently ignored. The value
+objects check themselves too, so a space built in code obeys the same rules.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pdsweep.config import KEEP_MODES, SAMPLINGS
+from pdsweep.config import axes as config_axes
+from pdsweep.errors import PdsweepError
+from pdsweep.presets import PRESETS
+from pdsweep.space.axes import Axis, Categorical, FloatRange, IntRange
+from pdsweep.space.search_space import DEFAULT_AXES, REQUIRED_AXES, MAX_VALUES_PER_AXIS, SearchSpace
+from pdsweep.space.settings import TrainingSettings
+from pdsweep.validate import describe_value, is_number, is_positive_int, is_rate
+
+
+
+
+def bundled_space_dirs() -> list[Path]:
+    """Where the spaces shipped with pdsweep live: the source tree, or the installed share dir."""
+    return [
+        Path(__file__).resolve().parents[2] / "search_spaces",  # the source tree (pdsweep/space/ -> root)
+        Path(sys.prefix) / "share" / "pdsweep" / "search_spaces",
+    ]
+
+
+def bundled_space_names() -> list[str]:
+    names = {p.stem for d in bundled_space_dirs() if d.is_dir() for p in d.glob("*.yaml")}
+    return sorted(names)
+
+
+def resolve_space(name_or_path: str | Path) -> Path:
+    """A path to a YAML file, or a bundled space by name (``paper``) or file name (``paper.yaml``)."""
+    bundled = ", ".join(bundled_space_names()) or "none found"
+    if not str(name_or_path).strip():
+        raise PdsweepError(f"no space given; give a path to a YAML file or a bundled space name ({bundled}).")
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise PdsweepError(f"space file {str(path)!r} is a directory; give a YAML file.")
+    if path.parent == Path("."):
+        file_name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+        for directory in bundled_space_dirs():
+            if (directory / file_name).is_file():
+                return directory / file_name
+    raise PdsweepError(
+        f"space file {str(path)!r} not found; give a path to a YAML file or a bundled space "
+        f"name ({bundled})."
+    )
+
+
+def load_space(name_or_path: str | Path) -> SearchSpace:
+    """Read and validate a search-space file (a path or a bundled name)."""
+    import yaml
+
+    path = resolve_space(name_or_path)
+    try:
+        document = yaml.load(path.read_text(), Loader=_strict_loader())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise PdsweepError(f"{path}: not valid YAML{where}: {problem}.") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PdsweepError(f"{path}: cannot read the space file ({error}).") from None
+    return parse_space(document, name=path.stem, source=str(path))
+
+
+def _strict_loader() -> type:
+    """PyYAML's safe loader, refusing duplicate keys (it keeps the last one silently)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be text, not {type(key).__name__}", key_node.start_mark
+                ) from None
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return StrictLoader
+
+
+def parse_space(document: Any, *, name: str, source: str = "<memory>") -> SearchSpace:
+    """Validate a space already parsed from YAML (a mapping)."""
+    where = _Where(source)
+    top = where.mapping(document, "", allowed=("description", "axes", "training"))
+    description = top.get("description", "")
+    if not isinstance(description, str):
+        where.fail("description", f"must be text, got {describe_value(description)}")
+    if "axes" not in top:
+        where.fail("axes", f"is missing; a space needs at least: {', '.join(REQUIRED_AXES)}")
+    axes = _parse_axes(where, top["axes"])
+    training = where.mapping(top.get("training"), "training", allowed=tuple(f.name for f in fields(TrainingSettings)))
+    try:
+        return SearchSpace(
+            name=name, axes=axes, training=TrainingSettings(**training), description=description, source=source
+        )
+    except PdsweepError as error:  # the value objects' own checks, located in the file
+        raise PdsweepError(f"{source}: {error}") from None
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Formats errors as ``FILE: key.path: problem``."""
+
+    source: str
+
+    def fail(self, key_path: str, problem: str) -> NoReturn:
+        prefix = f"{self.source}: {key_path}: " if key_path else f"{self.source}: "
+        raise PdsweepError(prefix + problem + ".")
+
+    def mapping(self, value: Any, key_path: str, *, allowed: tuple[str, ...]) -> dict[str, Any]:
+        """A mapping with only ``allowed`` keys; a section left empty (``training:``) is {}."""
+        if value is None and key_path:
+            return {}
+        if not isinstance(value, dict):
+            what = "the file" if not key_path else "this section"
+            self.fail(key_path, f"{what} must be a mapping of keys ({', '.join(allowed)}), got {describe_value(value)}")
+        for key in value:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                self.fail(_join(key_path, str(key)), f"unknown key; {hint}valid keys: {', '.join(allowed)}")
+        return value
+
+
+def _join(key_path: str, key: str) -> str:
+    return f"{key_path}.{key}" if key_path else key
+
+
+# Each space axis (:func:`pdsweep.config.space_axes`): what its values must be, and the check.
+# A numeric axis also takes a range, of its declared type.
+AXIS_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "model": (f"one of {', '.join(PRESETS)}", lambda v: isinstance(v, str) and v in PRESETS),
+    "resolution": ("a positive integer (pixels)", is_positive_int),
+    "patch_size": ("a positive integer (pixels)", is_positive_int),
+    "keep_rate": ("a number in (0, 1]", is_rate),
+    "depth": ("a positive integer (blocks)", is_positive_int),
+    "ensemble_size": ("a positive integer", is_positive_int),
+    "sampling": (f"one of {', '.join(SAMPLINGS)}", lambda v: isinstance(v, str) and v in SAMPLINGS),
+    "keep_mode": (f"one of {', '.join(KEEP_MODES)}", lambda v: isinstance(v, str) and v in KEEP_MODES),
+}
+
+
+def _parse_axes(where: _Where, raw: Any) -> dict[str, Axis]:
+    kinds = {info.name: info.kind for info in config_axes() if info.space}
+    section = where.mapping(raw, "axes", allowed=tuple(kinds))
+    parsed = dict(DEFAULT_AXES)
+    for name, value in section.items():
+        what, ok = AXIS_RULES[name]
+        numeric = kinds[name] if kinds[name] in (int, float) else None
+        parsed[name] = _parse_axis(where, f"axes.{name}", value, (what, ok, numeric))
+    return parsed
+
+
+def _parse_axis(where: _Where, key_path: str, raw: Any, rule: tuple[str, Callable[[Any], bool], type | None]) -> Axis:
+    what, ok, numeric = rule
+    if isinstance(raw, dict):
+        if numeric is None:
+            where.fail(key_path, f"takes a value or a list ({what}), not a range")
+        return _parse_range(where, key_path, raw, what, ok, numeric)
+    values = raw if isinstance(raw, list) else [raw]
+    if not values:
+        where.fail(key_path, f"the list is empty; give at least one value ({what})")
+    for i, value in enumerate(values):
+        if not ok(value):
+            at = f"{key_path}[{i}]" if isinstance(raw, list) else key_path
+            where.fail(at, f"must be {what}, got {describe_value(value)}")
+    if len(set(values)) != len(values):
+        where.fail(key_path, f"lists a value twice: {values}")
+    return Categorical(tuple(values))
+
+
+def _parse_range(
+    where: _Where, key_path: str, raw: dict[str, Any], what: str, ok: Callable[[Any], bool], numeric: type
+) -> Axis:
+    where.mapping(raw, key_path, allowed=("low", "high", "step", "log"))
+    for bound in ("low", "high"):
+        if bound not in raw:
+            where.fail(f"{key_path}.{bound}", "is missing; a range needs low and high")
+        if not ok(raw[bound]):
+            where.fail(f"{key_path}.{bound}", f"must be {what}, got {describe_value(raw[bound])}")
+    low, high, step, log = raw["low"], raw["high"], raw.get("step"), raw.get("log", False)
+    if low > high:
+        where.fail(key_path, f"`low <= high` must hold, got low={low}, high={high}")
+    if not isinstance(log, bool):
+        where.fail(f"{key_path}.log", f"must be true or false, got {describe_value(log)}")
+    if step is not None:
+        step_ok = is_positive_int(step) if numeric is int else is_number(step) and step > 0
+        if not step_ok:
+            kind = "integer" if numeric is int else "number"
+            where.fail(f"{key_path}.step", f"must be a positive {kind}, got {describe_value(step)}")
+        if log:
+            where.fail(key_path, "takes step or log, not both (as Optuna)")
+    axis: Axis
+    if numeric is int:
+        axis = IntRange(low, high, step if step is not None else 1, log)
+    else:
+        axis = FloatRange(float(low), float(high), None if step is None else float(step), log)
+    if (numeric is int or step is not None) and len(axis) > MAX_VALUES_PER_AXIS:  # type: ignore[arg-type]
+        where.fail(key_path, f"spans {len(axis):,} values, more than {MAX_VALUES_PER_AXIS:,}; use a larger step")  # type: ignore[arg-type]
+    return axis

@@ -1,0 +1,163 @@
+"""The driver's view of a running sweep: a results row, MLflow and a progress line per trial.
+
+:class:`SweepCallback` is a Ray Tune callback on the driver. As each trial ends it appends the
+trial's row to ``results.parquet`` (rewritten atomically, then published to a remote runs dir),
+logs the trial to MLflow (:mod:`pdsweep.results.tracking`) and prints one line; every epoch's
+metrics go to MLflow as they arrive.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pdsweep import cost
+from pdsweep.results import tracking
+from pdsweep.results.rows import RESULTS_FILE, EpochPoint, ResultRow, RobustnessPoint, read_rows, write
+from pdsweep.results.summary import progress_line
+from pdsweep.sweep.spec import TrialSpec
+from pdsweep.sweep.store import STARTS_FILE, STUDY_FILE, relocated
+from pdsweep.training.metrics import ROBUSTNESS_KEEP_RATES
+
+if TYPE_CHECKING:
+    from pdsweep.sweep.settings import SweepSettings
+
+Print = Callable[[str], None]
+
+
+def _callback_base() -> type:
+    from ray.tune import Callback
+
+    return Callback
+
+
+class SweepCallback(_callback_base()):  # type: ignore[misc]
+    """On the driver: a results row and a progress line for every trial that ends."""
+
+    def __init__(self, settings: SweepSettings, err: Print, mlflow_ids: tracking.TrackingIds | None = None) -> None:
+        self.sweep_dir = settings.sweep_dir
+        self.settings = settings
+        self.err = err
+        self.mlflow_ids = mlflow_ids
+        self.tracker: tracking.Tracker | None = None
+        self.rows: dict[str, ResultRow] = {}
+        self.finished_before: set[str] = set()  # trials a previous driver recorded as ended
+        self.history: dict[str, dict[int, EpochPoint]] = {}
+
+    def setup(self, **info: Any) -> None:
+        self.rows = {row.trial_id: row for row in read_rows(self.sweep_dir / RESULTS_FILE)}
+        self.finished_before = {trial_id for trial_id, row in self.rows.items() if row.finished}
+        self.tracker = tracking.Tracker(self.mlflow_ids) if self.mlflow_ids else None
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
+        if result.get("done_training") or "epoch" not in result:
+            return
+        epoch = int(result["epoch"])
+        self.history.setdefault(trial.trial_id, {})[epoch] = EpochPoint(
+            epoch, result.get("train_loss"), result.get("val_accuracy"))
+        if self.tracker is not None:
+            spec = TrialSpec.from_dict(trial.config)
+            tags = tracking.run_tags(tier=spec.tier, phase=spec.phase, seed=spec.seed)
+            self.tracker.epoch(trial.trial_id, spec.config.name, tags, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._record(trial, error=None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._record(trial, error=_error_line(trial))
+
+    def _record(self, trial: Any, error: str | None) -> None:
+        if trial.trial_id in self.finished_before:
+            # The driver died after this trial's row was written but before Tune's own state said
+            # it had ended, so Tune ran it again from its last checkpoint: only the evaluation, and
+            # without the epochs this driver never saw. The first row is the whole record.
+            self.err(f"trial {trial.trial_id} had ended before the interruption; its first result is kept.")
+            return
+        row = result_row(self.settings, trial.trial_id, TrialSpec.from_dict(trial.config), trial.last_result or {},
+                         _analysis(trial), error, self.history.get(trial.trial_id, {}))
+        self.rows[trial.trial_id] = row
+        write(self.rows.values(), self.sweep_dir / RESULTS_FILE)
+        # The journal first: published results never name a trial the published studies lack.
+        self.settings.store.publish(STUDY_FILE, STARTS_FILE, RESULTS_FILE)
+        if self.tracker is not None:
+            self.tracker.finish(row)
+        self.err(progress_line(row, list(self.rows.values())))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["err"] = None  # a print function from the original process
+        state["tracker"] = None  # rebuilt in setup()
+        state["rows"] = {}  # read again in setup()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if isinstance(self.mlflow_ids, dict):  # pickled by a sweep started before TrackingIds
+            self.mlflow_ids = tracking.TrackingIds.from_dict(self.mlflow_ids)
+        if self.err is None:
+            self.err = lambda line: print(line, file=sys.stderr, flush=True)
+        store = relocated(self.settings.store)  # where a resumed sweep is now
+        self.settings = replace(self.settings, runs_dir=store.runs_dir)
+        self.sweep_dir = self.settings.sweep_dir
+
+
+def _utc(seconds: Any) -> datetime | None:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc) if isinstance(seconds, (int, float)) else None
+
+
+def _analysis(trial: Any) -> dict[str, Any]:
+    analysis = getattr(trial, "metric_analysis", {}) or {}
+    return {name: values.get("max") for name, values in analysis.items() if isinstance(values, dict)}
+
+
+def _error_line(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text().strip().splitlines() if path else []
+    except OSError:
+        text = []
+    return text[-1][:500] if text else "the trial failed"
+
+
+def result_row(settings: SweepSettings, trial_id: str, spec: TrialSpec, last: dict[str, Any], best: dict[str, Any],
+               error: str | None, history: dict[int, EpochPoint] | None = None) -> ResultRow:
+    """One results row from what Tune knows of a finished trial."""
+    done = bool(last.get("done_training"))
+    estimate = cost.estimate(spec.config, spec.context.training.step)
+    robustness = tuple(
+        RobustnessPoint(rate, last[f"robustness_{rate:g}"])
+        for rate in ROBUSTNESS_KEEP_RATES if f"robustness_{rate:g}" in last
+    )
+    return ResultRow(
+        sweep=settings.name,
+        trial_id=trial_id,
+        phase=spec.phase,
+        budget_gflops=spec.tier,
+        budget_memory_gb=settings.memory_gb,
+        seed=spec.seed,
+        status="error" if error else "completed" if done else "stopped",
+        config=spec.config.explicit,
+        train_gflops=estimate.train_gflops,
+        inference_gflops=estimate.inference_gflops,
+        predicted_memory_gb=estimate.memory_gb,
+        measured_memory_gb=best.get("peak_memory_gb"),
+        best_val_accuracy=best.get("val_accuracy"),
+        final_val_accuracy=last.get("val_accuracy"),
+        val_auc=last.get("val_auc"),
+        test_accuracy=last.get("test_accuracy") if done else None,
+        test_auc=last.get("test_auc") if done else None,
+        robustness=robustness or None,
+        history=tuple(point for _, point in sorted((history or {}).items())) or None,
+        epochs_run=int(last.get("epoch", 0)),
+        epochs_planned=spec.context.training.epochs,
+        wall_seconds=float(last.get("time_total_s", 0.0)),
+        train_seconds=last.get("train_seconds"),
+        started_at=_utc(last.get("started_at")),
+        ended_at=_utc(last.get("reported_at")),
+        node_id=last.get("node_id"),
+        error=error,
+    )

@@ -1,0 +1,37 @@
+"""A finished (or running) sweep as ``pdsweep report`` reads it: its rows and its MLflow ids."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pdsweep.errors import PdsweepError
+from pdsweep.results.rows import RESULTS_FILE, ResultRow, read_rows
+from pdsweep.results.tracking import TrackingIds
+from pdsweep.sweep.store import SWEEP_FILE, SweepStore
+
+
+@dataclass(frozen=True)
+class SweepFiles:
+    """What ``report`` reads of a sweep: its rows and, from its sweep.json, its MLflow ids."""
+
+    name: str
+    rows: tuple[ResultRow, ...]
+    mlflow: TrackingIds | None
+    folder: Path  # local (a mirror when the runs dir is a URI)
+
+
+def load_sweep(name: str, runs_dir: str) -> SweepFiles:
+    store = SweepStore(runs_dir, name)
+    store.fetch(SWEEP_FILE, RESULTS_FILE)
+    state_file = store.require()
+    path = store.local_dir / RESULTS_FILE
+    if not path.is_file():
+        raise PdsweepError(f"sweep {name!r} has no finished trial yet; wait for one, or `pdsweep resume {name}`.")
+    try:
+        state = json.loads(state_file.read_text())
+    except ValueError:
+        raise PdsweepError(f"{state_file} is not valid JSON; was it edited by hand?") from None
+    ids = state.get("mlflow") if isinstance(state, dict) else None
+    return SweepFiles(name, tuple(read_rows(path)), TrackingIds.from_dict(ids) if ids else None, store.local_dir)

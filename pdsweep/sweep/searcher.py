@@ -1,0 +1,317 @@
+"""Ray Tune's side of the search: which trial to run next, from one Optuna study per budget tier.
+
+:class:`BudgetSearcher` is a ``ray.tune.search.Searcher`` over one Optuna study per budget tier
+(ask/tell, in a journal file in the sweep folder, so ``pdsweep resume`` reopens them). Ray's
+``OptunaSearch`` has no hook for what pdsweep needs: it asks again inside ``suggest`` when an
+architecture cannot fit (:func:`pdsweep.sampler.ask_feasible`), interleaves the tiers in one Tune
+run so they share the cluster, reports every epoch's validation accuracy as an intermediate
+value, and tells a trial that ASHA stopped as *pruned* rather than complete: a stopped trial's
+partial accuracy would otherwise rank it as a finished one, and TPE would learn from a number
+that was never comparable.
+
+Random search and grid issue their trials longest first (LPT order): the long trials start early
+and the short ones fill the gaps, so no slot idles through a long trial drawn last. TPE keeps its
+own order, since each of its suggestions learns from the trials before it.
+
+The tiered ASHA that decides when to stop is in :mod:`pdsweep.sweep.schedulers`.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import replace
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from pdsweep._compat import optuna_number, optuna_trial
+from pdsweep.config import Config
+from pdsweep.cost import Budget, inference_gflops, train_gflops
+from pdsweep.space import KeepPolicy, SearchSpace, TrainingSettings
+from pdsweep.sweep.sampler import BudgetSampler, SearchKind, ask_feasible, make_optuna_sampler, quiet_experimental
+from pdsweep.sweep.spec import METRIC, TIME_ATTR, TrialContext, TrialSpec
+from pdsweep.sweep.store import STUDY_FILE, SweepStore, relocated
+
+STATE_VERSION = 2  # 1: searcher states that held Optuna's storage ids, not trial numbers
+
+
+def tier_key(budget: Budget) -> str:
+    return f"tier-{budget.gflops:g}"
+
+
+def journal(store: SweepStore) -> optuna.storages.JournalStorage:
+    """The sweep's Optuna studies (one per tier), in their journal file."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(store.local_dir / STUDY_FILE)))
+
+
+def recorded_epochs(store: SweepStore, tier: float, trial_ids: set[str]) -> dict[str, dict[int, float]]:
+    """The validation accuracy per epoch that the tier's study recorded for each of ``trial_ids``
+    (Ray trial ids); a trial of a Tune run lost in a crash is not among them."""
+    if not (store.local_dir / STUDY_FILE).is_file():
+        return {}
+    storage = journal(store)
+    key = tier_key(Budget(tier))
+    if key not in {study.study_name for study in storage.get_all_studies()}:
+        return {}
+    study = optuna.load_study(study_name=key, storage=storage)
+    return {
+        t.user_attrs["ray_trial_id"]: dict(sorted(t.intermediate_values.items()))
+        for t in study.get_trials(deepcopy=False)
+        if t.intermediate_values and t.user_attrs.get("ray_trial_id") in trial_ids
+    }
+
+
+class BudgetSearcher(Searcher):
+    """Suggests feasible configs for each budget tier in turn, from that tier's Optuna study.
+
+    Optuna trials are known by their number within the tier's study.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        budgets: list[Budget],
+        *,
+        search: SearchKind,
+        trials: int,
+        policy: KeepPolicy,
+        seed: int,
+        store: SweepStore,
+        context: TrialContext,
+        num_classes: int,
+    ) -> None:
+        super().__init__(metric=METRIC, mode="max")
+        self.space = space
+        self.samplers = {tier_key(b): BudgetSampler(space, b, policy, num_classes) for b in budgets}
+        self.budgets = {tier_key(b): b for b in budgets}
+        self.search = search
+        self.seed = seed
+        self.store = store  # paths resolve at use time: a resume may run elsewhere
+        self.context = context  # what every trial shares; its training seed is the first trial seed
+        # A grid runs its most expensive configs first: the long trials start early and the short
+        # ones fill the gaps, so no slot idles for a whole long trial at the end (LPT order).
+        self.grids = {key: longest_first(sampler.grid()) for key, sampler in self.samplers.items()} if search == "grid" else {}
+        self.quota = {key: len(self.grids[key]) if search == "grid" else trials for key in self.samplers}
+        self.issued = {key: 0 for key in self.samplers}
+        self.seen: dict[str, dict[str, int]] = {key: {} for key in self.samplers}  # config -> times issued
+        self.running: dict[str, tuple[str, int]] = {}  # Ray trial id -> (tier, Optuna trial number)
+        # Random search: drawn (asked) but not yet issued, longest first, as (Optuna trial number, config).
+        self.queued: dict[str, list[tuple[int, Config]]] = {key: [] for key in self.samplers}
+        self._studies: dict[str, optuna.Study] = {}
+
+    @property
+    def total_trials(self) -> int:
+        return sum(self.quota.values())
+
+    def study(self, key: str) -> optuna.Study:
+        if key not in self._studies:
+            self._open(key)
+        return self._studies[key]
+
+    def _open(self, key: str) -> None:
+        if key not in self._studies:
+            index = list(self.samplers).index(key)
+            with quiet_experimental():
+                study = self._studies[key] = optuna.create_study(
+                    study_name=key, storage=journal(self.store), direction="maximize", load_if_exists=True,
+                    sampler=make_optuna_sampler(self.search, self.seed + index),
+                )
+            self.queued[key] = self._requeue(key, study)
+            # Trials asked after Tune's last checkpoint never became Ray trials (the driver died in
+            # between): close them, so they count as nothing.
+            known = {number for tier, number in self.running.values() if tier == key}
+            known |= {number for number, _ in self.queued[key]}
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial.number not in known:
+                    study.tell(trial.number, state=TrialState.FAIL)
+
+    def _requeue(self, key: str, study: optuna.Study) -> list[tuple[int, Config]]:
+        """The saved queue of drawn trials, checked against the journal. A queued trial that was
+        issued after the save (it names a Ray trial) ran in a Tune run that this state does not
+        know: it is closed, and its config drawn again as a fresh Optuna trial, so no epoch of the
+        lost run is mistaken for the new one's. One that the journal lost is left out (the quota
+        draws a new one)."""
+        queue = []
+        for number, config in self.queued[key]:
+            frozen = _frozen(study, number)
+            if frozen is None:
+                continue
+            if frozen.state == TrialState.RUNNING and "ray_trial_id" not in frozen.user_attrs:
+                queue.append((number, config))
+                continue
+            if frozen.state == TrialState.RUNNING:
+                study.tell(frozen.number, state=TrialState.FAIL)
+            with quiet_experimental():
+                study.enqueue_trial(frozen.params)
+                again = study.ask()
+                redrawn = self.samplers[key].suggest(again)  # the same params: the same config
+            if redrawn is None:
+                study.tell(again, state=TrialState.PRUNED)
+            else:
+                queue.append((again.number, redrawn))
+        return queue
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        open_tiers = [key for key in self.samplers if self.issued[key] < self.quota[key]]
+        if not open_tiers:
+            return Searcher.FINISHED
+        key = min(open_tiers, key=lambda k: self.issued[k])  # round robin: tiers run side by side
+        study = self.study(key)
+        with quiet_experimental():
+            if self.search == "grid":  # the searcher's own order, so a resume re-issues exactly what is missing
+                study.enqueue_trial({"grid_index": self.issued[key]})
+                trial = study.ask()
+                config: Config = self.grids[key][trial.suggest_categorical("grid_index", list(range(self.quota[key])))]
+            elif self.search == "random":
+                trial, config = self._next_drawn(key, study)
+            else:
+                trial, config = ask_feasible(study, self.samplers[key])
+        trial.set_user_attr("config", config.name)
+        trial.set_user_attr("ray_trial_id", trial_id)  # how a resumed ASHA finds the trial's epochs
+        self.issued[key] += 1
+        self.running[trial_id] = (key, trial.number)
+        # A config suggested again trains with the next seed: a replicate, not an identical rerun.
+        replicate = self.seen[key].get(config.name, 0)
+        self.seen[key][config.name] = replicate + 1
+        seed = self.context.training.seed + replicate
+        return TrialSpec(config, self.budgets[key].gflops, "search", seed, self.context).to_dict()
+
+    def _next_drawn(self, key: str, study: optuna.Study) -> tuple[optuna.Trial, Config]:
+        """The tier's next random trial. Random draws do not depend on one another, so the tier's
+        remaining trials are drawn at once and issued most expensive first; the Optuna trials stay
+        open (RUNNING) in the journal until issued, and the queue is saved with Tune's state."""
+        if not self.queued[key]:
+            drawn = [ask_feasible(study, self.samplers[key]) for _ in range(self.quota[key] - self.issued[key])]
+            drawn.sort(key=lambda pair: cost_rank(pair[1]))
+            self.queued[key] = [(trial.number, config) for trial, config in drawn]
+        number, config = self.queued[key].pop(0)
+        return optuna_trial(study, number), config
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id in self.running and not result.get("done_training"):
+            self._report(trial_id, result)
+
+    def _report(self, trial_id: str, result: dict[str, Any]) -> None:
+        """An epoch's accuracy as the Optuna trial's intermediate value (once per epoch)."""
+        if METRIC not in result or TIME_ATTR not in result:
+            return
+        key, number = self.running[trial_id]
+        study = self.study(key)
+        frozen = _frozen(study, number)
+        if frozen and frozen.state == TrialState.RUNNING and int(result[TIME_ATTR]) not in frozen.intermediate_values:
+            optuna_trial(study, number).report(float(result[METRIC]), step=int(result[TIME_ATTR]))
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if trial_id not in self.running:
+            return
+        if result and not error and not result.get("done_training"):
+            # Tune does not pass the result that made the scheduler stop a trial to on_trial_result.
+            self._report(trial_id, result)
+        key, number = self.running.pop(trial_id)
+        study = self.study(key)
+        if _frozen(study, number) is None:
+            return
+        if error or not result:
+            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        elif result.get("done_training"):
+            study.tell(number, float(result.get(f"best_{METRIC}", result[METRIC])), skip_if_finished=True)
+        else:  # stopped early by the scheduler: its partial accuracy is not comparable
+            study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+
+    # ---- Tune's checkpointing: the studies live in their journal; the rest is pickled -------
+
+    def save(self, checkpoint_path: str) -> None:
+        # The journal goes out first: a remote copy must never be older than the state saved here.
+        journal_file = self.store.local_dir / STUDY_FILE
+        stamp = (journal_file.stat().st_size, journal_file.stat().st_mtime_ns) if journal_file.is_file() else None
+        if stamp != getattr(self, "_published", None):
+            self.store.publish(STUDY_FILE)
+            self._published = stamp
+        state = {"version": STATE_VERSION, "issued": self.issued, "running": self.running, "seen": self.seen,
+                 "queued": self.queued}
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(state, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            state = pickle.load(handle)
+        self.issued, self.running, self.seen = state["issued"], state["running"], state["seen"]
+        self.queued = state.get("queued", {key: [] for key in self.samplers})  # absent in sweeps saved before it
+        if state.get("version", 1) < 2:
+            self._numbers_from_ids()
+        self._studies = {}
+        for key in self.samplers:
+            self._open(key)
+
+    def _numbers_from_ids(self) -> None:
+        """A state saved before trials were kept by number held Optuna's storage ids: map them."""
+        studies = {key: optuna.load_study(study_name=key, storage=journal(self.store)) for key in self.samplers}
+        running = {}
+        for ray_id, (key, trial_id) in self.running.items():
+            number = optuna_number(studies[key], trial_id)
+            if number is not None:
+                running[ray_id] = (key, number)
+        self.running = running
+        for key, queue in self.queued.items():
+            pairs = [(optuna_number(studies[key], trial_id), config) for trial_id, config in queue]
+            self.queued[key] = [(number, config) for number, config in pairs if number is not None]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_studies"] = {}  # reopened from the journal on demand
+        state.pop("_published", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "trial_fields" in state:  # pickled by a sweep started before TrialContext
+            fields = state.pop("trial_fields")
+            training = TrainingSettings(**fields["training"])
+            state["context"] = TrialContext(replace(training, seed=fields["seed"]), fields["dataset"],
+                                            fields["split_seed"], fields["cache_dir"], fields["starts_log"])
+        self.__dict__.update(state)
+        self.store = relocated(self.store)
+
+
+def _frozen(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial | None:
+    """The study's trial ``number``, or None if the journal lost it (a crash before it was published)."""
+    trials = study.get_trials(deepcopy=False)
+    return trials[number] if 0 <= number < len(trials) else None
+
+
+def cost_rank(config: Config) -> tuple[float, float]:
+    """A sort key that puts the costliest config first (train, then inference GFLOPs)."""
+    return (-train_gflops(config), -inference_gflops(config))
+
+
+def longest_first(configs: list[Config]) -> list[Config]:
+    """Configs by training cost, highest first (ties keep their order)."""
+    return sorted(configs, key=cost_rank)
+
+
+class ListSearcher(Searcher):
+    """Suggests the given trial configs in order, once each (the repeats of the best configs)."""
+
+    def __init__(self, points: list[dict[str, Any]]) -> None:
+        super().__init__(metric=METRIC, mode="max")
+        self.points = points
+        self.next = 0
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.next >= len(self.points):
+            return Searcher.FINISHED
+        self.next += 1
+        return self.points[self.next - 1]
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        return None
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.next, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            self.next = pickle.load(handle)

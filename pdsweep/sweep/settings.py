@@ -1,0 +1,152 @@
+"""What a sweep was asked (:class:`SweepSettings`) and where it stands (:class:`SweepState`).
+
+``sweep.json`` holds the state: the settings, the space file's text, what the dataset probe
+found, the phase, and the MLflow ids, so ``pdsweep resume`` repeats the sweep exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from pdsweep.errors import PdsweepError
+from pdsweep.paths import DEFAULT_RUNS_DIR
+from pdsweep.results.tracking import TrackingIds
+from pdsweep.space import KeepPolicy
+from pdsweep.sweep.sampler import SearchKind
+from pdsweep.sweep.store import SWEEP_FILE, SweepStore
+from pdsweep.validate import is_positive_int
+
+SchedulerName = Literal["asha", "none"]
+SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
+Phase = Literal["search", "repeats", "done"]
+STATE_VERSION = 2  # 1: sweep.json written before the version was recorded (the same keys)
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """Everything ``pdsweep run`` was asked; saved in ``sweep.json`` so ``resume`` repeats it."""
+
+    name: str
+    space: str = "paper"
+    budgets: tuple[float, ...] = (17.6,)
+    memory_gb: float | None = None
+    policy: KeepPolicy = "fill"
+    search: SearchKind = "tpe"
+    trials: int = 8
+    concurrency: int | None = None  # None: as many as the cluster's resources allow
+    scheduler: SchedulerName = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    repeats: int = 1
+    dataset: str = "synthetic"
+    runs_dir: str = DEFAULT_RUNS_DIR
+    address: str | None = None
+    cpus_per_trial: int = 1
+    gpu_memory_gb: float | None = None
+    max_failures: int = 2
+    cache_dir: str | None = None
+    verbose: bool = False
+    mlflow_uri: str | None = None  # None: SQLite at RUNS_DIR/mlflow.db
+    experiment: str | None = None  # None: the space's name
+    reuse_actors: bool = True  # a fresh actor per trial costs ~2.5 s here (bench/sweep_overhead.py)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            raise PdsweepError(f"sweep name {self.name!r} must be letters, digits, '.', '_' or '-'.")
+        for name in ("trials", "grace_period", "repeats", "cpus_per_trial"):
+            if not is_positive_int(getattr(self, name)):
+                raise PdsweepError(f"`--{name.replace('_', '-')}` must be a positive integer, got {getattr(self, name)!r}.")
+        if self.concurrency is not None and not is_positive_int(self.concurrency):
+            raise PdsweepError(f"`--concurrency` must be a positive integer, got {self.concurrency!r}.")
+        if not self.reduction_factor > 1:
+            raise PdsweepError(f"`--reduction-factor > 1` must hold, got {self.reduction_factor!r}.")
+        if self.max_failures < 0:
+            raise PdsweepError(f"`--max-failures >= 0` must hold, got {self.max_failures!r}.")
+
+    @property
+    def store(self) -> SweepStore:
+        return SweepStore(self.runs_dir, self.name)
+
+    def absolute(self) -> SweepSettings:
+        """Local paths made absolute: Ray runs each trial in its own working directory."""
+        from pdsweep.training.data import DatasetSpec
+
+        def local(path: str) -> str:
+            return path if "://" in path else str(Path(path).expanduser().resolve())
+
+        return replace(self, runs_dir=local(self.runs_dir), dataset=str(DatasetSpec.parse(self.dataset).absolute()),
+                       cache_dir=local(self.cache_dir) if self.cache_dir else None)
+
+    @property
+    def sweep_dir(self) -> Path:
+        """The local folder of the driver's files (a mirror when ``runs_dir`` is a URI)."""
+        return self.store.local_dir
+
+
+def default_name() -> str:
+    return time.strftime("sweep-%Y%m%d-%H%M%S")
+
+
+@dataclass(frozen=True)
+class DataProbe:
+    """What a look at the dataset (where the trials run) found before the sweep started."""
+
+    num_classes: int
+    train_images: int
+    worker_gpu_memory_gb: float | None = None  # a GPU node's memory, when the probe ran on one
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class SweepState:
+    """``sweep.json``: everything ``pdsweep resume`` needs to continue a sweep."""
+
+    settings: SweepSettings
+    space_text: str  # the space file as it was when the sweep started
+    data: DataProbe
+    phase: Phase = "search"
+    mlflow: TrackingIds | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": STATE_VERSION, "settings": asdict(self.settings), "space_text": self.space_text,
+            **self.data.to_dict(), "phase": self.phase, **({"mlflow": self.mlflow.to_dict()} if self.mlflow else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, runs_dir: str | None = None) -> SweepState:
+        """The state of a ``sweep.json`` (any version so far); ``runs_dir``: where it is now."""
+        missing = [key for key in ("settings", "space_text", "phase", "num_classes") if key not in values]
+        if missing:
+            raise KeyError(missing[0])
+        saved = values["settings"]
+        settings = SweepSettings(**{**saved, "budgets": tuple(saved["budgets"]), "runs_dir": runs_dir or saved["runs_dir"]})
+        data = DataProbe(values["num_classes"], values["train_images"], values.get("worker_gpu_memory_gb"))
+        mlflow = TrackingIds.from_dict(values["mlflow"]) if values.get("mlflow") else None
+        return cls(settings, values["space_text"], data, values["phase"], mlflow)
+
+    def write(self) -> None:
+        """Atomically, then published to a remote runs dir."""
+        store = self.settings.store
+        partial = store.local_dir / f".{SWEEP_FILE}.partial"
+        partial.write_text(json.dumps(self.to_dict(), indent=2))
+        os.replace(partial, store.local_dir / SWEEP_FILE)
+        store.publish(SWEEP_FILE)
+
+
+def read_state(store: SweepStore) -> SweepState:
+    """The state of the sweep in ``store`` (fetched first when it lives at a URI)."""
+    path = store.require()
+    try:
+        return SweepState.from_dict(json.loads(path.read_text()), runs_dir=store.runs_dir)
+    except (ValueError, KeyError, TypeError) as error:
+        raise PdsweepError(f"{path} is damaged ({type(error).__name__}: {error}); "
+                           "it cannot be resumed, start a new sweep.") from None

@@ -1,0 +1,152 @@
+"""Where a sweep lives: a local folder, or a URI that Ray's storage accepts (s3://, gs://, file://).
+
+Ray Tune writes its experiments (``search/``, ``repeats/``) straight to the sweep's storage
+path. The driver keeps its own files (``sweep.json``, ``results.parquet``, ``optuna.journal``,
+``starts.log``) in a local folder (the sweep folder itself when ``--runs-dir`` is local, else a
+mirror in the cache) and publishes them to the remote sweep folder after every change, so a
+sweep on shared storage can be read, reported on and resumed from any machine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pdsweep.errors import PdsweepError
+from pdsweep.paths import RESULTS_FILE, STARTS_FILE, STUDY_FILE, SWEEP_FILE, is_uri, local_root
+
+__all__ = ["RESULTS_FILE", "RESUME_FILES", "STARTS_FILE", "STUDY_FILE", "SWEEP_FILE", "SweepStore", "relocate", "relocated"]
+
+RESUME_FILES = (SWEEP_FILE, RESULTS_FILE, STUDY_FILE)  # what a resume fetches from a remote runs dir
+
+
+# A resumed sweep may live elsewhere than when Ray pickled its searcher and callback (a moved
+# folder, another machine's mirror of a URI). `pdsweep resume` records where it is now, and
+# those objects look themselves up here when they are unpickled.
+_RELOCATED: dict[str, SweepStore] = {}
+
+
+def relocate(store: SweepStore) -> None:
+    _RELOCATED[store.name] = store
+
+
+def relocated(store: SweepStore) -> SweepStore:
+    return _RELOCATED.get(store.name, store)
+
+
+@dataclass(frozen=True)
+class SweepStore:
+    runs_dir: str  # a local folder (made absolute by SweepSettings) or a URI
+    name: str
+
+    @property
+    def remote(self) -> bool:
+        return is_uri(self.runs_dir)
+
+    @property
+    def local_dir(self) -> Path:
+        """Where the driver reads and writes its own files."""
+        return local_root(self.runs_dir) / self.name
+
+    @property
+    def storage_path(self) -> str:
+        """The sweep folder as Ray Tune's ``storage_path`` (a path or a URI)."""
+        return f"{self.runs_dir.rstrip('/')}/{self.name}" if self.remote else str(self.local_dir)
+
+    def experiment(self, name: str) -> str:
+        return f"{self.storage_path}/{name}"
+
+    def where(self, file: str) -> str:
+        return f"{self.storage_path}/{file}"
+
+    def _fs(self):  # -> (pyarrow FileSystem, path of the runs dir inside it)
+        from pyarrow import fs
+
+        try:
+            return fs.FileSystem.from_uri(self.runs_dir)
+        except Exception as error:  # pyarrow raises several types for bad URIs and credentials
+            raise PdsweepError(f"cannot open --runs-dir {self.runs_dir!r} ({error}); give a local folder or a URI "
+                               "that pyarrow and Ray can write (s3://, gs://, file://).") from None
+
+    def exists(self) -> bool:
+        if not self.remote:
+            return self.local_dir.exists()
+        from pyarrow import fs
+
+        filesystem, root = self._fs()
+        return filesystem.get_file_info(f"{root.rstrip('/')}/{self.name}").type != fs.FileType.NotFound
+
+    def check(self) -> None:
+        """Fail now, clearly, if the runs dir cannot be reached (a URI) ."""
+        if self.remote:
+            filesystem, root = self._fs()
+            try:
+                filesystem.create_dir(root, recursive=True)
+            except Exception as error:  # permission, network, missing bucket
+                raise PdsweepError(f"cannot write to --runs-dir {self.runs_dir!r} ({error}).") from None
+
+    def publish(self, *files: str) -> None:
+        """Copy the driver's files to the remote sweep folder (nothing to do when local)."""
+        if not self.remote:
+            return
+        from pyarrow import fs
+
+        filesystem, root = self._fs()
+        target = f"{root.rstrip('/')}/{self.name}"
+        for file in files:
+            if (self.local_dir / file).is_file():
+                filesystem.create_dir(f"{target}/{Path(file).parent}".rstrip("/."), recursive=True)
+                final = f"{target}/{file}"
+                if filesystem.type_name == "local":  # a shared folder: copy aside, then rename, so a
+                    # driver killed mid-copy leaves the previous file whole, never a truncated one
+                    folder, _, name = final.rpartition("/")
+                    partial = f"{folder}/.{name}.partial-{os.getpid()}"
+                    try:
+                        fs.copy_files(str(self.local_dir / file), partial, destination_filesystem=filesystem)
+                        filesystem.move(partial, final)
+                    finally:
+                        if filesystem.get_file_info(partial).type != fs.FileType.NotFound:
+                            filesystem.delete_file(partial)
+                else:  # an object store writes an object whole or not at all
+                    fs.copy_files(str(self.local_dir / file), final, destination_filesystem=filesystem)
+
+    def fetch(self, *files: str) -> None:
+        """Copy the remote sweep's files into the local mirror (before a resume or a report)."""
+        if not self.remote:
+            return
+        from pyarrow import fs
+
+        filesystem, root = self._fs()
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        for file in files:
+            source = f"{root.rstrip('/')}/{self.name}/{file}"
+            if filesystem.get_file_info(source).type == fs.FileType.File:
+                fs.copy_files(source, str(self.local_dir / file), source_filesystem=filesystem)
+
+    def require(self) -> Path:
+        """The local ``sweep.json`` of this sweep; an error listing the known sweeps if it has none."""
+        path = self.local_dir / SWEEP_FILE
+        if not path.is_file():
+            known = self.known(SWEEP_FILE)
+            listing = f"known sweeps: {', '.join(known)}" if known else f"no sweeps in {self.runs_dir}"
+            raise PdsweepError(f"no sweep named {self.name!r} in {self.runs_dir}; {listing}.")
+        return path
+
+    def known(self, marker: str) -> list[str]:
+        """Names of the sweeps in the runs dir (folders holding ``marker``)."""
+        if not self.remote:
+            root = Path(self.runs_dir).expanduser().resolve()
+            return sorted(p.parent.name for p in root.glob(f"*/{marker}")) if root.is_dir() else []
+        from pyarrow import fs
+
+        filesystem, root = self._fs()
+        try:
+            entries = filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True))
+        except Exception:  # an unreadable listing is no sweeps
+            return []
+        return sorted(
+            info.base_name for info in entries
+            if info.type == fs.FileType.Directory
+            and filesystem.get_file_info(f"{info.path}/{marker}").type == fs.FileType.File
+        )

@@ -1,0 +1,137 @@
+"""The sweep's two Tune experiments: the search, and the repeats of each tier's best config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pdsweep.cost import Budget
+from pdsweep.results.rows import RESULTS_FILE, read_rows
+from pdsweep.results.summary import report_or_none
+from pdsweep.space import SearchSpace
+from pdsweep.sweep.callback import SweepCallback
+from pdsweep.sweep.cluster import slots
+from pdsweep.sweep.settings import SweepSettings, SweepState
+from pdsweep.sweep.spec import TrialContext, TrialSpec
+from pdsweep.sweep.store import STARTS_FILE
+
+
+def trial_context(settings: SweepSettings, space: SearchSpace) -> TrialContext:
+    """What every trial of the sweep shares."""
+    return TrialContext(
+        training=space.training,
+        dataset=settings.dataset,
+        split_seed=space.training.seed,
+        cache_dir=settings.cache_dir,
+        # Trial starts are logged where workers can write: the sweep folder when it is local.
+        starts_log=None if settings.store.remote else str(settings.sweep_dir / STARTS_FILE),
+    )
+
+
+def search_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState, trainable: Any,
+                 callback: SweepCallback, *, restore: bool) -> Any:
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from pdsweep.sweep.schedulers import TieredASHA
+    from pdsweep.sweep.searcher import BudgetSearcher
+
+    path = settings.store.experiment("search")
+    if restore and restorable(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    searcher = BudgetSearcher(
+        space, [Budget(g, settings.memory_gb) for g in settings.budgets], search=settings.search,
+        trials=settings.trials, policy=settings.policy, seed=space.training.seed, store=settings.store,
+        context=trial_context(settings, space), num_classes=state.data.num_classes,
+    )
+    scheduler = (
+        TieredASHA(list(settings.budgets), max_t=space.training.epochs, grace_period=settings.grace_period,
+                   reduction_factor=settings.reduction_factor, store=settings.store)
+        if settings.scheduler == "asha" else None
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=settings.concurrency or slots(settings)),
+            scheduler=scheduler, num_samples=searcher.total_trials, reuse_actors=settings.reuse_actors,
+        ),
+        run_config=run_config(settings, "search", callback),
+    )
+
+
+def repeats_tuner(settings: SweepSettings, space: SearchSpace, trainable: Any, callback: SweepCallback) -> Any:
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from pdsweep.sweep.searcher import ListSearcher
+
+    path = settings.store.experiment("repeats")
+    if restorable(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    points = [spec.to_dict() for spec in repeat_specs(settings, space)]
+    if not points:
+        return _NoTuner()
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(ListSearcher(points), max_concurrent=settings.concurrency or slots(settings)),
+            num_samples=len(points), reuse_actors=settings.reuse_actors,
+        ),
+        run_config=run_config(settings, "repeats", callback),
+    )
+
+
+def repeat_specs(settings: SweepSettings, space: SearchSpace) -> list[TrialSpec]:
+    """Each tier's best config again, with seeds it has not trained with, until it has
+    ``settings.repeats`` completed seeds."""
+    rows = read_rows(settings.sweep_dir / RESULTS_FILE)
+    built = report_or_none(settings.name, rows)
+    context = trial_context(settings, space)
+    specs = []
+    for tier in built.tiers if built else ():
+        if tier.best is None:
+            continue
+        best = tier.best.config
+        same = [r for r in rows if r.budget_gflops == tier.budget_gflops and r.config == best]
+        used = {r.seed for r in same}
+        wanted = settings.repeats - len({r.seed for r in same if r.status == "completed"})
+        seeds = [seed for seed in range(space.training.seed, space.training.seed + 10_000) if seed not in used]
+        specs += [TrialSpec(best, tier.budget_gflops, "repeat", seed, context) for seed in seeds[: max(0, wanted)]]
+    return specs
+
+
+def restorable(path: str) -> bool:
+    """Tune can restore an experiment once it has saved its state, not just its Tuner."""
+    from pyarrow import fs
+    from ray import tune
+
+    if not tune.Tuner.can_restore(path):
+        return False
+    filesystem, root = fs.FileSystem.from_uri(path) if "://" in path else (fs.LocalFileSystem(), path)
+    listing = filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True))
+    return any(info.base_name.startswith("experiment_state") for info in listing)
+
+
+class _NoTuner:
+    def fit(self) -> None:
+        return None
+
+
+def run_config(settings: SweepSettings, name: str, callback: SweepCallback) -> Any:
+    from ray import tune
+
+    return tune.RunConfig(
+        name=name,
+        storage_path=settings.store.storage_path,
+        callbacks=[callback],
+        verbose=2 if settings.verbose else 0,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+    )
+
+
+def run_trial() -> Callable[[dict[str, Any]], None]:
+    """The trainable (imported here so the driver loads torch only when a sweep runs)."""
+    from pdsweep.sweep.trainable import run_trial as trainable
+
+    return trainable

@@ -1,0 +1,78 @@
+"""A training run's checkpoint: model, optimizer, schedule, epoch, RNG state and history, so
+the same command resumes and replays the same loss curve."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pdsweep.config import Config
+from pdsweep.errors import PdsweepError
+from pdsweep.space import TrainingSettings
+from pdsweep.training.metrics import EpochMetrics
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def save_checkpoint(
+    path: Path,
+    config: Config,
+    settings: TrainingSettings,
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    history: list[EpochMetrics],
+) -> None:
+    """Model, optimizer, scheduler, epoch and RNG state; written atomically."""
+    state = {
+        "config": config.to_dict(),
+        "settings": asdict(settings),
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "history": [asdict(m) for m in history],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def load_checkpoint(
+    path: Path,
+    config: Config,
+    settings: TrainingSettings,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> tuple[int, list[EpochMetrics]]:
+    """Restore a checkpoint (``weights_only=True``); returns (epoch done, metrics so far)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a corrupt or foreign file
+        raise PdsweepError(f"checkpoint {str(path)!r} cannot be loaded ({error}); delete it to start afresh.") from None
+    saved = Config(**state["config"])
+    if saved != config:
+        raise PdsweepError(
+            f"checkpoint {str(path)!r} is for {saved.name}, not {config.name}; use another --checkpoint-dir."
+        )
+    changed = [k for k, v in asdict(settings).items() if state.get("settings", {}).get(k) != v]
+    if changed:  # another schedule, batch size or seed would continue a different run
+        raise PdsweepError(
+            f"checkpoint {str(path)!r} was trained with other settings ({', '.join(changed)}); resume with the "
+            "same ones, or use another --checkpoint-dir."
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if state["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return int(state["epoch"]), [EpochMetrics(**m) for m in state["history"]]

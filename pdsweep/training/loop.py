@@ -1,0 +1,288 @@
+"""Training one config, without Ray: data -> model(s) -> train/eval loop -> metrics.
+
+Read top to bottom: :func:`train` builds the ensemble and its optimizer, resumes from a
+checkpoint if one is there, runs the epochs (each: shuffled batches, augmentation on the
+device, :func:`train_step`, validation, a checkpoint, a callback), then tests with every patch
+and with fewer (the robustness curve). SGD with momentum 0.9 or AdamW, linear warm-up then
+cosine decay per step, label smoothing, gradient clipping, bf16 autocast on a GPU, seeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pdsweep import cost
+from pdsweep.config import Config
+from pdsweep.cost import OptimizerName, Precision
+from pdsweep.errors import PdsweepError
+from pdsweep.space import TrainingSettings
+from pdsweep.training.augment import augment, normalize, to_float
+from pdsweep.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from pdsweep.training.data import Dataset, Split
+from pdsweep.training.device import DeviceName, free_memory_gb, resolve_device
+from pdsweep.training.metrics import ROBUSTNESS_KEEP_RATES, EpochCallback, EpochMetrics, TrainResult
+from pdsweep.training.models import Ensemble, build_model, dropping_at_test, load_pretrained
+
+MOMENTUM = 0.9
+
+
+def train(
+    config: Config,
+    dataset: Dataset,
+    settings: TrainingSettings = TrainingSettings(),
+    *,
+    device: DeviceName = "auto",
+    checkpoint_dir: Path | None = None,
+    pretrained: Path | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainResult:
+    """Train ``config`` on ``dataset``; resume from ``checkpoint_dir`` if it holds a checkpoint."""
+    started = time.perf_counter()
+    if config.num_classes != dataset.num_classes:
+        raise PdsweepError(
+            f"the config has {config.num_classes} classes but dataset {dataset.name} has "
+            f"{dataset.num_classes}; build the config with num_classes={dataset.num_classes}."
+        )
+    if dataset.resolution != config.resolution:
+        raise PdsweepError(f"dataset {dataset.name} is at {dataset.resolution} px, the config at {config.resolution}.")
+    target = resolve_device(device)
+    precision: Precision = settings.precision if target.type == "cuda" else "fp32"
+    predicted_gb = check_fits(config, settings, device)
+
+    torch.manual_seed(settings.seed)
+    model = build_model(config)
+    if pretrained is not None:
+        for member in model.members:
+            load_pretrained(member, pretrained)
+    model.to(target)
+    optimizer = make_optimizer(model, settings.optimizer, lr=settings.lr, weight_decay=settings.weight_decay)
+    batch_size = min(settings.batch_size, len(dataset.train))
+    steps_per_epoch = len(dataset.train) // batch_size
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(settings.warmup_epochs * steps_per_epoch, settings.epochs * steps_per_epoch)
+    )
+    history: list[EpochMetrics] = []
+    start_epoch = 0
+    if checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_FILE).is_file():
+        start_epoch, history = load_checkpoint(checkpoint_dir / CHECKPOINT_FILE, config, settings, model, optimizer, scheduler)
+
+    for epoch in range(start_epoch + 1, settings.epochs + 1):
+        epoch_started = time.perf_counter()
+        if target.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(target)
+        loss, images_per_second = _train_epoch(model, optimizer, scheduler, dataset.train, settings, precision, epoch, batch_size, target)
+        val_accuracy, val_auc = evaluate(model, dataset.val, batch_size=batch_size, device=target, precision=precision)
+        metrics = EpochMetrics(
+            epoch=epoch,
+            train_loss=loss,
+            val_accuracy=val_accuracy,
+            val_auc=val_auc,
+            lr=scheduler.get_last_lr()[0],
+            images_per_second=images_per_second,
+            seconds=time.perf_counter() - epoch_started,
+            peak_memory_gb=torch.cuda.max_memory_allocated(target) / 1e9 if target.type == "cuda" else None,
+        )
+        history.append(metrics)
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir / CHECKPOINT_FILE, config, settings, epoch, model, optimizer, scheduler, history)
+        if on_epoch_end is not None:
+            on_epoch_end(metrics, checkpoint_dir)
+
+    test_accuracy, test_auc = evaluate(model, dataset.test, batch_size=batch_size, device=target, precision=precision)
+    robustness = {1.0: test_accuracy}
+    for rate in ROBUSTNESS_KEEP_RATES[1:]:
+        torch.manual_seed(settings.seed)  # the same dropped patches on every run
+        with dropping_at_test(model, rate):
+            robustness[rate] = evaluate(model, dataset.test, batch_size=batch_size, device=target, precision=precision)[0]
+    return TrainResult(
+        config=config,
+        dataset=dataset.name,
+        num_classes=dataset.num_classes,
+        train_gflops=cost.train_gflops(config),
+        inference_gflops=cost.inference_gflops(config),
+        history=tuple(history),
+        test_accuracy=test_accuracy,
+        test_auc=test_auc,
+        robustness=robustness,
+        seconds=time.perf_counter() - started,
+        device=str(target),
+        resumed_from_epoch=start_epoch,
+        skipped_images=dataset.skipped,
+        predicted_memory_gb=predicted_gb,
+    )
+
+
+def _train_epoch(
+    model: Ensemble,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    split: Split,
+    settings: TrainingSettings,
+    precision: Precision,
+    epoch: int,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[float, float]:
+    """One pass over the shuffled training split; returns (mean loss, images per second)."""
+    model.train()
+    # Order and augmentation depend only on (seed, epoch), so a resumed run replays them.
+    order_rng = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
+    augment_rng = torch.Generator(device=device).manual_seed(settings.seed * 100_019 + epoch)
+    order = torch.randperm(len(split), generator=order_rng).numpy()
+    losses = []
+    seen = 0
+    started = time.perf_counter()
+    for start in range(0, len(order) - batch_size + 1, batch_size):  # full batches only
+        images, labels = _batch(split, order[start : start + batch_size], device)
+        images = to_float(images)
+        if settings.augment:
+            images = augment(images, augment_rng)
+        loss = train_step(
+            model, optimizer, normalize(images), labels,
+            precision=precision, label_smoothing=settings.label_smoothing, grad_clip=settings.grad_clip,
+        )
+        scheduler.step()
+        losses.append(loss)
+        seen += len(labels)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return float(np.mean(losses)), seen / (time.perf_counter() - started)
+
+
+def _batch(split: Split, indices: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, R, R, 3) uint8 images and (B,) labels, read from the memory map in file order."""
+    indices = np.sort(indices)
+    images = torch.from_numpy(np.ascontiguousarray(split.images[indices]))
+    labels = torch.from_numpy(split.labels[indices])
+    return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+
+def train_step(
+    model: Ensemble,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    precision: Precision,
+    label_smoothing: float = 0.1,
+    grad_clip: float | None = None,
+) -> float:
+    """One optimizer step on a batch; returns the members' mean loss.
+
+    images: (B, 3, R, R), labels: (B,). Members train on the same batch one backward at a time,
+    so only one member's activations are alive at once (the memory model counts it so).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for member in model.members:
+        with autocast(images.device, precision):
+            logits = member(images)  # (B, C)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+        loss.backward()
+        total += loss.item()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return total / len(model.members)
+
+
+@torch.no_grad()
+def evaluate(
+    model: Ensemble, split: Split, *, batch_size: int, device: torch.device, precision: Precision = "fp32"
+) -> tuple[float, float | None]:
+    """(top-1 accuracy of the members' mean softmax, ROC AUC for a binary task else None)."""
+    model.eval()
+    probabilities, labels = [], []
+    for start in range(0, len(split), batch_size):
+        images, batch_labels = _batch(split, np.arange(start, min(start + batch_size, len(split))), device)
+        with autocast(device, precision):
+            probabilities.append(model.predict_proba(normalize(to_float(images))).float())
+        labels.append(batch_labels)
+    if not labels:
+        return float("nan"), None
+    proba, target = torch.cat(probabilities), torch.cat(labels)
+    accuracy = (proba.argmax(dim=1) == target).float().mean().item()
+    auc = binary_auc(proba[:, 1], target) if proba.shape[1] == 2 else None
+    return accuracy, auc
+
+
+def binary_auc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties given their mean rank."""
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return None
+    values, inverse, counts = torch.unique(scores.double().cpu(), return_inverse=True, return_counts=True)
+    first_rank = torch.cumsum(counts, 0) - counts + 1  # 1-based rank of each distinct score
+    mean_rank = first_rank + (counts - 1) / 2
+    rank_sum = mean_rank[inverse][labels.cpu() == 1].sum().item()
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+# ---- optimizer, schedule, precision --------------------------------------------------------
+
+
+def make_optimizer(
+    model: nn.Module, name: OptimizerName, *, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """SGD with momentum 0.9, or AdamW; no weight decay on norms, biases and embeddings.
+
+    ``foreach`` on every device (torch picks it on GPUs only), so the step's memory is the same
+    on a CPU as on the GPU the memory model is for.
+    """
+    decay, no_decay = [], []
+    for name_, param in model.named_parameters():
+        skip = param.ndim <= 1 or name_.endswith(("pos_embed", "cls_token"))
+        (no_decay if skip else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=MOMENTUM, foreach=True)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, foreach=True)
+    raise PdsweepError(f"unknown optimizer {name!r}; choose one of: sgd, adamw.")
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """LR factor: linear from ~0 to 1 over ``warmup_steps``, then cosine to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: Precision) -> Iterator[None]:
+    """bf16 autocast for ``bf16-mixed``; nothing for ``fp32``."""
+    if precision == "bf16-mixed":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def check_fits(config: Config, settings: TrainingSettings, device: DeviceName = "auto") -> float:
+    """The predicted peak memory in GB; an error if it exceeds what the device has free."""
+    target = resolve_device(device)
+    precision: Precision = settings.precision if target.type == "cuda" else "fp32"
+    needed_gb = cost.memory(config, replace(settings.step, precision=precision)).gb
+    free_gb = free_memory_gb(target)
+    if free_gb is not None and needed_gb > free_gb:
+        raise PdsweepError(
+            f"{config.name} needs about {needed_gb:.2f} GB at batch {settings.batch_size} ({precision}), more than "
+            f"the {free_gb:.2f} GB free on {target}; lower --batch-size or --ensemble-size, or pick a smaller model."
+        )
+    return needed_gb

@@ -1,0 +1,81 @@
+"""What training reports: per-epoch metrics and a trained config's result. No torch here, so
+the results layer and the driver read these without loading it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pdsweep.config import Config
+
+ROBUSTNESS_KEEP_RATES = (1.0, 0.75, 0.5, 0.25)  # the test-time keep rates of the robustness curve
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """What one epoch reports (to the progress line, the callback, and Ray Tune)."""
+
+    epoch: int  # 1-based
+    train_loss: float
+    val_accuracy: float
+    val_auc: float | None  # binary tasks only
+    lr: float  # at the end of the epoch
+    images_per_second: float  # training throughput, evaluation excluded
+    seconds: float  # the whole epoch
+    peak_memory_gb: float | None  # CUDA's max_memory_allocated; None on a CPU
+
+
+EpochCallback = Callable[[EpochMetrics, "Path | None"], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    config: Config
+    dataset: str
+    num_classes: int
+    train_gflops: float
+    inference_gflops: float
+    history: tuple[EpochMetrics, ...]
+    test_accuracy: float
+    test_auc: float | None
+    robustness: dict[float, float]  # test-time keep rate -> test accuracy
+    seconds: float
+    device: str
+    resumed_from_epoch: int = 0
+    skipped_images: int = 0
+    predicted_memory_gb: float = 0.0
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+    @property
+    def val_accuracy(self) -> float:
+        return self.history[-1].val_accuracy if self.history else float("nan")
+
+    @property
+    def best_val_accuracy(self) -> float:
+        return max((m.val_accuracy for m in self.history), default=float("nan"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "dataset": self.dataset,
+            "num_classes": self.num_classes,
+            "train_gflops": self.train_gflops,
+            "inference_gflops": self.inference_gflops,
+            "epochs": self.epochs,
+            "val_accuracy": self.val_accuracy,
+            "best_val_accuracy": self.best_val_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "test_auc": self.test_auc,
+            "robustness": {str(rate): acc for rate, acc in self.robustness.items()},
+            "seconds": self.seconds,
+            "device": self.device,
+            "resumed_from_epoch": self.resumed_from_epoch,
+            "skipped_images": self.skipped_images,
+            "predicted_memory_gb": self.predicted_memory_gb,
+            "history": [asdict(m) for m in self.history],
+        }
