@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pdsweep.config import Config
-from pdsweep.cost import eq1_flops, estimate, memory, train_flops
+from pdsweep.cost import StepSetup, eq1_flops, estimate, memory, train_flops
 from pdsweep.space import load_space
 
 from results import record
@@ -57,7 +57,7 @@ def bench_flops(configs: list[Config]) -> tuple[list[str], dict[str, float]]:
     many = sample_configs(20_000, seed=1)
     start = time.perf_counter()
     for config in many:
-        estimate(config, batch_size=64)
+        estimate(config, StepSetup(64))
     analytic_rate = len(many) / (time.perf_counter() - start)
     start = time.perf_counter()
     for config in many:
@@ -102,8 +102,9 @@ def bench_memory() -> tuple[list[str], float, float]:
     rows, worst_states, worst_peak = [], 0.0, 0.0
     for config, batch_size in MEMORY_GRID:
         for precision in ("fp32", "bf16-mixed"):
-            measured = measure_memory(config, batch_size=batch_size, precision=precision, optimizer="sgd")
-            predicted = memory(config, batch_size=batch_size, precision=precision, optimizer="sgd")
+            setup = StepSetup(batch_size, precision, "sgd")
+            measured = measure_memory(config, setup)
+            predicted = memory(config, setup)
             states = (predicted.states + predicted.activations) / measured.states_plus_activations - 1
             peak = predicted.total / measured.peak - 1
             worst_states, worst_peak = max(worst_states, abs(states)), max(worst_peak, abs(peak))

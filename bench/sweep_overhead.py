@@ -30,10 +30,10 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from pdsweep.results import rows
-from pdsweep.sweep.run import SweepSettings, run_sweep
+from pdsweep.results import rows as results
+from pdsweep.results.rows import ResultRow
+from pdsweep.sweep import SweepSettings, run_sweep
 
 from results import record
 
@@ -52,17 +52,17 @@ training:
 """
 
 
-def breakdown(rows: list[dict[str, Any]], began: float, returned: float, slots: int) -> dict[str, float]:
+def breakdown(rows: list[ResultRow], began: float, returned: float, slots: int) -> dict[str, float]:
     """The overhead of one sweep in slot-seconds, split as the module docstring says.
 
     Start-up counts the first ``slots`` starts and the idle tail the last ``slots`` ends, one per
     slot (true when every slot is busy from its first trial to its last); "between trials" is
     what remains, so the parts sum to the total by construction."""
-    rows = [r for r in rows if r["started_at"] and r["ended_at"] and r["train_seconds"] is not None]
-    starts = sorted(r["started_at"].timestamp() for r in rows)
-    ends = sorted(r["ended_at"].timestamp() for r in rows)
-    on_worker = sum(r["ended_at"].timestamp() - r["started_at"].timestamp() for r in rows)
-    own = sum(r["train_seconds"] for r in rows)
+    rows = [r for r in rows if r.started_at and r.ended_at and r.train_seconds is not None]
+    starts = sorted(r.started_at.timestamp() for r in rows)  # type: ignore[union-attr]
+    ends = sorted(r.ended_at.timestamp() for r in rows)  # type: ignore[union-attr]
+    on_worker = sum(r.ended_at.timestamp() - r.started_at.timestamp() for r in rows)  # type: ignore[union-attr]
+    own = sum(r.train_seconds for r in rows)  # type: ignore[misc]
     start_up = sum(s - began for s in starts[:slots])
     tail = sum(ends[-1] - e for e in ends[-slots:])
     wrap_up = slots * (returned - ends[-1])

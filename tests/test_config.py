@@ -70,3 +70,53 @@ def test_config_rejects_bad_values(kwargs: dict, match: str) -> None:
 def test_keep_rate_for_rejects_impossible_counts() -> None:
     with pytest.raises(PdsweepError, match=r"`1 <= count <= num_patches` must hold"):
         keep_rate_for(49, 50)
+
+
+def test_every_list_of_axes_is_derived_from_the_declaration_on_config() -> None:
+    from dataclasses import fields
+
+    from pdsweep.config import DERIVED_COLUMNS, architecture_axes, axes, column_names, space_axes
+    from pdsweep.results import tracking
+    from pdsweep.results.rows import SCHEMA, ResultRow
+    from pdsweep.space.files import AXIS_RULES
+
+    declared = [f.name for f in fields(Config)]
+    assert [info.name for info in axes()] == declared
+    assert list(column_names()) == declared + [info.name for info in DERIVED_COLUMNS]
+    # The results schema holds the config's columns as one block, where ResultRow has its config.
+    names = SCHEMA.names
+    start = [f.name for f in fields(ResultRow)].index("config")
+    assert names[start:start + len(column_names())] == list(column_names())
+    kinds = {"str": "string", "int": "int64", "float": "double"}
+    for info in (*axes(), *DERIVED_COLUMNS):
+        assert str(SCHEMA.field(info.name).type) == kinds[info.kind.__name__]
+        assert SCHEMA.field(info.name).nullable == info.nullable
+    assert tracking.CONFIG_PARAMS == (*column_names(), "seed")
+    assert set(AXIS_RULES) == set(space_axes()) and "keep_rate" in space_axes()
+    assert list(architecture_axes()) == [name for name in space_axes() if name != "keep_rate"]
+
+
+def test_a_space_file_takes_exactly_the_declared_axes(tmp_path) -> None:
+    from pdsweep.config import space_axes
+    from pdsweep.space import load_space
+
+    path = tmp_path / "s.yaml"
+    path.write_text("axes:\n  model: vit_micro\n  resolution: 32\n  patch_size: 8\n  keep_rate: 1.0\n  colour: red\n")
+    with pytest.raises(PdsweepError, match=r"axes.colour: unknown key; valid keys: (.*)\.") as raised:
+        load_space(path)
+    assert raised.value.args[0].rsplit("valid keys: ", 1)[1].rstrip(".").split(", ") == list(space_axes())
+
+
+def test_plan_json_lists_the_space_axes_of_each_config(cli) -> None:
+    from pdsweep.config import space_axes
+
+    result = cli("plan", "--space", "quickstart", "--budget-gflops", "0.02", "--json")
+    [first, *_] = result.json()["configs"]
+    assert list(first)[: len(space_axes())] == list(space_axes())
+
+
+def test_a_row_and_its_columns_round_trip() -> None:
+    config = Config("vit_micro", 64, 8, keep_rate=0.5, keep_mode="uniform", keep_range_low=0.25, num_classes=3)
+    assert Config.from_columns(config.columns()) == config.explicit
+    assert config.columns()["depth"] == config.blocks and config.columns()["tokens_kept"] == config.tokens_kept
+    assert Config.from_dict(config.to_dict()) == config

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pdsweep.training.data import DatasetSpec, load_dataset, resize_square, stratified_split
+from pdsweep.training.data import DatasetSpec, load_dataset
+from pdsweep.training.sources import resize_square, stratified_split
 from pdsweep.errors import PdsweepError
 
 SAMPLE = Path(__file__).parent / "data" / "sign-language-digits-sample"

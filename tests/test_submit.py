@@ -25,7 +25,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import assert_one_line_error
-from pdsweep.results import rows
+from pdsweep.results import rows as results
 from pdsweep.results.tracking import TRIAL_TAG
 from test_sweep import TINY_SPACE
 

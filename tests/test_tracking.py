@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from conftest import assert_one_line_error
 from pdsweep.config import Config
 from pdsweep.errors import PdsweepError
-from pdsweep.results import report, tracking
+from pdsweep.results import tracking
 from pdsweep.results import rows as results
 from pdsweep.results.rows import ResultRow
 from pdsweep.sweep import SweepSettings, run_sweep

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pdsweep.config import Config
-from pdsweep.cost import inference_flops, memory, train_flops
+from pdsweep.cost import StepSetup, inference_flops, memory, train_flops
 from pdsweep.training.verify import fvcore_flops, measure_cuda_peak, measure_memory
 
 # All four paper models, both patch sizes, resolutions 64-896, keep rates 0.05-1, depths
@@ -96,14 +96,15 @@ MEMORY_GRID = [
 ]
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
+# fp32 only: a CPU trains in fp32 (bf16 autocast is for GPUs, checked against the CUDA peak
+# below). oneDNN's bf16 CPU kernels allocate differently by CPU (AVX512-BF16, AMX), so a bf16
+# figure measured here would hold on some x86-64 CPUs and not others.
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 @pytest.mark.parametrize(("config", "batch_size"), MEMORY_GRID, ids=lambda v: getattr(v, "name", str(v)))
-def test_memory_prediction_within_15_percent_of_measured(
-    config: Config, batch_size: int, precision: str, optimizer: str
-) -> None:
-    measured = measure_memory(config, batch_size=batch_size, precision=precision, optimizer=optimizer)
-    predicted = memory(config, batch_size=batch_size, precision=precision, optimizer=optimizer)
+def test_memory_prediction_within_15_percent_of_measured(config: Config, batch_size: int, optimizer: str) -> None:
+    setup = StepSetup(batch_size, "fp32", optimizer)  # type: ignore[arg-type]
+    measured = measure_memory(config, setup)
+    predicted = memory(config, setup)
     # Saved-for-backward bytes plus the real parameter, gradient and optimizer-state tensors.
     assert predicted.states + predicted.activations == pytest.approx(measured.states_plus_activations, rel=0.15)
     # The step's peak from the profiler's memory timeline, transients included.
@@ -122,6 +123,7 @@ GPU_GRID = [
 @pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
 @pytest.mark.parametrize(("config", "batch_size"), GPU_GRID, ids=lambda v: getattr(v, "name", str(v)))
 def test_memory_prediction_within_15_percent_of_cuda_peak(config: Config, batch_size: int, precision: str) -> None:
-    measured = measure_cuda_peak(config, batch_size=batch_size, precision=precision, optimizer="adamw")
-    predicted = memory(config, batch_size=batch_size, precision=precision, optimizer="adamw")
+    setup = StepSetup(batch_size, precision, "adamw")  # type: ignore[arg-type]
+    measured = measure_cuda_peak(config, setup)
+    predicted = memory(config, setup)
     assert predicted.total == pytest.approx(measured, rel=0.15)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pdsweep.cli._base import Command, choices, default, json_flag, positive_float
 from pdsweep.errors import PdsweepError
+
+if TYPE_CHECKING:
+    from pdsweep.config import Config
+    from pdsweep.space import TrainingSettings
+    from pdsweep.training.metrics import TrainResult
 
 
 class Train(Command):
@@ -53,38 +58,18 @@ class Train(Command):
         from dataclasses import replace
         from pathlib import Path
 
-        from pdsweep.config import Config
         from pdsweep.space import TrainingSettings, load_space
         from pdsweep.training.data import DatasetSpec, load_dataset
         from pdsweep.training.loop import check_fits, train
         from pdsweep.training.models import check_weights_file
 
-        keep_rate, keep_low = 1.0 if args.keep_rate is None else args.keep_rate, None
-        if args.keep_mode == "uniform":
-            if not args.keep_range:
-                raise PdsweepError("--keep-mode uniform needs --keep-range LOW,HIGH (e.g. 0.5,1).")
-            if args.keep_rate is not None:
-                raise PdsweepError("give --keep-range (its HIGH is the keep rate) or --keep-rate, not both.")
-            keep_low, keep_rate = _keep_range(args.keep_range)
-        elif args.keep_range:
-            raise PdsweepError("--keep-range is for --keep-mode uniform; add --keep-mode uniform or drop it.")
-        config = Config(  # validated now, before any data is read; classes come from the dataset
-            model=args.model, resolution=args.resolution, patch_size=args.patch_size, keep_rate=keep_rate,
-            depth=args.depth, ensemble_size=args.ensemble_size, sampling=args.sampling,
-            keep_mode=args.keep_mode, keep_range_low=keep_low,
-        )
+        config = _config_of(args)  # validated now, before any data is read; classes come from the dataset
         pretrained = check_weights_file(args.pretrained) if args.pretrained else None
         checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else None
         if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
             raise PdsweepError(f"--checkpoint-dir {str(checkpoint_dir)!r} is a file; give a folder.")
         base = load_space(args.space).training if args.space else TrainingSettings()
-        overrides = {
-            "epochs": args.epochs, "batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs,
-            "optimizer": args.optimizer, "lr": args.lr,
-            "weight_decay": args.weight_decay, "precision": args.precision, "seed": args.seed,
-            "augment": False if args.no_augment else None,
-        }
-        settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        settings = _settings_of(args, base)
         spec = DatasetSpec.parse(args.dataset)
         check_fits(config, settings, args.device)  # before minutes of decoding; the head's size hardly matters
         # The split depends on the space's seed only, as in a sweep: --seed varies the training alone.
@@ -108,13 +93,7 @@ class Train(Command):
             config, dataset, settings, device=args.device,
             checkpoint_dir=checkpoint_dir, pretrained=pretrained, on_epoch_end=progress,
         )
-        if args.json:
-            print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
-        else:
-            curve = ", ".join(f"{rate:g}: {acc:.1%}" for rate, acc in result.robustness.items())
-            print(f"{config.name}  test accuracy {result.test_accuracy:.1%}  (val {result.val_accuracy:.1%}, best "
-                  f"{result.best_val_accuracy:.1%})  {result.train_gflops:.4g} train GFLOPs  {result.seconds:.0f} s")
-            print(f"robustness (test-time keep rate: accuracy): {curve}")
+        _print_result(result, args.json)
         return 0
 
 
@@ -124,3 +103,44 @@ def _keep_range(text: str) -> tuple[float, float]:
     except ValueError:
         raise PdsweepError(f"--keep-range takes LOW,HIGH such as 0.5,1, got {text!r}.") from None
     return low, high
+
+def _config_of(args: argparse.Namespace) -> Config:
+    from pdsweep.config import Config
+
+    keep_rate, keep_low = 1.0 if args.keep_rate is None else args.keep_rate, None
+    if args.keep_mode == "uniform":
+        if not args.keep_range:
+            raise PdsweepError("--keep-mode uniform needs --keep-range LOW,HIGH (e.g. 0.5,1).")
+        if args.keep_rate is not None:
+            raise PdsweepError("give --keep-range (its HIGH is the keep rate) or --keep-rate, not both.")
+        keep_low, keep_rate = _keep_range(args.keep_range)
+    elif args.keep_range:
+        raise PdsweepError("--keep-range is for --keep-mode uniform; add --keep-mode uniform or drop it.")
+    return Config(
+        model=args.model, resolution=args.resolution, patch_size=args.patch_size, keep_rate=keep_rate,
+        depth=args.depth, ensemble_size=args.ensemble_size, sampling=args.sampling,
+        keep_mode=args.keep_mode, keep_range_low=keep_low,
+    )
+
+
+def _settings_of(args: argparse.Namespace, base: TrainingSettings) -> TrainingSettings:
+    """The space's training settings with the flags given on top."""
+    from dataclasses import replace
+
+    overrides = {
+        "epochs": args.epochs, "batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs,
+        "optimizer": args.optimizer, "lr": args.lr,
+        "weight_decay": args.weight_decay, "precision": args.precision, "seed": args.seed,
+        "augment": False if args.no_augment else None,
+    }
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _print_result(result: TrainResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    else:
+        curve = ", ".join(f"{rate:g}: {acc:.1%}" for rate, acc in result.robustness.items())
+        print(f"{result.config.name}  test accuracy {result.test_accuracy:.1%}  (val {result.val_accuracy:.1%}, best "
+              f"{result.best_val_accuracy:.1%})  {result.train_gflops:.4g} train GFLOPs  {result.seconds:.0f} s")
+        print(f"robustness (test-time keep rate: accuracy): {curve}")

@@ -17,7 +17,7 @@ architecture. The formulation that keeps both:
   Optuna 5 way) is its relative excess over the budget. TPE ranks such trials below every
   feasible one, so it learns where the budget ends, and no Ray trial is created for it.
 
-:class:`BudgetSampler` does this for one Optuna trial; :mod:`pdsweep.sweep` wraps it into Ray
+:class:`BudgetSampler` does this for one Optuna trial; :mod:`pdsweep.sweep.searcher` wraps it into Ray
 Tune's searcher interface.
 """
 

@@ -3,7 +3,7 @@
 :class:`BudgetSearcher` is a ``ray.tune.search.Searcher`` over one Optuna study per budget tier
 (ask/tell, in a journal file in the sweep folder, so ``pdsweep resume`` reopens them). Ray's
 ``OptunaSearch`` has no hook for what pdsweep needs: it asks again inside ``suggest`` when an
-architecture cannot fit (:func:`pdsweep.sampler.ask_feasible`), interleaves the tiers in one Tune
+architecture cannot fit (:func:`pdsweep.sweep.sampler.ask_feasible`), interleaves the tiers in one Tune
 run so they share the cluster, reports every epoch's validation accuracy as an intermediate
 value, and tells a trial that ASHA stopped as *pruned* rather than complete: a stopped trial's
 partial accuracy would otherwise rank it as a finished one, and TPE would learn from a number

@@ -10,6 +10,7 @@ cosine decay per step, label smoothing, gradient clipping, bf16 autocast on a GP
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -48,29 +49,13 @@ def train(
 ) -> TrainResult:
     """Train ``config`` on ``dataset``; resume from ``checkpoint_dir`` if it holds a checkpoint."""
     started = time.perf_counter()
-    if config.num_classes != dataset.num_classes:
-        raise PdsweepError(
-            f"the config has {config.num_classes} classes but dataset {dataset.name} has "
-            f"{dataset.num_classes}; build the config with num_classes={dataset.num_classes}."
-        )
-    if dataset.resolution != config.resolution:
-        raise PdsweepError(f"dataset {dataset.name} is at {dataset.resolution} px, the config at {config.resolution}.")
+    _check_matches(config, dataset)
     target = resolve_device(device)
     precision: Precision = settings.precision if target.type == "cuda" else "fp32"
     predicted_gb = check_fits(config, settings, device)
 
-    torch.manual_seed(settings.seed)
-    model = build_model(config)
-    if pretrained is not None:
-        for member in model.members:
-            load_pretrained(member, pretrained)
-    model.to(target)
-    optimizer = make_optimizer(model, settings.optimizer, lr=settings.lr, weight_decay=settings.weight_decay)
     batch_size = min(settings.batch_size, len(dataset.train))
-    steps_per_epoch = len(dataset.train) // batch_size
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(settings.warmup_epochs * steps_per_epoch, settings.epochs * steps_per_epoch)
-    )
+    model, optimizer, scheduler = _build(config, settings, len(dataset.train) // batch_size, target, pretrained)
     history: list[EpochMetrics] = []
     start_epoch = 0
     if checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_FILE).is_file():
@@ -98,12 +83,8 @@ def train(
         if on_epoch_end is not None:
             on_epoch_end(metrics, checkpoint_dir)
 
-    test_accuracy, test_auc = evaluate(model, dataset.test, batch_size=batch_size, device=target, precision=precision)
-    robustness = {1.0: test_accuracy}
-    for rate in ROBUSTNESS_KEEP_RATES[1:]:
-        torch.manual_seed(settings.seed)  # the same dropped patches on every run
-        with dropping_at_test(model, rate):
-            robustness[rate] = evaluate(model, dataset.test, batch_size=batch_size, device=target, precision=precision)[0]
+    test = functools.partial(evaluate, model, dataset.test, batch_size=batch_size, device=target, precision=precision)
+    test_accuracy, test_auc = test()
     return TrainResult(
         config=config,
         dataset=dataset.name,
@@ -113,13 +94,50 @@ def train(
         history=tuple(history),
         test_accuracy=test_accuracy,
         test_auc=test_auc,
-        robustness=robustness,
+        robustness={1.0: test_accuracy, **robustness_curve(model, test, settings.seed)},
         seconds=time.perf_counter() - started,
         device=str(target),
         resumed_from_epoch=start_epoch,
         skipped_images=dataset.skipped,
         predicted_memory_gb=predicted_gb,
     )
+
+
+def _build(
+    config: Config, settings: TrainingSettings, steps_per_epoch: int, device: torch.device, pretrained: Path | None
+) -> tuple[Ensemble, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The seeded model (from ``pretrained`` weights if given), its optimizer and LR schedule."""
+    torch.manual_seed(settings.seed)
+    model = build_model(config)
+    if pretrained is not None:
+        for member in model.members:
+            load_pretrained(member, pretrained)
+    model.to(device)
+    optimizer = make_optimizer(model, settings.optimizer, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(settings.warmup_epochs * steps_per_epoch, settings.epochs * steps_per_epoch)
+    )
+    return model, optimizer, scheduler
+
+
+def _check_matches(config: Config, dataset: Dataset) -> None:
+    if config.num_classes != dataset.num_classes:
+        raise PdsweepError(
+            f"the config has {config.num_classes} classes but dataset {dataset.name} has "
+            f"{dataset.num_classes}; build the config with num_classes={dataset.num_classes}."
+        )
+    if dataset.resolution != config.resolution:
+        raise PdsweepError(f"dataset {dataset.name} is at {dataset.resolution} px, the config at {config.resolution}.")
+
+
+def robustness_curve(model: Ensemble, test: Callable[[], tuple[float, float | None]], seed: int) -> dict[float, float]:
+    """Test accuracy when only part of the patches is kept at test time (every rate below 1)."""
+    curve = {}
+    for rate in ROBUSTNESS_KEEP_RATES[1:]:
+        torch.manual_seed(seed)  # the same dropped patches on every run
+        with dropping_at_test(model, rate):
+            curve[rate] = test()[0]
+    return curve
 
 
 def _train_epoch(

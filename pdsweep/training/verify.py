@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from pdsweep.config import Config
-from pdsweep.cost import OptimizerName, Precision
+from pdsweep.cost import StepSetup
 from pdsweep.training.models import build_member, build_model
 from pdsweep.training.loop import autocast, make_optimizer, train_step
 
@@ -68,7 +68,7 @@ def fvcore_flops(config: Config, *, train: bool = True, fused_attention: bool = 
         return int(analysis.total())
 
 
-def saved_activation_bytes(config: Config, *, batch_size: int, precision: Precision) -> int:
+def saved_activation_bytes(config: Config, setup: StepSetup) -> int:
     """Bytes autograd keeps for backward in one member's forward and loss (parameters excluded).
 
     Tensors sharing a storage (views) are counted once, at the storage's size.
@@ -84,10 +84,10 @@ def saved_activation_bytes(config: Config, *, batch_size: int, precision: Precis
             storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
-    images, labels = _batch(config, batch_size)
+    images, labels = _batch(config, setup.batch_size)
     storages[images.untyped_storage().data_ptr()] = images.nbytes  # the batch is held anyway
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        with autocast(images.device, precision):
+        with autocast(images.device, setup.precision):
             logits = member(images)
         loss = nn.functional.cross_entropy(logits.float(), labels, label_smoothing=0.1)
     loss.backward()
@@ -109,33 +109,29 @@ class MeasuredMemory:
         return self.params + self.grads + self.optimizer_state + self.activations
 
 
-def measure_memory(
-    config: Config, *, batch_size: int, precision: Precision, optimizer: OptimizerName
-) -> MeasuredMemory:
+def measure_memory(config: Config, setup: StepSetup) -> MeasuredMemory:
     """Measure one training step of the real ensemble on the CPU."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.manual_seed(0)
     model = build_model(config).train()
-    opt = make_optimizer(model, optimizer, lr=0.01, weight_decay=1e-4)
-    images, labels = _batch(config, batch_size)
-    train_step(model, opt, images, labels, precision=precision)  # creates the optimizer state
+    opt = make_optimizer(model, setup.optimizer, lr=0.01, weight_decay=1e-4)
+    images, labels = _batch(config, setup.batch_size)
+    train_step(model, opt, images, labels, precision=setup.precision)  # creates the optimizer state
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
-        train_step(model, opt, images, labels, precision=precision)
+        train_step(model, opt, images, labels, precision=setup.precision)
     params = list(model.parameters())
     state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t) and t.dim() > 0]
     return MeasuredMemory(
         params=sum(p.nbytes for p in params),
         grads=sum(p.grad.nbytes for p in params if p.grad is not None),
         optimizer_state=sum(t.nbytes for t in state),
-        activations=saved_activation_bytes(config, batch_size=batch_size, precision=precision),
+        activations=saved_activation_bytes(config, setup),
         peak=_timeline_peak(prof),
     )
 
 
-def measure_cuda_peak(
-    config: Config, *, batch_size: int, precision: Precision, optimizer: OptimizerName
-) -> int:
+def measure_cuda_peak(config: Config, setup: StepSetup) -> int:
     """Peak bytes ``torch.cuda.max_memory_allocated`` sees over one training step on the GPU.
 
     Measured on the second step (the first creates the optimizer state), counted from the
@@ -146,12 +142,12 @@ def measure_cuda_peak(
     baseline = torch.cuda.memory_allocated(device)
     torch.manual_seed(0)
     model = build_model(config).to(device).train()
-    opt = make_optimizer(model, optimizer, lr=0.01, weight_decay=1e-4)
-    images, labels = (t.to(device) for t in _batch(config, batch_size))
-    train_step(model, opt, images, labels, precision=precision)
+    opt = make_optimizer(model, setup.optimizer, lr=0.01, weight_decay=1e-4)
+    images, labels = (t.to(device) for t in _batch(config, setup.batch_size))
+    train_step(model, opt, images, labels, precision=setup.precision)
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
-    train_step(model, opt, images, labels, precision=precision)
+    train_step(model, opt, images, labels, precision=setup.precision)
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device) - baseline
 

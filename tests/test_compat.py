@@ -1,0 +1,58 @@
+"""Each private attribute ``pdsweep._compat`` reads still means what it meant (Optuna 5.0,
+Ray 2.60, CPython's argparse). An upgrade that changes one fails here, by name."""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from pdsweep import _compat
+
+
+def test_an_optuna_trial_by_number_is_that_trial() -> None:
+    storage = optuna.storages.InMemoryStorage()
+    other = optuna.create_study(study_name="other", storage=storage)
+    other.ask()  # storage ids count across studies; numbers do not
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    first, second = study.ask(), study.ask()
+    assert (first.number, second.number) == (0, 1) and second._trial_id != 1
+    _compat.optuna_trial(study, 1).report(0.5, step=1)
+    assert study.trials[1].intermediate_values == {1: 0.5} and not study.trials[0].intermediate_values
+    assert _compat.optuna_number(study, second._trial_id) == 1
+    assert _compat.optuna_number(study, 10_000) is None
+
+
+def test_asha_tracks_the_trials_added_to_it() -> None:
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    asha = AsyncHyperBandScheduler(time_attr="epoch", metric="acc", mode="max", max_t=4)
+    trial = SimpleNamespace(trial_id="t0", config={})
+    asha.on_trial_add(None, trial)
+    assert _compat.asha_trial_ids(asha) == {"t0"}
+    asha.on_trial_remove(None, trial)
+    assert _compat.asha_trial_ids(asha) == set()
+
+
+def test_option_strings_include_those_of_parent_parsers() -> None:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--debug", action="store_true")
+    parser = argparse.ArgumentParser(parents=[parent])
+    parser.add_argument("--budget-gflops")
+    assert set(_compat.option_strings(parser)) == {"-h", "--help", "--debug", "--budget-gflops"}
+
+
+@pytest.mark.parametrize("old", sorted(_compat.LEGACY_MODULES))
+def test_legacy_module_names_hold_the_classes_old_sweeps_pickled(old: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    _compat.alias_legacy_modules()
+    names = {"pdsweep.searcher": ("BudgetSearcher", "ListSearcher", "TieredASHA"), "pdsweep.sampler": ("BudgetSampler",),
+             "pdsweep.progress": ("SweepCallback",), "pdsweep.store": ("SweepStore",), "pdsweep.trainable": ("run_trial",),
+             "pdsweep.plan": ("plan", "PlannedConfig")}[old]
+    for name in names:
+        by_old_name = pickle.loads(f"c{old}\n{name}\n.".encode())  # a pickle's global, as the old pdsweep wrote it
+        assert by_old_name is getattr(sys.modules[old], name) and by_old_name.__module__.startswith("pdsweep.")
