@@ -109,3 +109,12 @@ def test_an_interrupted_sweep_resumes_and_runs_each_trial_once(
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert sorted(t.user_attrs["ray_trial_id"] for t in complete) == sorted(r.trial_id for r in outcome.rows)
     assert (runs / "legacy" / "report" / "report.md").is_file()
+
+
+def test_a_sweep_json_from_a_newer_pdsweep_is_refused(tmp_path: Path) -> None:
+    from pdsweep.errors import PdsweepError
+
+    values = json.loads((LEGACY / "finished" / "sweep.json").read_text())
+    assert SweepState.from_dict(values).to_dict()["schema_version"] == 2  # what this pdsweep writes
+    with pytest.raises(PdsweepError, match=r"schema version 3, newer than this pdsweep reads \(2\); upgrade pdsweep"):
+        SweepState.from_dict({**values, "schema_version": 3})

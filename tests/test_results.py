@@ -73,3 +73,15 @@ def test_a_table_from_before_the_clock_columns_reads_with_them_empty(tmp_path: P
     pq.write_table(pq.read_table(path).drop_columns(["seed"]), path)  # a required column is never invented
     with pytest.raises(PdsweepError, match=r"does not have pdsweep's results schema"):
         results.read(path)
+
+
+def test_a_table_from_a_newer_pdsweep_is_refused(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = tmp_path / results.RESULTS_FILE
+    results.write([row()], path)
+    assert pq.read_schema(path).metadata[b"pdsweep.schema_version"] == str(results.SCHEMA_VERSION).encode()
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({b"pdsweep.schema_version": b"99"}), path)
+    with pytest.raises(PdsweepError, match=r"results schema version '99', newer than this pdsweep reads \(2\)"):
+        results.read(path)

@@ -188,6 +188,10 @@ def read(path: Path) -> pa.Table:
         table = pq.read_table(path)
     except Exception as error:  # pyarrow raises several types for a corrupt file
         raise PdsweepError(f"{path} is not a readable Parquet file ({error}); was it written by pdsweep?") from None
+    version = (table.schema.metadata or {}).get(_VERSION_KEY, b"1")
+    if not version.isdigit() or int(version) > SCHEMA_VERSION:
+        raise PdsweepError(f"{path} has results schema version {version.decode(errors='replace')!r}, newer than this "
+                           f"pdsweep reads ({SCHEMA_VERSION}); upgrade pdsweep to read it.")
     for field in SCHEMA:
         if field.name not in table.schema.names and field.nullable:
             table = table.append_column(field, pa.nulls(table.num_rows, field.type))

@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pdsweep.errors import PdsweepError
 from pdsweep.paths import DEFAULT_RUNS_DIR
@@ -23,7 +23,6 @@ from pdsweep.sweep.store import SWEEP_FILE, SweepStore
 from pdsweep.validate import is_positive_int
 
 SchedulerName = Literal["asha", "none"]
-SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 Phase = Literal["search", "repeats", "done"]
 STATE_VERSION = 2  # 1: sweep.json written before the version was recorded (the same keys)
 
@@ -124,6 +123,10 @@ class SweepState:
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, runs_dir: str | None = None) -> SweepState:
         """The state of a ``sweep.json`` (any version so far); ``runs_dir``: where it is now."""
+        version = values.get("schema_version", 1)
+        if not isinstance(version, int) or version > STATE_VERSION:
+            raise PdsweepError(f"sweep.json has schema version {version!r}, newer than this pdsweep reads "
+                               f"({STATE_VERSION}); upgrade pdsweep to continue this sweep.")
         missing = [key for key in ("settings", "space_text", "phase", "num_classes") if key not in values]
         if missing:
             raise KeyError(missing[0])
@@ -147,6 +150,8 @@ def read_state(store: SweepStore) -> SweepState:
     path = store.require()
     try:
         return SweepState.from_dict(json.loads(path.read_text()), runs_dir=store.runs_dir)
+    except PdsweepError:
+        raise
     except (ValueError, KeyError, TypeError) as error:
         raise PdsweepError(f"{path} is damaged ({type(error).__name__}: {error}); "
                            "it cannot be resumed, start a new sweep.") from None
