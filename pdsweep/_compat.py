@@ -1,4 +1,4 @@
-"""The private state of Ray, Optuna and argparse that pdsweep reads, all of it here.
+"""The private state of Ray, Optuna, torch and argparse that pdsweep reads, all of it here.
 
 Each use says what it is for and the version it was checked on; ``tests/test_compat.py``
 checks each against the installed packages, so an upgrade that changes one fails there, by
@@ -48,6 +48,19 @@ def asha_trial_ids(scheduler: Any) -> set[str]:
     pdsweep before they kept their own map of trials.
     """
     return set(scheduler._trial_info)
+
+
+def memory_timeline(prof: Any) -> list[int]:
+    """The byte changes of a ``torch.profiler.profile(profile_memory=True)`` run, in order:
+    an allocation (or a tensor alive before the profile) adds its size, a free subtracts it.
+
+    torch 2.14 (``profile._memory_profile()`` and ``torch.profiler._memory_profiler.Action``, which
+    ``export_memory_timeline`` reads too); torch has no public per-event timeline.
+    """
+    from torch.profiler._memory_profiler import Action
+
+    signs = {Action.PREEXISTING: 1, Action.CREATE: 1, Action.DESTROY: -1}
+    return [signs[action] * size for _, action, _, size in prof._memory_profile().timeline if action in signs]
 
 
 def option_strings(parser: argparse.ArgumentParser) -> list[str]:

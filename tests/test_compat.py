@@ -56,3 +56,16 @@ def test_legacy_module_names_hold_the_classes_old_sweeps_pickled(old: str, monke
     for name in names:
         by_old_name = pickle.loads(f"c{old}\n{name}\n.".encode())  # a pickle's global, as the old pdsweep wrote it
         assert by_old_name is getattr(sys.modules[old], name) and by_old_name.__module__.startswith("pdsweep.")
+
+
+def test_the_profiler_timeline_adds_allocations_and_subtracts_frees() -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        kept = torch.ones(1024, 1024)  # 4 MiB that stays
+        freed = torch.ones(512, 1024)  # 2 MiB that goes
+        del freed
+    changes = _compat.memory_timeline(prof)
+    assert 4 * 2**20 in changes and 2 * 2**20 in changes and -2 * 2**20 in changes
+    assert sum(changes) >= 4 * 2**20 and kept.numel() == 2**20

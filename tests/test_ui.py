@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_one_line_error
-from pdsweep.results import report
-from pdsweep.results import tracking
+from pdsweep.results import report, tracking
 from test_report import ROWS
 
 CHROMIUM = "/usr/bin/chromium"
@@ -39,7 +38,7 @@ def store(tmp_path: Path) -> Path:
     ids = tracking.start_sweep(f"sqlite:///{runs / 'mlflow.db'}", "quickstart", tracking.artifact_root(runs), "hand",
                                {"search": "tpe"}, files=[])
     for row in ROWS:
-        tracking.Tracker(ids).finish(row, report.config_of(row).name, tracking.run_tags(row))
+        tracking.Tracker(ids).finish(row)
     tracking.end_sweep(ids)
     return runs
 

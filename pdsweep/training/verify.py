@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pdsweep._compat import memory_timeline
 from pdsweep.config import Config
 from pdsweep.cost import StepSetup
 from pdsweep.training.models import build_member, build_model
@@ -158,14 +159,9 @@ def _timeline_peak(prof: Any) -> int:
     The same accounting as torch's ``export_memory_timeline``: creation adds, destruction
     subtracts, a new version of a tensor changes nothing.
     """
-    from torch.profiler._memory_profiler import Action
-
     total = peak = 0
-    for _, action, _, size in prof._memory_profile().timeline:
-        if action in (Action.PREEXISTING, Action.CREATE):
-            total += size
-        elif action == Action.DESTROY:
-            total -= size
+    for change in memory_timeline(prof):
+        total += change
         peak = max(peak, total)
     return peak
 
