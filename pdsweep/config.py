@@ -31,17 +31,20 @@ class AxisInfo:
     """One config axis as the rest of pdsweep sees it: a results column, an MLflow param.
 
     ``kind`` is the column's type; ``space`` says whether a space file searches it (the others
-    follow from the space and the dataset); ``nullable`` whether its column may be empty.
+    follow from the space and the dataset); ``nullable`` whether its column may be empty;
+    ``order`` its place among the columns (and in lists of the axes), which need not be the
+    field order: fields with defaults must follow those without.
     """
 
     name: str
     kind: type
     space: bool
     nullable: bool = False
+    order: int = 0
 
 
-def _axis(kind: type, *, space: bool, nullable: bool = False) -> dict[str, Any]:
-    return {"axis": (kind, space, nullable)}
+def _axis(kind: type, *, order: int, space: bool, nullable: bool = False) -> dict[str, Any]:
+    return {"axis": (kind, space, nullable, order)}
 
 
 def patches_kept(num_patches: int, keep_rate: float) -> int:
@@ -121,16 +124,16 @@ class Config:
 
     # The axes, declared once: results columns, MLflow params, plan JSON and the space parser's
     # axis list are derived from these fields (:func:`axes`).
-    model: str = field(metadata=_axis(str, space=True))
-    resolution: int = field(metadata=_axis(int, space=True))
-    patch_size: int = field(metadata=_axis(int, space=True))
-    keep_rate: float = field(default=1.0, metadata=_axis(float, space=True))
-    depth: int | None = field(default=None, metadata=_axis(int, space=True))  # columns hold the blocks
-    ensemble_size: int = field(default=1, metadata=_axis(int, space=True))
-    sampling: Sampling = field(default="random", metadata=_axis(str, space=True))
-    keep_mode: KeepMode = field(default="fixed", metadata=_axis(str, space=True))
-    keep_range_low: float | None = field(default=None, metadata=_axis(float, space=False, nullable=True))
-    num_classes: int = field(default=10, metadata=_axis(int, space=False))
+    model: str = field(metadata=_axis(str, order=0, space=True))
+    resolution: int = field(metadata=_axis(int, order=1, space=True))
+    patch_size: int = field(metadata=_axis(int, order=2, space=True))
+    keep_rate: float = field(default=1.0, metadata=_axis(float, order=5, space=True))
+    depth: int | None = field(default=None, metadata=_axis(int, order=3, space=True))  # columns hold the blocks
+    ensemble_size: int = field(default=1, metadata=_axis(int, order=4, space=True))
+    sampling: Sampling = field(default="random", metadata=_axis(str, order=7, space=True))
+    keep_mode: KeepMode = field(default="fixed", metadata=_axis(str, order=8, space=True))
+    keep_range_low: float | None = field(default=None, metadata=_axis(float, order=6, space=False, nullable=True))
+    num_classes: int = field(default=10, metadata=_axis(int, order=10, space=False))
 
     def __post_init__(self) -> None:
         get_preset(self.model)
@@ -219,8 +222,8 @@ class Config:
     def columns(self) -> dict[str, Any]:
         """The config as results columns: every axis (``depth`` resolved to the blocks), then
         the derived ones (:data:`DERIVED_COLUMNS`)."""
-        values = {**asdict(self), "depth": self.blocks}
-        return {**values, **{info.name: getattr(self, info.name) for info in DERIVED_COLUMNS}}
+        values = {**asdict(self), "depth": self.blocks, **{info.name: getattr(self, info.name) for info in DERIVED_COLUMNS}}
+        return {name: values[name] for name in column_names()}
 
     @classmethod
     def from_columns(cls, row: Mapping[str, Any]) -> Config:
@@ -234,16 +237,13 @@ class Config:
 
 
 # Columns a row carries beside the axes, derived from them.
-DERIVED_COLUMNS: tuple[AxisInfo, ...] = (AxisInfo("tokens_kept", int, space=False),)
+DERIVED_COLUMNS: tuple[AxisInfo, ...] = (AxisInfo("tokens_kept", int, space=False, order=9),)
 
 
 def axes() -> tuple[AxisInfo, ...]:
-    """Every config axis, in :class:`Config`'s field order."""
-    found = []
-    for f in fields(Config):
-        kind, space, nullable = f.metadata["axis"]
-        found.append(AxisInfo(f.name, kind, space, nullable))
-    return tuple(found)
+    """Every config axis (every field of :class:`Config`), in column order."""
+    found = [AxisInfo(f.name, *f.metadata["axis"]) for f in fields(Config)]
+    return tuple(sorted(found, key=lambda info: info.order))
 
 
 def space_axes() -> tuple[str, ...]:
@@ -256,9 +256,14 @@ def architecture_axes() -> tuple[str, ...]:
     return tuple(name for name in space_axes() if name != "keep_rate")
 
 
+def columns() -> tuple[AxisInfo, ...]:
+    """The config's results columns: the axes and the derived columns, in column order."""
+    return tuple(sorted((*axes(), *DERIVED_COLUMNS), key=lambda info: info.order))
+
+
 def column_names() -> tuple[str, ...]:
     """The config's results columns (and MLflow params), in order."""
-    return tuple(info.name for info in (*axes(), *DERIVED_COLUMNS))
+    return tuple(info.name for info in columns())
 
 
 def _divisors_hint(resolution: int) -> str:

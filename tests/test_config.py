@@ -75,14 +75,16 @@ def test_keep_rate_for_rejects_impossible_counts() -> None:
 def test_every_list_of_axes_is_derived_from_the_declaration_on_config() -> None:
     from dataclasses import fields
 
-    from pdsweep.config import DERIVED_COLUMNS, architecture_axes, axes, column_names, space_axes
+    from pdsweep.config import DERIVED_COLUMNS, architecture_axes, axes, column_names, columns, space_axes
     from pdsweep.results import tracking
     from pdsweep.results.rows import SCHEMA, ResultRow
     from pdsweep.space.files import AXIS_RULES
 
-    declared = [f.name for f in fields(Config)]
-    assert [info.name for info in axes()] == declared
-    assert list(column_names()) == declared + [info.name for info in DERIVED_COLUMNS]
+    declared = {f.name for f in fields(Config)}
+    assert {info.name for info in axes()} == declared
+    assert set(column_names()) == declared | {info.name for info in DERIVED_COLUMNS}
+    orders = [info.order for info in columns()]
+    assert orders == sorted(orders) and len(set(orders)) == len(orders)  # one place for each column
     # The results schema holds the config's columns as one block, where ResultRow has its config.
     names = SCHEMA.names
     start = [f.name for f in fields(ResultRow)].index("config")
@@ -108,11 +110,11 @@ def test_a_space_file_takes_exactly_the_declared_axes(tmp_path) -> None:
 
 
 def test_plan_json_lists_the_space_axes_of_each_config(cli) -> None:
-    from pdsweep.config import space_axes
+    from pdsweep.config import architecture_axes
 
     result = cli("plan", "--space", "quickstart", "--budget-gflops", "0.02", "--json")
     [first, *_] = result.json()["configs"]
-    assert list(first)[: len(space_axes())] == list(space_axes())
+    assert list(first)[: len(architecture_axes()) + 1] == [*architecture_axes(), "keep_rate"]
 
 
 def test_a_row_and_its_columns_round_trip() -> None:

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
@@ -253,3 +254,19 @@ def test_a_state_saved_with_optuna_storage_ids_restores_by_number(tmp_path: Path
     second.restore(str(tmp_path / "old.pkl"))
     assert second.running == numbers["running"] and second.queued == numbers["queued"]
     assert not [t for t in second.study("tier-4.6").trials if t.state == TrialState.FAIL]  # nothing taken for an orphan
+
+
+def test_an_old_state_with_a_tier_not_yet_suggested_restores(tmp_path: Path) -> None:
+    # Killed after the first trial, with concurrency 1: the second tier's study was never opened.
+    first = _searcher(tmp_path, search="random", trials=2)
+    first.suggest("t0")
+    assert {s.study_name for s in optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "s" / "optuna.journal"))).get_all_studies()} == {"tier-1.3"}
+    key, number = first.running["t0"]
+    state = {"issued": first.issued, "seen": first.seen,
+             "running": {"t0": (key, first.study(key).trials[number]._trial_id)}, "queued": {**first.queued, "tier-4.6": []}}
+    (tmp_path / "old.pkl").write_bytes(pickle.dumps(state))
+    second = _searcher(tmp_path, search="random", trials=2)
+    second.restore(str(tmp_path / "old.pkl"))
+    assert second.running == {"t0": ("tier-1.3", number)}
+    assert Counter(s["tier"] for s in _issue_all(second, "n")) == {1.3: 1, 4.6: 2}

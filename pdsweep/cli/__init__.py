@@ -25,7 +25,7 @@ COMMANDS: tuple[type[Command], ...] = (Flops, Plan, Train, Run, Resume, Report, 
 
 
 def build_parser() -> Parser:
-    """The ``pdsweep`` parser; ``parser.commands`` maps each command's name to its parser."""
+    """The ``pdsweep`` parser, every command's subparser on it."""
     parser, _ = _build()
     return parser
 

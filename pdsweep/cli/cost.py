@@ -136,13 +136,14 @@ class Plan(Command):
 
 
 def plan_json(tier: Plan) -> dict[str, Any]:
-    """A plan as JSON: each config's space axes (depth resolved), keep range and costs."""
-    from pdsweep.config import space_axes
+    """A plan as JSON: each config's architecture axes (depth resolved), keep range and costs."""
+    from pdsweep.config import architecture_axes
 
     def config_json(planned: Any) -> dict[str, Any]:
         columns = planned.config.columns()
         return {
-            **{name: columns[name] for name in space_axes()},
+            **{name: columns[name] for name in architecture_axes()},
+            "keep_rate": planned.config.keep_rate,
             "keep_rate_low": planned.keep_rate_low,
             "tokens_kept": planned.config.tokens_kept,
             "train_gflops": planned.cost.train_gflops,

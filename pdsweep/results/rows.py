@@ -22,7 +22,8 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pdsweep.config import DERIVED_COLUMNS, Config, axes
+from pdsweep.config import Config
+from pdsweep.config import columns as config_columns
 from pdsweep.errors import PdsweepError
 from pdsweep.paths import RESULTS_FILE
 
@@ -154,7 +155,7 @@ def _schema() -> pa.Schema:
     columns = []
     for f in fields(ResultRow):
         if f.name == "config":
-            columns += [pa.field(info.name, _SCALARS[info.kind], nullable=info.nullable) for info in (*axes(), *DERIVED_COLUMNS)]
+            columns += [pa.field(info.name, _SCALARS[info.kind], nullable=info.nullable) for info in config_columns()]
         else:
             kind, nullable = _arrow(hints[f.name])
             columns.append(pa.field(f.name, kind, nullable=nullable))

@@ -111,7 +111,7 @@ def resume_sweep(name: str, runs_dir: str = DEFAULT_RUNS_DIR, *, address: str | 
     """Continue a sweep whose driver died: finished trials are kept, the rest run once."""
     store = SweepStore(runs_dir if is_uri(runs_dir) else str(Path(runs_dir).expanduser().resolve()), name)
     store.fetch(*RESUME_FILES)
-    state = read_state(store)
+    state = read_state(store, shown=runs_dir)
     relocate(store)  # Ray's pickled searcher and callback look here for the sweep's files
     alias_legacy_modules()  # ... and sweeps of pdsweep 0.1 pickled them under their old module names
     if address is not None:

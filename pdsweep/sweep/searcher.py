@@ -248,15 +248,18 @@ class BudgetSearcher(Searcher):
 
     def _numbers_from_ids(self) -> None:
         """A state saved before trials were kept by number held Optuna's storage ids: map them."""
-        studies = {key: optuna.load_study(study_name=key, storage=journal(self.store)) for key in self.samplers}
+        storage = journal(self.store)
+        existing = {study.study_name for study in storage.get_all_studies()}
+        # A tier whose first trial was never suggested has no study yet, and nothing to map.
+        studies = {key: optuna.load_study(study_name=key, storage=storage) for key in self.samplers if key in existing}
         running = {}
         for ray_id, (key, trial_id) in self.running.items():
-            number = optuna_number(studies[key], trial_id)
+            number = optuna_number(studies[key], trial_id) if key in studies else None
             if number is not None:
                 running[ray_id] = (key, number)
         self.running = running
         for key, queue in self.queued.items():
-            pairs = [(optuna_number(studies[key], trial_id), config) for trial_id, config in queue]
+            pairs = [(optuna_number(studies[key], trial_id), config) for trial_id, config in queue] if key in studies else []
             self.queued[key] = [(number, config) for number, config in pairs if number is not None]
 
     def __getstate__(self) -> dict[str, Any]:

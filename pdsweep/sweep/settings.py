@@ -132,7 +132,7 @@ class SweepState:
             raise KeyError(missing[0])
         saved = values["settings"]
         settings = SweepSettings(**{**saved, "budgets": tuple(saved["budgets"]), "runs_dir": runs_dir or saved["runs_dir"]})
-        data = DataProbe(values["num_classes"], values["train_images"], values.get("worker_gpu_memory_gb"))
+        data = DataProbe(values["num_classes"], values.get("train_images", 0), values.get("worker_gpu_memory_gb"))
         mlflow = TrackingIds.from_dict(values["mlflow"]) if values.get("mlflow") else None
         return cls(settings, values["space_text"], data, values["phase"], mlflow)
 
@@ -145,9 +145,10 @@ class SweepState:
         store.publish(SWEEP_FILE)
 
 
-def read_state(store: SweepStore) -> SweepState:
-    """The state of the sweep in ``store`` (fetched first when it lives at a URI)."""
-    path = store.require()
+def read_state(store: SweepStore, shown: str | None = None) -> SweepState:
+    """The state of the sweep in ``store`` (fetched first when it lives at a URI); ``shown``: the
+    runs dir as the user gave it, for the message when there is no such sweep."""
+    path = store.require(shown)
     try:
         return SweepState.from_dict(json.loads(path.read_text()), runs_dir=store.runs_dir)
     except PdsweepError:

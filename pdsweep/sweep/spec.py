@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from pdsweep.config import Config
+from pdsweep.errors import PdsweepError
 from pdsweep.space import TrainingSettings
 
 # Metric names reported to Tune; the scheduler and the searcher read these.
@@ -59,6 +60,10 @@ class TrialSpec:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrialSpec:
+        version = values.get("schema_version", 1)
+        if version > SPEC_VERSION:
+            raise PdsweepError(f"a trial of schema version {version} is newer than this pdsweep reads ({SPEC_VERSION}); "
+                               "upgrade pdsweep on every node.")
         context = TrialContext(
             TrainingSettings(**values["training"]), values["dataset"], values["split_seed"],
             values.get("cache_dir"), values.get("starts_log"),

@@ -124,13 +124,15 @@ class SweepStore:
             if filesystem.get_file_info(source).type == fs.FileType.File:
                 fs.copy_files(source, str(self.local_dir / file), source_filesystem=filesystem)
 
-    def require(self) -> Path:
-        """The local ``sweep.json`` of this sweep; an error listing the known sweeps if it has none."""
+    def require(self, shown: str | None = None) -> Path:
+        """The local ``sweep.json`` of this sweep; an error listing the known sweeps if it has none
+        (naming the runs dir as ``shown``, the way the user gave it, if given)."""
         path = self.local_dir / SWEEP_FILE
         if not path.is_file():
+            where = shown or self.runs_dir
             known = self.known(SWEEP_FILE)
-            listing = f"known sweeps: {', '.join(known)}" if known else f"no sweeps in {self.runs_dir}"
-            raise PdsweepError(f"no sweep named {self.name!r} in {self.runs_dir}; {listing}.")
+            listing = f"known sweeps: {', '.join(known)}" if known else f"no sweeps in {where}"
+            raise PdsweepError(f"no sweep named {self.name!r} in {where}; {listing}.")
         return path
 
     def known(self, marker: str) -> list[str]:
