@@ -183,6 +183,17 @@ def _npz_no_keys(tmp_path: Path) -> Path:
     return tmp_path / "x.npz"
 
 
+def _npz_one_class(tmp_path: Path) -> Path:
+    import numpy as np
+
+    arrays = {}
+    for split in ("train", "val", "test"):
+        arrays[f"{split}_images"] = np.zeros((6, 8, 8), np.uint8)
+        arrays[f"{split}_labels"] = np.zeros(6, np.int64)
+    np.savez(tmp_path / "one.npz", **arrays)
+    return tmp_path / "one.npz"
+
+
 def _parquet_no_columns(tmp_path: Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -198,10 +209,11 @@ def _parquet_no_columns(tmp_path: Path) -> Path:
         (lambda t: "folder:" + str(_one_class(t)), ["at least 2 classes, found only 'only'"]),
         (lambda t: "folder:" + str(_empty_class(t)), ["class folder", "has no images; add images or remove the folder"]),
         (lambda t: "npz:" + str(_npz_no_keys(t)), ["lacks train_images", "it has x"]),
+        (lambda t: "npz:" + str(_npz_one_class(t)), ["has 1 class in train_labels; a classifier needs at least 2"]),
         (lambda t: "parquet:" + str(_parquet_no_columns(t)), ["has no column 'image', 'label'; its columns are a"]),
         (lambda t: "mnist", ["unknown dataset kind 'mnist'"]),
     ],
-    ids=["missing", "one-class", "empty-class", "npz-keys", "parquet-columns", "kind"],
+    ids=["missing", "one-class", "empty-class", "npz-keys", "npz-one-class", "parquet-columns", "kind"],
 )
 def test_train_bad_dataset_is_one_line_and_exit_2(cli, tmp_path: Path, dataset, fragments: list[str]) -> None:
     args = [a for a in TRAIN if a not in ("--dataset", "synthetic:40")]

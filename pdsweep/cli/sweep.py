@@ -49,7 +49,12 @@ class Run(Command):
                             help="CPUs per trial (default %(default)s)")
         parser.add_argument("--gpu-memory-gb", type=positive_float, help="memory of one GPU, to size GPU shares")
         parser.add_argument("--max-failures", type=int, default=of("max_failures"),
-                            help="retries of a failed trial (default %(default)s)")
+                            help="retries of a trial whose worker or node was lost, from its last checkpoint "
+                                 "(default %(default)s); a trial that fails in its own code, runs out of memory or "
+                                 "diverges is recorded, not retried")
+        parser.add_argument("--trial-memory-cap-gb", type=positive_float, metavar="GB",
+                            help="let each trial's process grow by at most GB of memory (Linux, CPU workers); "
+                                 "a trial past it ends `oom` instead of pushing the node into swap")
         parser.add_argument("--fresh-actors", action="store_true",
                             help="start a new Ray actor for every trial (Tune's reuse_actors off): each trial costs "
                                  "seconds more, and no trial lands on a worker that a finished one left warm")
@@ -69,6 +74,7 @@ class Run(Command):
             reduction_factor=args.reduction_factor, repeats=args.repeats, dataset=args.dataset,
             runs_dir=args.runs_dir, address=args.address, cpus_per_trial=args.cpus_per_trial,
             gpu_memory_gb=args.gpu_memory_gb, max_failures=args.max_failures, cache_dir=args.cache_dir,
+            trial_memory_cap_gb=args.trial_memory_cap_gb,
             reuse_actors=not args.fresh_actors, verbose=args.verbose, mlflow_uri=args.mlflow_uri,
             experiment=args.experiment,
         )
@@ -103,6 +109,7 @@ def finish(outcome: SweepOutcome, as_json: bool) -> int:
         summary = outcome.report.to_json() if outcome.report else {"sweep": outcome.name, "tiers": [], "pareto": []}
         print(json.dumps({**summary, "results": outcome.results_path, "trials": len(outcome.rows)}, indent=2))
     if outcome.all_failed:
-        print(f"pdsweep: every trial failed; the first: {outcome.rows[0].error}", file=sys.stderr)
+        first = outcome.rows[0]
+        print(f"pdsweep: every trial failed; the first ({first.status}): {first.error}", file=sys.stderr)
         return 1
     return 130 if outcome.interrupted else 0

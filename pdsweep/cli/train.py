@@ -55,11 +55,12 @@ class Train(Command):
         json_flag(parser, "print one JSON object")
 
     def take_action(self, args: argparse.Namespace) -> int:
-        from dataclasses import replace
+        from dataclasses import asdict, replace
         from pathlib import Path
 
         from pdsweep.space import TrainingSettings, load_space
         from pdsweep.training.data import DatasetSpec, load_dataset
+        from pdsweep.training.faults import fault_line, fault_status
         from pdsweep.training.loop import check_fits, train
         from pdsweep.training.models import check_weights_file
 
@@ -89,10 +90,23 @@ class Train(Command):
                 file=sys.stderr,
             )
 
-        result = train(
-            config, dataset, settings, device=args.device,
-            checkpoint_dir=checkpoint_dir, pretrained=pretrained, on_epoch_end=progress,
-        )
+        try:
+            result = train(
+                config, dataset, settings, device=args.device,
+                checkpoint_dir=checkpoint_dir, pretrained=pretrained, on_epoch_end=progress,
+            )
+        except Exception as error:
+            status = fault_status(error)
+            if status == "error" or args.debug:
+                raise
+            # Not bad input (exit 2) but a run that failed (exit 1): one line, and the JSON says so.
+            history = getattr(error, "history", ())
+            print(f"pdsweep: {config.name} {status}: {fault_line(error)}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"status": status, "error": fault_line(error), "config": config.to_dict(),
+                                  "epochs": len(history), "history": [asdict(m) for m in history]},
+                                 indent=2, allow_nan=False, default=str))
+            return 1
         _print_result(result, args.json)
         return 0
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from pdsweep.config import Config
 from pdsweep.errors import PdsweepError
-from pdsweep.results.rows import ResultRow
+from pdsweep.results.rows import FAILED, ResultRow
 
 METRIC = "best_val_accuracy"
 
@@ -86,7 +86,15 @@ class Report:
             ],
             "pareto": [point(r) for r in self.pareto_train],
             "pareto_inference": [point(r) for r in self.pareto_inference],
+            "failed": [{**row.config.to_dict(), "trial_id": row.trial_id, "budget_gflops": row.budget_gflops,
+                        "status": row.status, "predicted_memory_gb": row.predicted_memory_gb, "error": row.error}
+                       for row in self.failed],
         }
+
+    @property
+    def failed(self) -> tuple[ResultRow, ...]:
+        """Trials that ended without an accuracy to compare: out of memory, diverged, or an error."""
+        return tuple(row for row in self.rows if row.status in FAILED)
 
 
 def build(sweep: str, rows: Sequence[ResultRow]) -> Report:
@@ -172,6 +180,13 @@ def markdown(report: Report) -> str:
               "| inference GFLOPs | val | config | tier |", "| --- | --- | --- | --- |"]
     lines += [f"| {r.inference_gflops:.4g} | {_percent(metric(r))} | `{r.config.name}` | {r.budget_gflops:g} |"
               for r in report.pareto_inference]
+    if report.failed:
+        lines += ["", "## Trials that failed", "",
+                  "`oom`: the config did not fit in memory where it ran; `diverged`: its loss went non-finite; "
+                  "`error`: see the message. None of them can be a tier's best.", "",
+                  "| status | config | tier | predicted memory GB | epochs | error |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r.status} | `{r.config.name}` | {r.budget_gflops:g} | {r.predicted_memory_gb:.3g} | "
+                  f"{r.epochs_run}/{r.epochs_planned} | {(r.error or '').replace('|', '/')} |" for r in report.failed]
     return "\n".join(lines) + "\n"
 
 

@@ -28,15 +28,19 @@ from pdsweep.errors import PdsweepError
 from pdsweep.paths import RESULTS_FILE
 
 __all__ = [
-    "RESULTS_FILE", "SCHEMA", "EpochPoint", "ResultRow", "RobustnessPoint", "read", "read_rows", "to_table", "write",
+    "FAILED", "FINISHED", "RESULTS_FILE", "SCHEMA", "EpochPoint", "ResultRow", "RobustnessPoint", "read", "read_rows", "to_table", "write",
 ]
 
 SCHEMA_VERSION = 2  # 1: tables written before the version was recorded (the same columns)
 _VERSION_KEY = b"pdsweep.schema_version"
 
 Phase = Literal["search", "repeat"]
-TrialStatus = Literal["completed", "stopped", "error"]
+# completed: every epoch ran; stopped: early stopping ended it; oom: an allocation failed;
+# diverged: the loss went non-finite; error: the trial's code or data raised, or its worker was
+# lost once too often; interrupted: running when the driver stopped (``resume`` continues it).
+TrialStatus = Literal["completed", "stopped", "oom", "diverged", "error", "interrupted"]
 FINISHED = ("completed", "stopped")  # the statuses that can be a tier's best
+FAILED = ("oom", "diverged", "error")  # ended for good, without a comparable accuracy
 
 
 @dataclass(frozen=True)

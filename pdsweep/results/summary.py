@@ -6,15 +6,19 @@ from collections.abc import Sequence
 
 from pdsweep.errors import PdsweepError
 from pdsweep.results import report
-from pdsweep.results.rows import ResultRow
+from pdsweep.results.rows import FAILED, ResultRow
 
 
 def progress_line(row: ResultRow, rows: Sequence[ResultRow]) -> str:
     """One finished trial, with the best validation accuracy of its tier so far."""
     tier = [r for r in rows if r.budget_gflops == row.budget_gflops and r.best_val_accuracy is not None]
     best = max((r.best_val_accuracy for r in tier), default=float("nan"))  # type: ignore[type-var]
-    if row.status == "error":
-        outcome = f"error: {row.error}"
+    if row.status in FAILED:
+        outcome = f"{row.status}: {row.error}"
+        if row.status == "oom":
+            outcome += f" (predicted {row.predicted_memory_gb:.3g} GB)"
+    elif row.status == "interrupted":
+        outcome = f"interrupted at epoch {row.epochs_run}/{row.epochs_planned}"
     else:
         outcome = f"val {row.best_val_accuracy:.1%}"
         if row.status == "completed":

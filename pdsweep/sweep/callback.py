@@ -8,6 +8,7 @@ metrics go to MLflow as they arrive.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,6 +22,7 @@ from pdsweep.results.rows import RESULTS_FILE, EpochPoint, ResultRow, Robustness
 from pdsweep.results.summary import progress_line
 from pdsweep.sweep.spec import TrialSpec
 from pdsweep.sweep.store import STARTS_FILE, STUDY_FILE, relocated
+from pdsweep.training.faults import killed_for_memory
 from pdsweep.training.metrics import ROBUSTNESS_KEEP_RATES
 
 if TYPE_CHECKING:
@@ -68,6 +70,8 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         self._record(trial, error=None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Tune gave up on the trial: its worker or node was lost more than --max-failures times
+        # (errors in the trial's own code end it with a report instead, see sweep.trainable).
         self._record(trial, error=_error_line(trial))
 
     def _record(self, trial: Any, error: str | None) -> None:
@@ -109,6 +113,11 @@ def _utc(seconds: Any) -> datetime | None:
     return datetime.fromtimestamp(seconds, tz=timezone.utc) if isinstance(seconds, (int, float)) else None
 
 
+def _finite(value: Any) -> float | None:
+    """A number, or None for NaN (what a trial that failed before its first epoch reports)."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
 def _analysis(trial: Any) -> dict[str, Any]:
     analysis = getattr(trial, "metric_analysis", {}) or {}
     return {name: values.get("max") for name, values in analysis.items() if isinstance(values, dict)}
@@ -126,7 +135,12 @@ def _error_line(trial: Any) -> str:
 def result_row(settings: SweepSettings, trial_id: str, spec: TrialSpec, last: dict[str, Any], best: dict[str, Any],
                error: str | None, history: dict[int, EpochPoint] | None = None) -> ResultRow:
     """One results row from what Tune knows of a finished trial."""
-    done = bool(last.get("done_training"))
+    status = last.get("trial_status") or (
+        ("oom" if killed_for_memory(error) else "error") if error else "completed" if last.get("done_training") else "stopped"
+    )
+    error = error or last.get("error")
+    done = status == "completed"
+    epochs = sorted(history or {})
     estimate = cost.estimate(spec.config, spec.context.training.step)
     robustness = tuple(
         RobustnessPoint(rate, last[f"robustness_{rate:g}"])
@@ -139,20 +153,20 @@ def result_row(settings: SweepSettings, trial_id: str, spec: TrialSpec, last: di
         budget_gflops=spec.tier,
         budget_memory_gb=settings.memory_gb,
         seed=spec.seed,
-        status="error" if error else "completed" if done else "stopped",
+        status=status,
         config=spec.config.explicit,
         train_gflops=estimate.train_gflops,
         inference_gflops=estimate.inference_gflops,
         predicted_memory_gb=estimate.memory_gb,
         measured_memory_gb=best.get("peak_memory_gb"),
-        best_val_accuracy=best.get("val_accuracy"),
-        final_val_accuracy=last.get("val_accuracy"),
+        best_val_accuracy=_finite(best.get("val_accuracy")),
+        final_val_accuracy=_finite(last.get("val_accuracy")),
         val_auc=last.get("val_auc"),
         test_accuracy=last.get("test_accuracy") if done else None,
         test_auc=last.get("test_auc") if done else None,
         robustness=robustness or None,
         history=tuple(point for _, point in sorted((history or {}).items())) or None,
-        epochs_run=int(last.get("epoch", 0)),
+        epochs_run=int(last.get("epoch", epochs[-1] if epochs else 0)),
         epochs_planned=spec.context.training.epochs,
         wall_seconds=float(last.get("time_total_s", 0.0)),
         train_seconds=last.get("train_seconds"),

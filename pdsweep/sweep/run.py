@@ -27,7 +27,7 @@ from pdsweep.cost import Budget
 from pdsweep.errors import PdsweepError
 from pdsweep.paths import DEFAULT_RUNS_DIR, is_uri
 from pdsweep.results import report, tracking
-from pdsweep.results.rows import RESULTS_FILE, ResultRow, read_rows
+from pdsweep.results.rows import FAILED, RESULTS_FILE, ResultRow, read_rows
 from pdsweep.results.summary import report_or_none, summary_lines
 from pdsweep.space import SearchSpace, load_space, parse_space, plan
 from pdsweep.sweep.callback import SweepCallback
@@ -60,7 +60,7 @@ class SweepOutcome:
 
     @property
     def all_failed(self) -> bool:
-        return bool(self.rows) and all(r.status == "error" for r in self.rows)
+        return bool(self.rows) and all(r.status in FAILED for r in self.rows)
 
 
 def _stderr(line: str) -> None:

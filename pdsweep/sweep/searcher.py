@@ -7,7 +7,8 @@ architecture cannot fit (:func:`pdsweep.sweep.sampler.ask_feasible`), interleave
 run so they share the cluster, reports every epoch's validation accuracy as an intermediate
 value, and tells a trial that ASHA stopped as *pruned* rather than complete: a stopped trial's
 partial accuracy would otherwise rank it as a finished one, and TPE would learn from a number
-that was never comparable.
+that was never comparable. A trial that ran out of memory or diverged is told as infeasible
+(pruned, with a constraint), like an architecture over the budget; one that raised, as failed.
 
 Random search and grid issue their trials longest first (LPT order): the long trials start early
 and the short ones fill the gaps, so no slot idles through a long trial drawn last. TPE keeps its
@@ -35,6 +36,14 @@ from pdsweep.sweep.spec import METRIC, TIME_ATTR, TrialContext, TrialSpec
 from pdsweep.sweep.store import STUDY_FILE, SweepStore, relocated
 
 STATE_VERSION = 2  # 1: searcher states that held Optuna's storage ids, not trial numbers
+
+# A trial that ended so is told to its study as infeasible, with this constraint value (> 0;
+# Optuna ranks the infeasible by it): the predicted memory of a config that ran out of memory
+# (the larger, the further past the edge), 1 for one that diverged.
+INFEASIBLE = {
+    "oom": lambda result: max(float(result.get("predicted_memory_gb") or 1.0), 1e-9),
+    "diverged": lambda result: 1.0,
+}
 
 
 def tier_key(budget: Budget) -> str:
@@ -214,7 +223,16 @@ class BudgetSearcher(Searcher):
         study = self.study(key)
         if _frozen(study, number) is None:
             return
-        if error or not result:
+        fault = (result or {}).get("trial_status")
+        if fault in INFEASIBLE:
+            # The config does not fit (oom) or cannot train (diverged): infeasible, as an architecture
+            # over the budget is, so TPE learns the edge and proposes neither it nor its like again.
+            frozen = _frozen(study, number)
+            if frozen.state == TrialState.RUNNING and fault not in frozen.constraints:
+                with quiet_experimental():
+                    optuna_trial(study, number).set_constraint(fault, INFEASIBLE[fault](result))
+            study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+        elif error or not result or fault == "error":
             study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
         elif result.get("done_training"):
             study.tell(number, float(result.get(f"best_{METRIC}", result[METRIC])), skip_if_finished=True)

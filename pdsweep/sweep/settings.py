@@ -48,7 +48,8 @@ class SweepSettings:
     address: str | None = None
     cpus_per_trial: int = 1
     gpu_memory_gb: float | None = None
-    max_failures: int = 2
+    max_failures: int = 2  # retries of a trial whose worker or node was lost (from its last checkpoint)
+    trial_memory_cap_gb: float | None = None  # the memory a trial's process may add on a CPU worker
     cache_dir: str | None = None
     verbose: bool = False
     mlflow_uri: str | None = None  # None: SQLite at RUNS_DIR/mlflow.db
@@ -65,6 +66,8 @@ class SweepSettings:
             raise PdsweepError(f"`--concurrency` must be a positive integer, got {self.concurrency!r}.")
         if not self.reduction_factor > 1:
             raise PdsweepError(f"`--reduction-factor > 1` must hold, got {self.reduction_factor!r}.")
+        if self.trial_memory_cap_gb is not None and not self.trial_memory_cap_gb > 0:
+            raise PdsweepError(f"`--trial-memory-cap-gb > 0` must hold, got {self.trial_memory_cap_gb!r}.")
         if self.max_failures < 0:
             raise PdsweepError(f"`--max-failures >= 0` must hold, got {self.max_failures!r}.")
 

@@ -33,6 +33,7 @@ class TrialContext:
     split_seed: int  # the data split's seed: the space's, whatever the trial's own seed
     cache_dir: str | None = None
     starts_log: str | None = None  # one line per trial start, where workers can write it
+    memory_cap_gb: float | None = None  # the memory a trial's process may add (CPU workers); None: no cap
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class TrialSpec:
             "schema_version": SPEC_VERSION, "config": self.config.to_dict(), "tier": self.tier, "phase": self.phase,
             "seed": self.seed, "training": asdict(context.training), "dataset": context.dataset,
             "split_seed": context.split_seed, "cache_dir": context.cache_dir, "starts_log": context.starts_log,
+            **({"memory_cap_gb": context.memory_cap_gb} if context.memory_cap_gb is not None else {}),
         }
 
     @classmethod
@@ -66,6 +68,6 @@ class TrialSpec:
                                "upgrade pdsweep on every node.")
         context = TrialContext(
             TrainingSettings(**values["training"]), values["dataset"], values["split_seed"],
-            values.get("cache_dir"), values.get("starts_log"),
+            values.get("cache_dir"), values.get("starts_log"), values.get("memory_cap_gb"),
         )
         return cls(Config.from_dict(values["config"]), float(values["tier"]), values["phase"], int(values["seed"]), context)

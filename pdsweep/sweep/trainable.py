@@ -3,29 +3,39 @@
 It reports every epoch's metrics to Tune with the epoch's checkpoint (``ray.tune``'s
 ``report``/``get_checkpoint``/``Checkpoint``; the ``ray.train`` ones are Train-V2's), resumes
 from Tune's checkpoint after a failure or a driver restart, and sends one last report with the
-test metrics and the robustness curve. Everything a trial needs is in its config dict, so a
-worker on another node needs no route to the driver's files except the dataset path.
+test metrics and the robustness curve, or with what ended it early (``trial_status``).
+Everything a trial needs is in its config dict, so a worker on another node needs no route to
+the driver's files except the dataset path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pdsweep.sweep.spec import TrialSpec
+from pdsweep.cost import memory
+from pdsweep.sweep.spec import METRIC, TrialSpec
+from pdsweep.training.faults import fault_line, fault_status
 
 def run_trial(trial_config: dict[str, Any]) -> None:
-    """Train one config (the function Tune runs on a worker, given the trial's spec dict)."""
+    """Train one config (the function Tune runs on a worker, given the trial's spec dict).
+
+    A trial that fails in its own code or data (it diverged, ran out of memory, or raised) ends
+    here with a last report that says so (``trial_status``, ``error``), not with an exception:
+    Tune retries only what escapes, a worker or node lost, which resumes from the last
+    checkpoint.
+    """
     import ray
     import torch
     from ray import tune
 
-    from pdsweep.training.data import load_dataset
-    from pdsweep.training.loop import train
+    from pdsweep.training import loop  # noqa: F401  (imported before a memory cap: libraries map memory)
 
     started = time.perf_counter()
     context = ray.get_runtime_context()
@@ -34,9 +44,38 @@ def run_trial(trial_config: dict[str, Any]) -> None:
     cpus = context.get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     trial = TrialSpec.from_dict(trial_config)
-    config, context = trial.config, trial.context
     checkpoint = tune.get_checkpoint()
-    _log_start(context.starts_log, resumed=checkpoint is not None)
+    _log_start(trial.context.starts_log, resumed=checkpoint is not None)
+    epochs: list[Any] = []  # the EpochMetrics reported so far
+    try:
+        with memory_cap(trial.context.memory_cap_gb):
+            final = _train(trial, checkpoint, node, epochs)
+    except _ReportFailed as failed:  # Ray's side (storage, the session): Tune's retry may help
+        raise failed.__cause__ from None
+    except Exception as error:  # the trial's own: the same config fails the same way again
+        status = fault_status(error)
+        if status == "oom" and torch.cuda.is_available():
+            torch.cuda.empty_cache()  # a reused actor starts its next trial with the memory back
+        final = {**node, "done_training": True, "trial_status": status, "error": fault_line(error),
+                 "predicted_memory_gb": memory(trial.config, trial.context.training.step).gb,
+                 # Tune wants the metric in every result: the last epoch's, or NaN before the first.
+                 METRIC: epochs[-1].val_accuracy if epochs else float("nan"),
+                 **({"epoch": epochs[-1].epoch} if epochs else {})}
+    tune.report({**final, "trial_seconds": time.perf_counter() - started, "reported_at": time.time()})
+
+
+class _ReportFailed(Exception):
+    """Reporting to Tune failed (not the training): re-raised for Tune to handle."""
+
+
+def _train(trial: TrialSpec, checkpoint: Any, node: dict[str, Any], epochs: list[int]) -> dict[str, Any]:
+    """The trial's training, reporting each epoch; returns its last report."""
+    from ray import tune
+
+    from pdsweep.training.data import load_dataset
+    from pdsweep.training.loop import train
+
+    config, context = trial.config, trial.context
     dataset = load_dataset(
         context.dataset, config.resolution, seed=context.split_seed,
         cache_dir=Path(context.cache_dir) if context.cache_dir else None,
@@ -48,7 +87,12 @@ def run_trial(trial_config: dict[str, Any]) -> None:
 
         def report_epoch(metrics: Any, checkpoint_dir: Path | None) -> None:
             values = {k: v for k, v in asdict(metrics).items() if v is not None}
-            tune.report({**values, **node, "reported_at": time.time(), "done_training": False}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+            try:
+                tune.report({**values, **node, "reported_at": time.time(), "done_training": False},
+                            checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+            except Exception as error:
+                raise _ReportFailed() from error
+            epochs.append(metrics)
 
         result = train(config, dataset, trial.settings, checkpoint_dir=work_dir, on_epoch_end=report_epoch)
     last = result.history[-1]
@@ -59,12 +103,30 @@ def run_trial(trial_config: dict[str, Any]) -> None:
         best_val_accuracy=result.best_val_accuracy,
         test_accuracy=result.test_accuracy,
         train_seconds=result.seconds,  # the trial's own work: model, epochs, test, robustness
-        trial_seconds=time.perf_counter() - started,
-        reported_at=time.time(),
         **({"test_auc": result.test_auc} if result.test_auc is not None else {}),
         **{f"robustness_{rate:g}": acc for rate, acc in result.robustness.items()},
     )
-    tune.report(final)
+    return final
+
+
+@contextlib.contextmanager
+def memory_cap(gb: float | None) -> Iterator[None]:
+    """Let this process grow by at most ``gb`` GB of address space while the trial runs
+    (``RLIMIT_AS``, Linux): an allocation past it fails in the allocator, as on a full GPU."""
+    if gb is None:
+        yield
+        return
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as handle:
+        size = int(handle.read().split()[0]) * resource.getpagesize()
+    limit = size + int(gb * 1e9)
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def _log_start(starts_log: str | None, *, resumed: bool) -> None:

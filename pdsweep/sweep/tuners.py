@@ -25,6 +25,7 @@ def trial_context(settings: SweepSettings, space: SearchSpace) -> TrialContext:
         cache_dir=settings.cache_dir,
         # Trial starts are logged where workers can write: the sweep folder when it is local.
         starts_log=None if settings.store.remote else str(settings.sweep_dir / STARTS_FILE),
+        memory_cap_gb=settings.trial_memory_cap_gb,
     )
 
 

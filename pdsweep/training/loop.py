@@ -4,7 +4,8 @@ Read top to bottom: :func:`train` builds the ensemble and its optimizer, resumes
 checkpoint if one is there, runs the epochs (each: shuffled batches, augmentation on the
 device, :func:`train_step`, validation, a checkpoint, a callback), then tests with every patch
 and with fewer (the robustness curve). SGD with momentum 0.9 or AdamW, linear warm-up then
-cosine decay per step, label smoothing, gradient clipping, bf16 autocast on a GPU, seeded.
+cosine decay per step, label smoothing, gradient clipping, bf16 autocast on a GPU, seeded. A
+non-finite loss ends the run at that step (:class:`~pdsweep.training.faults.Diverged`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pdsweep.training.augment import augment, normalize, to_float
 from pdsweep.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from pdsweep.training.data import Dataset, Split
 from pdsweep.training.device import DeviceName, free_memory_gb, resolve_device
+from pdsweep.training.faults import Diverged
 from pdsweep.training.metrics import ROBUSTNESS_KEEP_RATES, EpochCallback, EpochMetrics, TrainResult
 from pdsweep.training.models import Ensemble, build_model, dropping_at_test, load_pretrained
 
@@ -65,7 +67,11 @@ def train(
         epoch_started = time.perf_counter()
         if target.type == "cuda":
             torch.cuda.reset_peak_memory_stats(target)
-        loss, images_per_second = _train_epoch(model, optimizer, scheduler, dataset.train, settings, precision, epoch, batch_size, target)
+        try:
+            loss, images_per_second = _train_epoch(model, optimizer, scheduler, dataset.train, settings, precision, epoch, batch_size, target)
+        except Diverged as diverged:
+            diverged.history = tuple(history)
+            raise
         val_accuracy, val_auc = evaluate(model, dataset.val, batch_size=batch_size, device=target, precision=precision)
         metrics = EpochMetrics(
             epoch=epoch,
@@ -169,6 +175,8 @@ def _train_epoch(
             model, optimizer, normalize(images), labels,
             precision=precision, label_smoothing=settings.label_smoothing, grad_clip=settings.grad_clip,
         )
+        if not math.isfinite(loss):  # stop at the first bad step: nothing after it can recover
+            raise Diverged(loss, epoch, start // batch_size + 1)
         scheduler.step()
         losses.append(loss)
         seen += len(labels)

@@ -198,6 +198,9 @@ def npz(path: Path, resolution: int) -> tuple[Arrays, tuple[str, ...], int]:
             splits[split] = (_resize_array(images, resolution, f"{path}: {split}_images"), _labels(labels, f"{path}: {split}_labels", len(images)))
     num_classes = int(max(labels.max(initial=-1) for _, labels in splits.values())) + 1
     _check_not_empty(splits, str(path), 0)
+    present = len(np.unique(splits["train"][1]))
+    if present < 2:
+        raise PdsweepError(f"npz dataset {str(path)!r} has {present} class in train_labels; a classifier needs at least 2.")
     return splits, tuple(str(i) for i in range(num_classes)), 0
 
 

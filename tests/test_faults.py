@@ -1,0 +1,199 @@
+"""Trials that fail end in a true status, once, and the sweep goes on: real Ray, Optuna, torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from pdsweep.config import Config
+from pdsweep.results import rows as results
+from pdsweep.space import TrainingSettings
+from pdsweep.sweep import SweepSettings, run_sweep
+from pdsweep.sweep.trainable import memory_cap
+from pdsweep.training.data import load_dataset
+from pdsweep.training.faults import Diverged, fault_line, fault_status, is_out_of_memory
+from pdsweep.training.loop import train
+
+DIVERGING = """\
+axes:
+  model: vit_micro
+  resolution: 16
+  patch_size: 8
+  depth: 1
+  keep_rate: [0.5, 1.0]
+training:
+  epochs: 3
+  batch_size: 8
+  lr: 1.0e+6
+  warmup_epochs: 0
+  grad_clip: null
+  precision: fp32
+  augment: false
+"""
+
+# Two configs: one needs ~0.04 GB to train, the other ~1.5 GB (`pdsweep flops` says so).
+OOM_SPACE = """\
+axes:
+  model: deit_tiny
+  resolution: [32, 224]
+  patch_size: 4
+  depth: 2
+  keep_rate: 1.0
+training:
+  epochs: 1
+  batch_size: 16
+  precision: fp32
+  augment: false
+"""
+
+
+def _study(runs: Path, name: str, tier: str) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(runs / name / "optuna.journal")))
+    return optuna.load_study(study_name=tier, storage=storage)
+
+
+# ---- in one process --------------------------------------------------------------------------
+
+
+def test_a_real_allocation_failure_is_out_of_memory() -> None:
+    with pytest.raises(RuntimeError) as caught, memory_cap(0.2):
+        torch.empty(400_000_000, dtype=torch.uint8)  # 0.4 GB past a 0.2 GB cap
+    assert is_out_of_memory(caught.value) and fault_status(caught.value) == "oom"
+    assert "can't allocate memory: you tried to allocate 400000000 bytes" in fault_line(caught.value)
+    assert torch.empty(400_000_000, dtype=torch.uint8).numel() == 400_000_000  # the cap is lifted after
+
+
+def test_other_errors_are_errors() -> None:
+    assert fault_status(ValueError("bad label")) == "error"
+    assert fault_status(Diverged(float("nan"), 1, 2)) == "diverged"
+    wrapped = RuntimeError("the step failed")
+    wrapped.__cause__ = MemoryError()
+    assert fault_status(wrapped) == "oom"
+
+
+def test_training_stops_at_the_first_non_finite_loss(tmp_path: Path) -> None:
+    settings = TrainingSettings(epochs=3, batch_size=8, lr=1e6, warmup_epochs=0, grad_clip=None, augment=False)
+    dataset = load_dataset("synthetic:40", 16, cache_dir=tmp_path)
+    config = Config(model="vit_micro", resolution=16, patch_size=8, depth=1, num_classes=dataset.num_classes)
+    seen: list[int] = []
+    with pytest.raises(Diverged) as caught:
+        train(config, dataset, settings, on_epoch_end=lambda metrics, _: seen.append(metrics.epoch))
+    diverged = caught.value
+    assert not torch.isfinite(torch.tensor(diverged.loss))
+    assert [m.epoch for m in diverged.history] == seen  # the epochs before it, none after
+    assert diverged.epoch == len(seen) + 1 and diverged.epoch < settings.epochs
+
+
+def test_train_command_on_a_diverging_config_exits_1_with_valid_json(tmp_path: Path) -> None:
+    args = [str(Path(sys.executable).parent / "pdsweep"), "train", "--model", "vit_micro", "--resolution", "16",
+            "--patch-size", "8", "--depth", "1", "--epochs", "3", "--batch-size", "8", "--lr", "1e6",
+            "--warmup-epochs", "0", "--dataset", "synthetic:40", "--cache-dir", str(tmp_path), "--json"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("pdsweep:")]
+    assert len(errors) == 1 and "diverged: loss nan" in errors[0] and "Traceback" not in done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "diverged" and result["epochs"] == len(result["history"]) < 3
+
+
+# ---- sweeps on the shared Ray ----------------------------------------------------------------
+
+
+def test_diverging_trials_end_at_once_and_are_never_best(ray_session, tmp_path: Path) -> None:
+    space = tmp_path / "diverging.yaml"
+    space.write_text(DIVERGING)
+    runs = tmp_path / "runs"
+    lines: list[str] = []
+    settings = SweepSettings(name="d", space=str(space), budgets=(1.0,), search="grid", dataset="synthetic:40",
+                             runs_dir=str(runs), cache_dir=str(tmp_path / "cache"), concurrency=2, scheduler="none")
+    outcome = run_sweep(settings, out=lines.append, err=lines.append)
+    rows = results.read_rows(runs / "d" / results.RESULTS_FILE)
+    assert len(rows) == 2 and all(r.status == "diverged" for r in rows)
+    for row in rows:  # stopped in the epoch that went bad: nothing after it ran
+        assert "loss nan" in row.error or "loss inf" in row.error
+        bad_epoch = int(row.error.split(" at epoch ")[1].split(",")[0])
+        assert row.epochs_run == bad_epoch - 1 < row.epochs_planned
+        assert [p.epoch for p in row.history or ()] == list(range(1, bad_epoch))
+        assert row.test_accuracy is None
+    assert outcome.report is None and outcome.all_failed  # no tier has a best
+    assert sum("diverged: loss" in line for line in lines) == 2
+    trials = _study(runs, "d", "tier-1").trials
+    assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]  # infeasible, as TPE counts it
+    assert all(t.constraints.get("diverged", 0) > 0 for t in trials)
+
+
+def test_out_of_memory_is_recorded_once_and_the_sweep_goes_on(ray_session, tmp_path: Path) -> None:
+    space = tmp_path / "oom.yaml"
+    space.write_text(OOM_SPACE)
+    runs = tmp_path / "runs"
+    lines: list[str] = []
+    settings = SweepSettings(name="m", space=str(space), budgets=(20.0,), search="grid", dataset="synthetic:40",
+                             runs_dir=str(runs), cache_dir=str(tmp_path / "cache"), concurrency=1, scheduler="none",
+                             trial_memory_cap_gb=0.5, max_failures=2)
+    outcome = run_sweep(settings, out=lines.append, err=lines.append)
+    rows = {r.config.resolution: r for r in results.read_rows(runs / "m" / results.RESULTS_FILE)}
+    assert rows[224].status == "oom", rows[224]
+    assert "can't allocate memory" in rows[224].error and rows[224].predicted_memory_gb > 0.5
+    assert rows[32].status == "completed" and rows[32].predicted_memory_gb < 0.5
+    assert outcome.report.tiers[0].best.config.resolution == 32
+    assert [r.config.resolution for r in outcome.report.failed] == [224]
+    starts = Counter(line.split()[0] for line in (runs / "m" / "starts.log").read_text().splitlines())
+    assert starts[rows[224].trial_id] == 1  # not retried
+    trials = {t.user_attrs["ray_trial_id"]: t for t in _study(runs, "m", "tier-20").trials}
+    oom = trials[rows[224].trial_id]
+    assert oom.state.name == "PRUNED" and oom.constraints["oom"] == pytest.approx(rows[224].predicted_memory_gb, rel=0.05)
+    assert trials[rows[32].trial_id].state.name == "COMPLETE"
+    report = (runs / "m" / "report" / "report.md").read_text()
+    assert "## Trials that failed" in report and f"| oom | `{rows[224].config.name}`" in report
+    assert any("oom: RuntimeError: DefaultCPUAllocator" in line and "predicted" in line for line in lines)
+
+
+# ---- a worker lost ---------------------------------------------------------------------------
+
+
+def _pdsweep() -> str:
+    return str(Path(sys.executable).parent / "pdsweep")
+
+
+def test_a_killed_worker_resumes_its_trial_from_the_last_checkpoint(tmp_path: Path) -> None:
+    space = tmp_path / "slow.yaml"
+    space.write_text(DIVERGING.replace("lr: 1.0e+6", "lr: 1.0e-3").replace("grad_clip: null", "grad_clip: 1.0")
+                     .replace("epochs: 3", "epochs: 4").replace("keep_rate: [0.5, 1.0]", "keep_rate: 1.0"))
+    runs = tmp_path / "runs"
+    run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "1", "--search", "grid", "--scheduler", "none",
+           "--dataset", "synthetic:3000", "--cache-dir", str(tmp_path / "cache"), "--name", "w", "--runs-dir", str(runs)]
+    driver = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    starts = runs / "w" / "starts.log"
+    deadline = time.monotonic() + 240
+    # Wait for the trial's first checkpoint, then kill its worker process mid-trial.
+    while not (starts.is_file() and list((runs / "w" / "search").glob("*/checkpoint_000000"))):
+        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.1)
+    trial_id, _, pid = starts.read_text().split()[:3]
+    os.kill(int(pid), signal.SIGKILL)
+    _, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err.decode()[-3000:]
+    rows = results.read_rows(runs / "w" / results.RESULTS_FILE)
+    assert [r.trial_id for r in rows] == [trial_id] and rows[0].status == "completed"
+    assert [p.epoch for p in rows[0].history] == [1, 2, 3, 4]
+    lines = [line.split() for line in starts.read_text().splitlines()]
+    assert [how for _, how, _ in lines] == ["fresh", "resumed"]  # retried once, from its checkpoint
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    children = [r for r in client.search_runs([client.get_experiment_by_name("slow").experiment_id])
+                if r.data.tags.get("pdsweep.trial_id") == trial_id]
+    assert len(children) == 1 and children[0].info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(children[0].info.run_id, "val_accuracy")]
+    assert sorted(steps) == [1, 2, 3, 4]  # each epoch once: the resumed run did not train epoch 1 again
