@@ -31,3 +31,4 @@ SWEEP_FILE = "sweep.json"  # settings and the space, for resume
 RESULTS_FILE = "results.parquet"  # one row per trial
 STUDY_FILE = "optuna.journal"  # the Optuna studies, one per budget tier
 STARTS_FILE = "starts.log"  # one line per trial start
+MLFLOW_FILE = "mlflow.db"  # the default SQLite tracking store: RUNS_DIR/mlflow.db (a URI's sweep: in its folder)

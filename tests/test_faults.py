@@ -197,3 +197,64 @@ def test_a_killed_worker_resumes_its_trial_from_the_last_checkpoint(tmp_path: Pa
     assert len(children) == 1 and children[0].info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(children[0].info.run_id, "val_accuracy")]
     assert sorted(steps) == [1, 2, 3, 4]  # each epoch once: the resumed run did not train epoch 1 again
+
+
+# ---- SIGTERM ---------------------------------------------------------------------------------
+
+
+def _descendants(root: int) -> set[int]:
+    """Every live process below ``root``, from /proc (whatever session or group it is in)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_ui_stopped_with_sigterm_leaves_no_process(tmp_path: Path) -> None:
+    from pdsweep.results import tracking
+
+    runs = tmp_path / "runs"
+    ids = tracking.start_sweep(f"sqlite:///{runs / 'mlflow.db'}", "e", tracking.artifact_root(runs), "s", {}, files=[])
+    tracking.end_sweep(ids)
+    ui = subprocess.Popen([_pdsweep(), "ui", "--runs-dir", str(runs), "--port", str(_port())],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert ui.stdout.readline().startswith("MLflow UI for"), ui.stderr.read()
+        started = _descendants(ui.pid)
+        assert len(started) >= 2  # the server and its workers
+        ui.send_signal(signal.SIGTERM)  # as `kill PID`, a container stop or a service manager does
+        ui.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in started if _alive(pid)]
+        assert "stopped the MLflow UI" in ui.stderr.read()
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -91,8 +91,8 @@ def test_an_interrupted_sweep_resumes_and_runs_each_trial_once(
     assert not outcome.interrupted and len(outcome.rows) == 3, printed.err
     assert len({r.trial_id for r in outcome.rows}) == 3 and all(r.status == "completed" for r in outcome.rows)
     assert next(r for r in outcome.rows if r.trial_id == first.trial_id) == first  # kept, not trained again
-    # Said by the callback Tune unpickled from the old sweep's tuner.pkl.
-    assert "its first result is kept" in printed.err
+    # Said by the callback Tune unpickled from the old sweep's tuner.pkl, through this driver's `err`.
+    assert "its first result is kept" in printed.out
     state = SweepState.from_dict(json.loads((runs / "legacy" / "sweep.json").read_text()))
     assert state.phase == "done"
     client = MlflowClient(state.mlflow.uri)

@@ -91,12 +91,18 @@ class Resume(Command):
         parser.add_argument("name", help="the sweep's name")
         runs_dir_flag(parser)
         parser.add_argument("--address", help="a Ray cluster to continue on (default: as the sweep was started)")
+        parser.add_argument("--mlflow-uri", help="log to this tracking store from now on (the finished trials are "
+                                                 "back-filled into it), e.g. when the sweep's own cannot be reached")
+        parser.add_argument("--no-mlflow", action="store_true",
+                            help="log nothing to MLflow now; `pdsweep report --to-mlflow NAME` back-fills later")
         json_flag(parser, "print the per-tier summary as JSON")
 
     def take_action(self, args: argparse.Namespace) -> int:
         from pdsweep.sweep import resume_sweep
 
-        return finish(resume_sweep(args.name, args.runs_dir, address=args.address, out=_quiet_if(args.json)), args.json)
+        outcome = resume_sweep(args.name, args.runs_dir, address=args.address, mlflow_uri=args.mlflow_uri,
+                               no_mlflow=args.no_mlflow, out=_quiet_if(args.json))
+        return finish(outcome, args.json)
 
 
 def _quiet_if(flag: bool) -> Any:

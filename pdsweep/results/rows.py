@@ -174,11 +174,15 @@ def to_table(rows: Iterable[ResultRow]) -> pa.Table:
 
 
 def write(rows: Iterable[ResultRow], path: Path) -> None:
-    """Write the table atomically: a reader never sees a half-written file."""
+    """Write the table atomically: a reader never sees a half-written file, and a write that
+    fails (a full disk) leaves the previous table and no partial file."""
     table = to_table(rows)
     partial = path.with_name(f".{path.name}.partial")
-    pq.write_table(table, partial)
-    os.replace(partial, path)
+    try:
+        pq.write_table(table, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def read(path: Path) -> pa.Table:

@@ -16,11 +16,12 @@ complete, and one warning at the end says what was not logged and how to back-fi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,26 +75,49 @@ def _client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def check_reachable(uri: str) -> None:
-    """Fail fast and clearly if the tracking store cannot be used (no long HTTP retries)."""
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+@contextlib.contextmanager
+def quick_requests(timeout_s: int = 5, retries: int = 0) -> Iterator[None]:
+    """MLflow's HTTP client without its long retries (7, with backoff: minutes on a dead
+    server): a call to a store that is down fails in seconds, and the sweep goes on."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: v for k, v in keys.items() if saved[k] is None})  # a user's own setting stands
     try:
-        _client(uri).search_experiments(max_results=1)
-    except Exception as error:  # MLflow raises many types for a store it cannot reach
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise PdsweepError(
-            f"cannot reach the MLflow tracking store {uri} ({first}); start the server or fix --mlflow-uri, "
-            "or drop it to use SQLite under --runs-dir."
-        ) from None
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast and clearly if the tracking store cannot be used (no long HTTP retries)."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with quick_requests():
+            _client(uri).search_experiments(max_results=1)
+    except Exception as error:  # MLflow raises many types for a store it cannot reach
+        raise PdsweepError(
+            f"cannot reach the MLflow tracking store {uri} ({_first_line(error)}); start the server or fix --mlflow-uri, "
+            "or drop it to use SQLite under --runs-dir."
+        ) from None
+
+
+def check_sweep(ids: TrackingIds, sweep: str) -> None:
+    """The sweep's parent run must be in its tracking store; else one line with the ways on."""
+    offer = (f"resume with --mlflow-uri URI to log to another store, or --no-mlflow to log nothing now "
+             f"(then `pdsweep report --to-mlflow {sweep}` back-fills)")
+    try:
+        with quick_requests():
+            _client(ids.uri).get_run(ids.parent_run_id)
+    except Exception as error:  # unreachable, or reachable without this sweep's runs
+        raise PdsweepError(f"the MLflow store {ids.uri} of sweep {sweep!r} cannot be used ({_first_line(error)}); "
+                           f"{offer}.") from None
 
 
 def versions() -> dict[str, str]:
@@ -142,25 +166,42 @@ def _text(value: Any) -> str:
 
 
 class Tracker:
-    """Logs trials to MLflow as they run; never lets a tracking failure stop the sweep."""
+    """Logs trials to MLflow as they run; never lets a tracking failure stop the sweep.
+
+    A circuit breaker: after a call fails, no call is made for :attr:`cooldown_s` seconds (the
+    trials of that time are remembered as not logged), then one is tried again. A store that is
+    down costs the sweep one short timeout per cooldown, not one per call.
+    """
+
+    cooldown_s = 60.0
 
     def __init__(self, ids: TrackingIds) -> None:
         self.ids = ids
         self.runs: dict[str, str] = {}  # trial id -> child run id
+        self.ended: set[str] = set()  # trials whose child run is closed
         self.unlogged: set[str] = set()
         self.error: str | None = None
+        self.failures = 0
+        self._open_until = 0.0  # the breaker is open (no calls) until this time.monotonic()
 
-    def _guard(self, trial_id: str, action: Any) -> None:
+    def _guard(self, trial_id: str, action: Any) -> bool:
+        if time.monotonic() < self._open_until:
+            self.unlogged.add(trial_id)
+            return False
         try:
             action()
         except Exception as error:  # the store went away: remember, tell once at the end
             self.unlogged.add(trial_id)
+            self.failures += 1
+            self._open_until = time.monotonic() + self.cooldown_s
             if self.error is None:
-                self.error = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                self.error = _first_line(error)
                 log.debug("MLflow logging failed", exc_info=True)
+            return False
+        return True
 
-    def child(self, trial_id: str, run_name: str, tags: Mapping[str, str]) -> str | None:
-        """The child run of ``trial_id`` (found again after a resume, else created)."""
+    def child(self, trial_id: str, run_name: str, tags: Mapping[str, str], start_ms: int | None = None) -> str | None:
+        """The child run of ``trial_id`` (found again after a resume, and reopened, else created)."""
         if trial_id in self.runs:
             return self.runs[trial_id]
 
@@ -173,9 +214,13 @@ class Tracker:
                 max_results=1,
             )
             if found:
-                self.runs[trial_id] = found[0].info.run_id
+                run = found[0]
+                if run.info.status == "KILLED":  # interrupted with its sweep: it goes on now
+                    client.update_run(run.info.run_id, status="RUNNING")
+                    client.set_tag(run.info.run_id, "pdsweep.status", "running")
+                self.runs[trial_id] = run.info.run_id
                 return
-            run = client.create_run(self.ids.experiment_id, run_name=run_name,
+            run = client.create_run(self.ids.experiment_id, run_name=run_name, start_time=start_ms,
                                     tags={"mlflow.parentRunId": parent, TRIAL_TAG: trial_id, **tags})
             self.runs[trial_id] = run.info.run_id
 
@@ -183,30 +228,52 @@ class Tracker:
         return self.runs.get(trial_id)
 
     def epoch(self, trial_id: str, run_name: str, tags: Mapping[str, str], result: Mapping[str, Any]) -> None:
-        """One epoch's metrics, at step = epoch."""
-        run_id = self.child(trial_id, run_name, tags)
+        """One epoch's metrics, at step = epoch, stamped with the worker's clock."""
+        started = result.get("started_at")
+        run_id = self.child(trial_id, run_name, tags, _ms(started) if _number(started) else None)
         if run_id is None or "epoch" not in result:
             return
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        reported = result.get("reported_at")
+        now = _ms(reported) if _number(reported) else int(time.time() * 1000)
         step = int(result["epoch"])
         metrics = [Metric(k, float(result[k]), now, step) for k in EPOCH_METRICS if _number(result.get(k))]
         self._guard(trial_id, lambda: _client(self.ids.uri).log_batch(run_id, metrics=metrics))
 
-    def finish(self, row: ResultRow) -> None:
-        """A finished trial's params, costs, final metrics and status, from its results row."""
+    def finish(self, row: ResultRow, *, history: bool = False) -> None:
+        """A finished trial's params, costs, final metrics and status, from its results row
+        (``history``: each epoch's metrics too, for a run that missed them)."""
         trial_id = row.trial_id
-        run_id = self.child(trial_id, row.config.name, run_tags(row))
+        started = _ms(row.started_at.timestamp()) if row.started_at else None
+        run_id = self.child(trial_id, row.config.name, run_tags(row), started)
         if run_id is None:
             return
-        self._guard(trial_id, lambda: log_row(self.ids.uri, run_id, row))
+        if self._guard(trial_id, lambda: log_row(self.ids.uri, run_id, row, history=history)):
+            self.ended.add(trial_id)
+            self.unlogged.discard(trial_id)
+
+    def close_open(self, status: str = "KILLED") -> None:
+        """End the child runs of trials that never finished (their sweep was interrupted)."""
+        for trial_id, run_id in self.runs.items():
+            if trial_id not in self.ended:
+                def close(run_id: str = run_id) -> None:
+                    client = _client(self.ids.uri)
+                    client.set_tag(run_id, "pdsweep.status", "interrupted")
+                    client.set_terminated(run_id, status=status)
+
+                if self._guard(trial_id, close):
+                    self.ended.add(trial_id)
 
     def warning(self) -> str | None:
         if not self.unlogged:
             return None
         return (f"MLflow: {len(self.unlogged)} trial(s) were not fully logged ({self.error}); results.parquet "
                 "is complete; back-fill with `pdsweep report --to-mlflow NAME`.")
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
 
 
 def run_tags(row: ResultRow | None = None, *, tier: float | None = None, phase: str | None = None,
@@ -218,23 +285,36 @@ def run_tags(row: ResultRow | None = None, *, tier: float | None = None, phase: 
             "pdsweep.status": row.status if row is not None else "running"}
 
 
-def log_row(uri: str, run_id: str, row: ResultRow) -> None:
-    """Params, metrics and tags of a results row onto a child run, and close it."""
+RUN_STATUS = {"completed": "FINISHED", "stopped": "FINISHED", "interrupted": "KILLED"}  # else FAILED
+
+
+def log_row(uri: str, run_id: str, row: ResultRow, *, history: bool = False) -> None:
+    """Params, metrics and tags of a results row onto a child run, and close it at the time
+    the trial ended (``history``: also each epoch's metrics that the run lacks, at its step)."""
     from mlflow.entities import Metric, Param, RunTag
 
     client = _client(uri)
-    now = int(time.time() * 1000)
+    ended = _ms(row.ended_at.timestamp()) if row.ended_at else int(time.time() * 1000)
     existing = client.get_run(run_id).data.params
     values = row.to_dict()
     params = [Param(k, _text(values[k])) for k in CONFIG_PARAMS if values.get(k) is not None and k not in existing]
     params += [Param("budget_gflops", _text(row.budget_gflops))] if "budget_gflops" not in existing else []
-    metrics = [Metric(k, float(values[k]), now, 0) for k in COST_METRICS + FINAL_METRICS if _number(values.get(k))]
-    metrics += [Metric(f"robustness_keep_{p.keep_rate:g}", float(p.accuracy), now, 0) for p in row.robustness or ()]
+    metrics = [Metric(k, float(values[k]), ended, 0) for k in COST_METRICS + FINAL_METRICS if _number(values.get(k))]
+    metrics += [Metric(f"robustness_keep_{p.keep_rate:g}", float(p.accuracy), ended, 0) for p in row.robustness or ()]
+    if history:
+        for key in ("train_loss", "val_accuracy"):
+            logged = {m.step for m in client.get_metric_history(run_id, key)}
+            metrics += [Metric(key, float(getattr(p, key)), ended, p.epoch) for p in row.history or ()
+                        if p.epoch not in logged and _number(getattr(p, key))]
     tags = [RunTag(k, v) for k, v in run_tags(row).items()]
     if row.error:
         tags.append(RunTag("pdsweep.error", _text(row.error)))
-    client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
-    client.set_terminated(run_id, status="FAILED" if row.status == "error" else "FINISHED")
+    for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
+        client.log_batch(run_id, metrics=metrics[start:start + 1000], params=params if start == 0 else [],
+                         tags=tags if start == 0 else [])
+    if not metrics:
+        client.log_batch(run_id, params=params, tags=tags)
+    client.set_terminated(run_id, status=RUN_STATUS.get(row.status, "FAILED"), end_time=ended)
 
 
 def reopen(ids: TrackingIds) -> None:
@@ -256,7 +336,8 @@ def log_artifacts(ids: TrackingIds, files: Iterable[Path]) -> None:
 
 
 def backfill(ids: TrackingIds, rows: Iterable[ResultRow]) -> int:
-    """Log every row that has no finished child run yet; returns how many were logged."""
+    """Log every row whose child run is missing or still open, with each epoch's metrics at
+    its step; returns how many were logged."""
     client = _client(ids.uri)
     done = {
         run.data.tags.get(TRIAL_TAG)
@@ -268,7 +349,7 @@ def backfill(ids: TrackingIds, rows: Iterable[ResultRow]) -> int:
     for row in rows:
         if row.trial_id in done:
             continue
-        tracker.finish(row)
+        tracker.finish(row, history=True)
         if tracker.error:
             raise PdsweepError(f"cannot log to MLflow at {ids.uri} ({tracker.error}).")
         count += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pdsweep.errors import PdsweepError
+from pdsweep.interrupts import sigterm_as_ctrl_c
 from pdsweep.paths import local_root
 from pdsweep.results.tracking import default_uri
 
@@ -53,30 +55,45 @@ def start(runs_dir: str, port: int, mlflow_uri: str | None = None) -> subprocess
     # Its own process group: MLflow's server forks workers, and stopping must stop them too.
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            output = Path(log.name).read_text(errors="replace").strip().splitlines()
-            raise PdsweepError(f"the MLflow server stopped at start ({output[-1] if output else 'no output'}).")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.5)
+    try:
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                output = Path(log.name).read_text(errors="replace").strip().splitlines()
+                raise PdsweepError(f"the MLflow server stopped at start ({output[-1] if output else 'no output'}).")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return server
+            except OSError:
+                time.sleep(0.5)
+    except BaseException:  # Ctrl-C or SIGTERM while it starts: it must not outlive this command
+        stop(server)
+        raise
     stop(server)
     raise PdsweepError(f"the MLflow server did not answer on port {port} within {STARTUP_SECONDS} s.")
 
 
-def stop(server: subprocess.Popen) -> None:
-    """Stop the server and every worker it forked."""
+def stop(server: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Stop the server and every worker it forked (its process group): SIGTERM, then SIGKILL
+    for whatever is left after ``grace_s`` seconds."""
+    group = server.pid
     try:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        os.killpg(group, signal.SIGTERM)
     except ProcessLookupError:
-        pass
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        server.poll()  # reap the leader
+        try:
+            os.killpg(group, 0)  # anyone left in the group?
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.wait(timeout=5)
 
 
 def sweep_links(uri: str, base: str, limit: int = 5) -> list[str]:
@@ -106,17 +123,22 @@ def sweep_links(uri: str, base: str, limit: int = 5) -> list[str]:
 
 
 def serve(runs_dir: str, port: int, mlflow_uri: str | None = None) -> int:
-    """Run the UI until Ctrl-C."""
-    server = start(runs_dir, port, mlflow_uri)
-    where = mlflow_uri or str(Path(runs_dir).expanduser().resolve())
-    base = f"http://127.0.0.1:{port}"
-    print(f"MLflow UI for {where}: {base}  (Ctrl-C to stop)", flush=True)
-    for line in sweep_links(store_uri(runs_dir, mlflow_uri), base):
-        print(line, flush=True)
-    try:
-        server.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop(server)
+    """Run the UI until Ctrl-C or SIGTERM; either stops the server and all its workers."""
+    with sigterm_as_ctrl_c():
+        try:
+            server = start(runs_dir, port, mlflow_uri)
+        except KeyboardInterrupt:
+            print("pdsweep: interrupted; the MLflow UI was stopped.", file=sys.stderr, flush=True)
+            return 130
+        where = mlflow_uri or str(Path(runs_dir).expanduser().resolve())
+        base = f"http://127.0.0.1:{port}"
+        try:
+            print(f"MLflow UI for {where}: {base}  (Ctrl-C to stop)", flush=True)
+            for line in sweep_links(store_uri(runs_dir, mlflow_uri), base):
+                print(line, flush=True)
+            server.wait()
+        except KeyboardInterrupt:
+            print("pdsweep: stopped the MLflow UI.", file=sys.stderr, flush=True)
+        finally:
+            stop(server)
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pdsweep import cost
+from pdsweep.paths import MLFLOW_FILE
 from pdsweep.results import tracking
 from pdsweep.results.rows import RESULTS_FILE, EpochPoint, ResultRow, RobustnessPoint, read_rows, write
 from pdsweep.results.summary import progress_line
@@ -49,6 +51,7 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         self.rows: dict[str, ResultRow] = {}
         self.finished_before: set[str] = set()  # trials a previous driver recorded as ended
         self.history: dict[str, dict[int, EpochPoint]] = {}
+        self.storage_warned = False
 
     def setup(self, **info: Any) -> None:
         self.rows = {row.trial_id: row for row in read_rows(self.sweep_dir / RESULTS_FILE)}
@@ -74,22 +77,46 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         # (errors in the trial's own code end it with a report instead, see sweep.trainable).
         self._record(trial, error=_error_line(trial))
 
-    def _record(self, trial: Any, error: str | None) -> None:
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """Trials still running when Tune stopped (Ctrl-C, SIGTERM): a row saying so, which the
+        trial's own replaces when ``resume`` finishes it."""
+        for trial in trials:
+            if trial.status in ("TERMINATED", "ERROR") or trial.trial_id in self.rows and self.rows[trial.trial_id].finished:
+                continue
+            if trial.trial_id in self.history:  # it trained at least an epoch under this driver
+                self._record(trial, error=None, status="interrupted")
+
+    def _record(self, trial: Any, error: str | None, status: str | None = None) -> None:
         if trial.trial_id in self.finished_before:
             # The driver died after this trial's row was written but before Tune's own state said
             # it had ended, so Tune ran it again from its last checkpoint: only the evaluation, and
             # without the epochs this driver never saw. The first row is the whole record.
             self.err(f"trial {trial.trial_id} had ended before the interruption; its first result is kept.")
             return
-        row = result_row(self.settings, trial.trial_id, TrialSpec.from_dict(trial.config), trial.last_result or {},
+        last = {**(trial.last_result or {}), **({"trial_status": status} if status else {})}
+        row = result_row(self.settings, trial.trial_id, TrialSpec.from_dict(trial.config), last,
                          _analysis(trial), error, self.history.get(trial.trial_id, {}))
         self.rows[trial.trial_id] = row
-        write(self.rows.values(), self.sweep_dir / RESULTS_FILE)
-        # The journal first: published results never name a trial the published studies lack.
-        self.settings.store.publish(STUDY_FILE, STARTS_FILE, RESULTS_FILE)
+        self._save()
         if self.tracker is not None:
             self.tracker.finish(row)
+            if self.settings.store.remote and not self.settings.mlflow_uri:
+                self.settings.store.publish(MLFLOW_FILE)
         self.err(progress_line(row, list(self.rows.values())))
+
+    def _save(self) -> None:
+        """Rewrite ``results.parquet`` and publish it, the journal first (published results never
+        name a trial the published studies lack). Storage that fails is retried with backoff;
+        if it still fails, one warning, and the rows stay in memory for the next write."""
+        def save() -> None:
+            write(self.rows.values(), self.sweep_dir / RESULTS_FILE)
+            self.settings.store.publish(STUDY_FILE, STARTS_FILE, RESULTS_FILE)
+
+        error = retried(save)
+        if error is not None and not self.storage_warned:
+            self.storage_warned = True
+            self.err(f"warning: cannot write the results ({error}); the sweep goes on and writes them "
+                     "again after the next trial.")
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -99,7 +126,8 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"storage_warned": False, **state})
+        _UNPICKLED[self.settings.name] = self
         if isinstance(self.mlflow_ids, dict):  # pickled by a sweep started before TrackingIds
             self.mlflow_ids = tracking.TrackingIds.from_dict(self.mlflow_ids)
         if self.err is None:
@@ -107,6 +135,36 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         store = relocated(self.settings.store)  # where a resumed sweep is now
         self.settings = replace(self.settings, runs_dir=store.runs_dir)
         self.sweep_dir = self.settings.sweep_dir
+
+
+# The callbacks Tune unpickled from a restored experiment, by sweep: a restored Tuner calls
+# those, not the one the resuming driver made (see :func:`driving`).
+_UNPICKLED: dict[str, SweepCallback] = {}
+
+
+def driving(callback: SweepCallback) -> SweepCallback:
+    """The callback Tune will call: ``callback``, or the one Tune unpickled for its sweep,
+    told what ``callback`` knows now (where the sweep is, its tracking store, how to print)."""
+    restored = _UNPICKLED.pop(callback.settings.name, None)
+    if restored is None or restored is callback:
+        return callback
+    restored.settings, restored.sweep_dir, restored.err = callback.settings, callback.sweep_dir, callback.err
+    restored.mlflow_ids = callback.mlflow_ids
+    return restored
+
+
+def retried(action: Callable[[], None], attempts: int = 4, first_wait_s: float = 0.5) -> OSError | None:
+    """Run ``action``, retrying an ``OSError`` (a full disk, a storage blip) with backoff;
+    returns the last error if every attempt failed."""
+    for attempt in range(attempts):
+        try:
+            action()
+            return None
+        except OSError as error:
+            last = error
+            if attempt + 1 < attempts:
+                time.sleep(first_wait_s * 2**attempt)
+    return last
 
 
 def _utc(seconds: Any) -> datetime | None:

@@ -25,24 +25,19 @@ from typing import Any
 from pdsweep._compat import alias_legacy_modules
 from pdsweep.cost import Budget
 from pdsweep.errors import PdsweepError
-from pdsweep.paths import DEFAULT_RUNS_DIR, is_uri
+from pdsweep.interrupts import sigterm_as_ctrl_c
+from pdsweep.paths import DEFAULT_RUNS_DIR, MLFLOW_FILE, is_uri
 from pdsweep.results import report, tracking
 from pdsweep.results.rows import FAILED, RESULTS_FILE, ResultRow, read_rows
 from pdsweep.results.summary import report_or_none, summary_lines
 from pdsweep.space import SearchSpace, load_space, parse_space, plan
-from pdsweep.sweep.callback import SweepCallback
-from pdsweep.sweep.cluster import (
-    check_address,
-    connect,
-    probe_dataset,
-    probe_on_cluster,
-    resources_for,
-    warn_if_not_shared,
-)
+from pdsweep.sweep.callback import SweepCallback, driving
+from pdsweep.sweep.cluster import check_address, connect, probe_dataset, probe_on_cluster, warn_if_not_shared
 from pdsweep.sweep.preflight import preflight
 from pdsweep.sweep.settings import SweepSettings, SweepState, read_state
+from pdsweep.sweep.lock import SweepLock
 from pdsweep.sweep.store import RESUME_FILES, SWEEP_FILE, SweepStore, relocate
-from pdsweep.sweep.tuners import repeats_tuner, run_trial, search_tuner
+from pdsweep.sweep.tuners import repeats_tuner, search_tuner, tune_trainable
 
 Print = Callable[[str], None]
 log = logging.getLogger(__name__)
@@ -86,76 +81,128 @@ def run_sweep(settings: SweepSettings, *, out: Print = print, err: Print = _stde
     else:
         data = probe_dataset(settings, space)
     plans = {b.gflops: plan(space, b, policy=settings.policy, num_classes=data.num_classes) for b in budgets}
-    uri = settings.mlflow_uri or tracking.default_uri(store.local_dir.parent)
+    uri = settings.mlflow_uri or default_tracking_uri(store)
     tracking.check_reachable(uri)
     connect(settings.address, settings.verbose)
     warn_if_not_shared(store, err)
     preflight(settings, space, plans, data, err)
     settings.sweep_dir.mkdir(parents=True, exist_ok=store.remote)
-    state = SweepState(settings, Path(space.source).read_text(), data)
-    state.write()
-    params = {**{k: v for k, v in asdict(settings).items() if v is not None}, "space": space.name, **data.to_dict()}
-    experiment = settings.experiment or space.name
-    ids = tracking.start_sweep(
-        uri, experiment, None if settings.mlflow_uri else tracking.artifact_root(store.local_dir.parent),
-        settings.name, params, files=[Path(space.source), settings.sweep_dir / SWEEP_FILE],
-    )
-    state = replace(state, mlflow=ids)
-    state.write()
-    err(f"  MLflow: experiment {experiment!r}, parent run {settings.name!r} in {uri}")
-    return _execute(state, space, restore=False, out=out, err=err)
+    with SweepLock(store, err), sigterm_as_ctrl_c():
+        state = SweepState(settings, Path(space.source).read_text(), data)
+        state.write()
+        state = replace(state, mlflow=_start_tracking(state, space.name, uri, err))
+        state.write()
+        return _execute(state, space, restore=False, out=out, err=err)
 
 
 def resume_sweep(name: str, runs_dir: str = DEFAULT_RUNS_DIR, *, address: str | None = None,
+                 mlflow_uri: str | None = None, no_mlflow: bool = False,
                  out: Print = print, err: Print = _stderr) -> SweepOutcome:
-    """Continue a sweep whose driver died: finished trials are kept, the rest run once."""
+    """Continue a sweep whose driver stopped: finished trials are kept, the rest run once.
+
+    ``mlflow_uri``: log to this tracking store from now on (the finished trials are back-filled
+    into it); ``no_mlflow``: log nothing now (``pdsweep report --to-mlflow`` back-fills later).
+    """
+    if mlflow_uri and no_mlflow:
+        raise PdsweepError("give --mlflow-uri or --no-mlflow, not both.")
     store = SweepStore(runs_dir if is_uri(runs_dir) else str(Path(runs_dir).expanduser().resolve()), name)
-    store.fetch(*RESUME_FILES)
-    state = read_state(store, shown=runs_dir)
-    relocate(store)  # Ray's pickled searcher and callback look here for the sweep's files
-    alias_legacy_modules()  # ... and sweeps of pdsweep 0.1 pickled them under their old module names
-    if address is not None:
-        state = replace(state, settings=replace(state.settings, address=address))
+    if not store.remote or not store.exists():
+        store.require(shown=runs_dir)  # no such sweep: say so before anything is locked or written
+    with SweepLock(store, err), sigterm_as_ctrl_c():
+        store.fetch(*RESUME_FILES)
+        state = read_state(store, shown=runs_dir)
+        relocate(store)  # Ray's pickled searcher and callback look here for the sweep's files
+        alias_legacy_modules()  # ... and sweeps of pdsweep 0.1 pickled them under their old module names
+        if address is not None:
+            state = replace(state, settings=replace(state.settings, address=address))
+        settings = state.settings
+        space = parse_space(_yaml(state.space_text), name=Path(settings.space).stem, source=str(store.local_dir / SWEEP_FILE))
+        check_address(settings.address)
+        state = _resume_tracking(state, space.name, mlflow_uri, no_mlflow, err)
+        connect(settings.address, settings.verbose)
+        if state.mlflow:
+            tracking.reopen(state.mlflow)
+        err(f"resuming sweep {name!r} ({state.phase} phase)")
+        return _execute(state, space, restore=True, out=out, err=err)
+
+
+def default_tracking_uri(store: SweepStore) -> str:
+    """The SQLite store a sweep logs to unless told otherwise, found from where the sweep is now:
+    ``RUNS_DIR/mlflow.db``, shared by the sweeps of a local runs dir; for a sweep at a storage
+    URI, ``mlflow.db`` in the sweep's folder, published with its results, so another machine
+    that resumes the sweep has its runs."""
+    return tracking.default_uri(store.local_dir if store.remote else store.local_dir.parent)
+
+
+def _start_tracking(state: SweepState, space_name: str, uri: str, err: Print) -> tracking.TrackingIds:
     settings = state.settings
-    space = parse_space(_yaml(state.space_text), name=Path(settings.space).stem, source=str(store.local_dir / SWEEP_FILE))
-    check_address(settings.address)
-    if state.mlflow:
-        tracking.check_reachable(state.mlflow.uri)
-    connect(settings.address, settings.verbose)
-    if state.mlflow:
-        tracking.reopen(state.mlflow)
-    err(f"resuming sweep {name!r} ({state.phase} phase)")
-    return _execute(state, space, restore=True, out=out, err=err)
+    store = settings.store
+    params = {**{k: v for k, v in asdict(settings).items() if v is not None}, "space": space_name, **state.data.to_dict()}
+    experiment = settings.experiment or space_name
+    root = store.local_dir if store.remote else store.local_dir.parent
+    ids = tracking.start_sweep(
+        uri, experiment, None if settings.mlflow_uri else tracking.artifact_root(root),
+        settings.name, params, files=[Path(settings.space), settings.sweep_dir / SWEEP_FILE],
+    )
+    if store.remote and not settings.mlflow_uri:
+        store.publish(MLFLOW_FILE)
+    err(f"  MLflow: experiment {experiment!r}, parent run {settings.name!r} in {uri}")
+    return ids
+
+
+def _resume_tracking(state: SweepState, space_name: str, mlflow_uri: str | None, no_mlflow: bool,
+                     err: Print) -> SweepState:
+    """The tracking store this driver logs to: the sweep's own (found where the sweep is now),
+    another one (``--mlflow-uri``, back-filled), or none (``--no-mlflow``)."""
+    settings = state.settings
+    if no_mlflow:
+        err("MLflow: not logging; back-fill later with `pdsweep report --to-mlflow " + settings.name + "`.")
+        return replace(state, mlflow=None)  # sweep.json keeps its ids for that back-fill
+    if mlflow_uri:
+        tracking.check_reachable(mlflow_uri)
+        settings = replace(settings, mlflow_uri=mlflow_uri)
+        state = replace(state, settings=settings)
+        ids = _start_tracking(state, space_name, mlflow_uri, err)
+        rows = read_rows(settings.sweep_dir / RESULTS_FILE)
+        logged = tracking.backfill(ids, rows)
+        err(f"MLflow: logging to {mlflow_uri} from now on; back-filled {logged} finished trial(s).")
+        state = replace(state, mlflow=ids)
+        state.write()
+        return state
+    if state.mlflow is None:
+        return state
+    ids = state.mlflow
+    if settings.mlflow_uri is None:  # the default store: where the sweep is now, not where it was
+        found = default_tracking_uri(settings.store)
+        recorded = ids.uri.removeprefix("sqlite:///")
+        if Path(found.removeprefix("sqlite:///")).is_file() or not Path(recorded).is_file():
+            ids = replace(ids, uri=found)
+    tracking.check_sweep(ids, settings.name)
+    return replace(state, mlflow=ids)
 
 
 def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print, err: Print) -> SweepOutcome:
-    from ray import tune
-
+    """Run the sweep's phases; on every way out the MLflow runs are closed with a true status."""
     settings = state.settings
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # save Tune's state at every step: resume loses nothing
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # ... on purpose
     if not settings.verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the engine that honours verbose=0
-    trainable = tune.with_resources(run_trial(), resources_for(settings, space, state.data.worker_gpu_memory_gb))
     callback = SweepCallback(settings, err, state.mlflow)
-    interrupted = False
-    if state.phase == "search":
-        interrupted = _fit(search_tuner(settings, space, state, trainable, callback, restore=restore))
-        if not interrupted:
-            state = replace(state, phase="repeats" if settings.repeats > 1 else "done")
-            state.write()
-    if state.phase == "repeats" and not interrupted:
-        interrupted = _fit(repeats_tuner(settings, space, trainable, callback))
-        if not interrupted:
-            state = replace(state, phase="done")
-            state.write()
+    try:
+        with sigterm_as_ctrl_c(), tracking.quick_requests():  # again: ray.init installed its own SIGTERM handler
+            state, callback, interrupted = _phases(state, space, callback, restore=restore)
+    except BaseException as error:
+        _close_tracking(state, callback, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        if isinstance(error, KeyboardInterrupt):
+            err(f"interrupted; continue with `pdsweep resume {settings.name} --runs-dir {settings.runs_dir}`.")
+        raise
     rows = tuple(read_rows(settings.sweep_dir / RESULTS_FILE))
     outcome = SweepOutcome(settings.name, settings.store.where(RESULTS_FILE), rows,
                            report_or_none(settings.name, rows), interrupted)
     if outcome.report is not None and not interrupted:
         _write_report(outcome.report, state)
-    if state.mlflow:
-        tracking.end_sweep(state.mlflow, "KILLED" if interrupted else "FINISHED")
+    _close_tracking(state, callback, "KILLED" if interrupted else "FINISHED")
     if callback.tracker is not None and callback.tracker.warning():
         err(callback.tracker.warning().replace("NAME", settings.name))
     for line in summary_lines(outcome.name, len(outcome.rows), outcome.results_path, outcome.report):
@@ -163,6 +210,42 @@ def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print
     if interrupted:
         err(f"interrupted; continue with `pdsweep resume {settings.name} --runs-dir {settings.runs_dir}`.")
     return outcome
+
+
+def _phases(state: SweepState, space: SearchSpace, callback: SweepCallback, *,
+            restore: bool) -> tuple[SweepState, SweepCallback, bool]:
+    """The search, then the repeats; returns the state, the callback Tune used, and whether
+    it was interrupted."""
+    settings = state.settings
+    trainable = tune_trainable(settings, space, state)
+    interrupted = False
+    if state.phase == "search":
+        tuner = search_tuner(settings, space, state, trainable, callback, restore=restore)
+        callback = driving(callback)  # a restored Tuner calls the callback it unpickled: brief it
+        interrupted = _fit(tuner)
+        if not interrupted:
+            state = replace(state, phase="repeats" if settings.repeats > 1 else "done")
+            state.write()
+    if state.phase == "repeats" and not interrupted:
+        tuner = repeats_tuner(settings, space, trainable, callback)
+        callback = driving(callback)
+        interrupted = _fit(tuner)
+        if not interrupted:
+            state = replace(state, phase="done")
+            state.write()
+    return state, callback, interrupted
+
+
+def _close_tracking(state: SweepState, callback: SweepCallback, status: str) -> None:
+    """End the children still open (their trials were interrupted) and the parent run."""
+    if state.mlflow is None:
+        return
+    if callback.tracker is not None:
+        callback.tracker.close_open("KILLED")
+    tracking.end_sweep(state.mlflow, status)
+    store = state.settings.store
+    if store.remote and not state.settings.mlflow_uri:
+        store.publish(MLFLOW_FILE)
 
 
 def _write_report(built: report.Report, state: SweepState) -> None:

@@ -143,8 +143,11 @@ class SweepState:
         """Atomically, then published to a remote runs dir."""
         store = self.settings.store
         partial = store.local_dir / f".{SWEEP_FILE}.partial"
-        partial.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(partial, store.local_dir / SWEEP_FILE)
+        try:
+            partial.write_text(json.dumps(self.to_dict(), indent=2))
+            os.replace(partial, store.local_dir / SWEEP_FILE)
+        finally:
+            partial.unlink(missing_ok=True)
         store.publish(SWEEP_FILE)
 
 

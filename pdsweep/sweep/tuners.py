@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from pdsweep.cost import Budget
@@ -10,7 +9,7 @@ from pdsweep.results.rows import RESULTS_FILE, read_rows
 from pdsweep.results.summary import report_or_none
 from pdsweep.space import SearchSpace
 from pdsweep.sweep.callback import SweepCallback
-from pdsweep.sweep.cluster import slots
+from pdsweep.sweep.cluster import resources_for, slots
 from pdsweep.sweep.settings import SweepSettings, SweepState
 from pdsweep.sweep.spec import TrialContext, TrialSpec
 from pdsweep.sweep.store import STARTS_FILE
@@ -131,8 +130,11 @@ def run_config(settings: SweepSettings, name: str, callback: SweepCallback) -> A
     )
 
 
-def run_trial() -> Callable[[dict[str, Any]], None]:
-    """The trainable (imported here so the driver loads torch only when a sweep runs)."""
-    from pdsweep.sweep.trainable import run_trial as trainable
+def tune_trainable(settings: SweepSettings, space: SearchSpace, state: SweepState) -> Any:
+    """The trainable with each trial's resources (imported here so the driver loads torch only
+    when a sweep runs)."""
+    from ray import tune
 
-    return trainable
+    from pdsweep.sweep.trainable import run_trial
+
+    return tune.with_resources(run_trial, resources_for(settings, space, state.data.worker_gpu_memory_gb))

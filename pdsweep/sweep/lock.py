@@ -1,0 +1,189 @@
+"""One driver per sweep: ``run`` and ``resume`` hold the sweep's lock while they drive it.
+
+Two drivers of one sweep would train the same trials twice and interleave their rows. A local
+sweep folder is locked with ``flock`` on ``driver.lock``: the kernel releases the lock when
+its holder dies, however it dies, so a lock whose holder is gone is simply taken (and the
+holder it names is reported). A sweep at a storage URI has no such lock; its driver holds a
+lease instead, ``driver.lease``, which it renews every :data:`HEARTBEAT_S` seconds: a lease
+older than :data:`LEASE_S` belongs to a driver that is gone and is taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import IO, Any
+
+from pdsweep.errors import PdsweepError
+from pdsweep.sweep.store import SweepStore
+
+LOCK_FILE = "driver.lock"
+LEASE_FILE = "driver.lease"
+HEARTBEAT_S = 10.0
+LEASE_S = 60.0  # six missed heartbeats: the holder is gone
+
+Print = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who drives a sweep: host, process, since when, and (a lease) when it last said so."""
+
+    host: str
+    pid: int
+    since: str  # ISO 8601, UTC
+    renewed: float = 0.0  # time.time() of the last heartbeat (leases only)
+
+    @classmethod
+    def me(cls) -> Holder:
+        return cls(socket.gethostname(), os.getpid(), datetime.now(timezone.utc).isoformat(timespec="seconds"), time.time())
+
+    @classmethod
+    def parse(cls, text: str) -> Holder | None:
+        try:
+            values = json.loads(text)
+            return cls(str(values["host"]), int(values["pid"]), str(values["since"]), float(values.get("renewed", 0)))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def alive(self) -> bool:
+        """False if the holder is a process of this host that has ended; True if it runs, or
+        runs elsewhere (its lease tells)."""
+        if self.host != socket.gethostname():
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's process
+            return True
+        return True
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host} since {self.since}"
+
+
+class SweepLock:
+    """The sweep's lock, held from :meth:`acquire` to :meth:`release` (or the process's end)."""
+
+    def __init__(self, store: SweepStore, err: Print) -> None:
+        self.store = store
+        self.err = err
+        self._file: IO[str] | None = None
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        self.holder = Holder.me()
+
+    def __enter__(self) -> SweepLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        if self.store.remote:
+            self._lease()
+        else:
+            self._flock()
+
+    def release(self) -> None:
+        if self._heartbeat is not None:
+            self._stop.set()
+            self._heartbeat.join(timeout=HEARTBEAT_S)
+            self._heartbeat = None
+            try:
+                filesystem, path = self._lease_path()
+                if Holder.parse(_read(filesystem, path) or "") == self.holder:
+                    filesystem.delete_file(path)
+            except OSError:  # the lease expires by itself
+                pass
+        if self._file is not None:
+            import fcntl
+
+            self._file.truncate(0)
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def _refuse(self, holder: Holder | None, note: str = "") -> PdsweepError:
+        who = str(holder) if holder else "another process"
+        name = self.store.name
+        return PdsweepError(
+            f"sweep {name!r} is being driven by {who}{note}; wait for it to end, or stop it (Ctrl-C, or `kill` its "
+            f"pid) and then `pdsweep resume {name}`."
+        )
+
+    # ---- a local folder: flock ------------------------------------------------------------
+
+    def _flock(self) -> None:
+        import fcntl
+
+        self.store.local_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.store.local_dir / LOCK_FILE, "a+")  # noqa: SIM115 (held until release)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = Holder.parse(handle.read())
+            handle.close()
+            raise self._refuse(holder) from None
+        handle.seek(0)
+        previous = Holder.parse(handle.read())
+        if previous is not None:  # written by a driver that died holding the lock
+            self.err(f"taking over the lock of sweep {self.store.name!r} from {previous}, which is gone.")
+        handle.seek(0)
+        handle.truncate(0)
+        handle.write(json.dumps(asdict(self.holder)))
+        handle.flush()
+        self._file = handle
+
+    # ---- a storage URI: a lease with a heartbeat -------------------------------------------
+
+    def _lease_path(self) -> tuple[Any, str]:
+        filesystem, root = self.store._fs()
+        return filesystem, f"{root.rstrip('/')}/{self.store.name}/{LEASE_FILE}"
+
+    def _lease(self) -> None:
+        filesystem, path = self._lease_path()
+        current = Holder.parse(_read(filesystem, path) or "")
+        if current is not None and current.alive():
+            age = time.time() - current.renewed
+            if age < LEASE_S:
+                raise self._refuse(current, f" (its lease lapses {LEASE_S - age:.0f} s after its last heartbeat if it is gone)")
+        if current is not None:
+            why = "which is gone" if not current.alive() else f"no heartbeat for {time.time() - current.renewed:.0f} s"
+            self.err(f"taking over the lease of sweep {self.store.name!r} from {current}: {why}.")
+        self._write_lease(filesystem, path)
+        time.sleep(0.2)  # two drivers that raced: the later write wins, the earlier one sees it
+        if Holder.parse(_read(filesystem, path) or "") != self.holder:
+            raise self._refuse(Holder.parse(_read(filesystem, path) or ""))
+        self._heartbeat = threading.Thread(target=self._beat, args=(filesystem, path), name="pdsweep-lease", daemon=True)
+        self._heartbeat.start()
+
+    def _write_lease(self, filesystem: Any, path: str) -> None:
+        self.holder = Holder(self.holder.host, self.holder.pid, self.holder.since, time.time())
+        filesystem.create_dir(path.rpartition("/")[0], recursive=True)
+        with filesystem.open_output_stream(path) as out:
+            out.write(json.dumps(asdict(self.holder)).encode())
+
+    def _beat(self, filesystem: Any, path: str) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._write_lease(filesystem, path)
+            except OSError:  # storage blipped: the next beat tries again, well within LEASE_S
+                pass
+
+
+def _read(filesystem: Any, path: str) -> str | None:
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read().decode(errors="replace")
+    except (FileNotFoundError, OSError):
+        return None
