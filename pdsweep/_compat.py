@@ -8,9 +8,11 @@ name, rather than somewhere in a sweep. Everything else in pdsweep uses public A
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import types
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,6 +50,58 @@ def asha_trial_ids(scheduler: Any) -> set[str]:
     pdsweep before they kept their own map of trials.
     """
     return set(scheduler._trial_info)
+
+
+def rebase_trial_storage(trial: Any, experiment_fs_path: str) -> bool:
+    """Point a new trial of a restored Tune experiment at where the experiment is now.
+
+    Ray 2.60: ``TuneController._restore_trials`` rebases the storage of the trials it restores
+    (``trial.storage``: a ``StorageContext`` whose ``storage_fs_path`` and
+    ``experiment_dir_name`` make up the experiment's path), but the restored
+    ``SearchGenerator`` keeps the ``Experiment`` it pickled, so the trials it creates after a
+    moved experiment resumes are stored at the old path, which no longer exists. This does
+    for a new trial what ``_restore_trials`` does for the old ones. Returns whether it moved.
+    """
+    import copy
+
+    storage = trial.storage
+    if storage is None or f"{storage.storage_fs_path.rstrip('/')}/{storage.experiment_dir_name}" == experiment_fs_path:
+        return False
+    moved = copy.copy(storage)
+    moved.storage_fs_path, _, moved.experiment_dir_name = experiment_fs_path.rpartition("/")
+    trial.set_storage(moved)
+    return True
+
+
+@contextlib.contextmanager
+def tune_interruption() -> Iterator[list[bool]]:
+    """Whether a ``Tuner.fit`` in the block was stopped by a signal (Ctrl-C, or SIGTERM as
+    pdsweep handles it): ``flag[0]`` after the block.
+
+    Ray 2.60: ``tune.run`` installs a SIGINT handler (``tune._setup_signal_catching``) that
+    stops the run gracefully and puts back the handler it found, and it never puts it back
+    otherwise; after such a stop the ``ResultGrid`` shows the running trials as terminated, and
+    nothing public says the run was cut short. So a marker handler is installed first: it is
+    back in place after the fit exactly when Tune's handler ran.
+    """
+    import os
+    import signal
+    import threading
+
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread() or int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0")):
+        yield flag  # no handler of Tune's: a Ctrl-C raises KeyboardInterrupt through the fit
+        return
+
+    def marker(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, marker)
+    try:
+        yield flag
+    finally:
+        flag[0] = signal.getsignal(signal.SIGINT) is marker
+        signal.signal(signal.SIGINT, previous)
 
 
 def memory_timeline(prof: Any) -> list[int]:

@@ -165,6 +165,19 @@ def _pdsweep() -> str:
     return str(Path(sys.executable).parent / "pdsweep")
 
 
+def _epochs_logged(runs: Path) -> int:
+    """Epochs the driver has logged to MLflow so far (it logs each as Tune hands it the result)."""
+    import sqlite3
+
+    if not (runs / "mlflow.db").is_file():
+        return 0
+    try:
+        with sqlite3.connect(runs / "mlflow.db", timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM metrics WHERE key = 'val_accuracy'").fetchone()[0]
+    except sqlite3.Error:  # not created yet, or busy
+        return 0
+
+
 def test_a_killed_worker_resumes_its_trial_from_the_last_checkpoint(tmp_path: Path) -> None:
     space = tmp_path / "slow.yaml"
     space.write_text(DIVERGING.replace("lr: 1.0e+6", "lr: 1.0e-3").replace("grad_clip: null", "grad_clip: 1.0")
@@ -175,10 +188,11 @@ def test_a_killed_worker_resumes_its_trial_from_the_last_checkpoint(tmp_path: Pa
     driver = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     starts = runs / "w" / "starts.log"
     deadline = time.monotonic() + 240
-    # Wait for the trial's first checkpoint, then kill its worker process mid-trial.
-    while not (starts.is_file() and list((runs / "w" / "search").glob("*/checkpoint_000000"))):
+    # Wait until the driver has two epochs of the trial (Tune registers an epoch's checkpoint
+    # after its result, once the worker confirms the save), then kill its worker mid-trial.
+    while not (starts.is_file() and _epochs_logged(runs) >= 2):
         assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "no checkpoint in time"
+        assert time.monotonic() < deadline, "no epoch in time"
         time.sleep(0.1)
     trial_id, _, pid = starts.read_text().split()[:3]
     os.kill(int(pid), signal.SIGKILL)
@@ -258,3 +272,110 @@ def _port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+# ---- drivers: one at a time, killed, moved, stopped ------------------------------------------
+
+SLOW = """\
+axes:
+  model: vit_micro
+  resolution: 32
+  patch_size: 8
+  depth: 1
+  keep_rate: {low: 0.25, high: 1.0}
+training:
+  epochs: 6
+  batch_size: 16
+  precision: fp32
+  augment: false
+"""
+
+
+def _start_driver(tmp_path: Path, runs: Path, name: str, trials: int = 3) -> subprocess.Popen:
+    space = tmp_path / "slow.yaml"
+    space.write_text(SLOW)
+    run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", str(trials),
+           "--concurrency", "1", "--scheduler", "none", "--dataset", "synthetic:2000", "--cache-dir",
+           str(tmp_path / "cache"), "--name", name, "--runs-dir", str(runs)]
+    return subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _wait_for_rows(driver: subprocess.Popen, table: Path, count: int = 1) -> None:
+    deadline = time.monotonic() + 240
+    while not (table.is_file() and len(results.read_rows(table)) >= count):
+        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(0.2)
+
+
+def _children(runs: Path, experiment: str = "slow") -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return [r for r in found if "mlflow.parentRunId" in r.data.tags], [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+
+
+def test_one_driver_per_sweep_and_a_killed_moved_sweep_resumes_whole(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    driver = _start_driver(tmp_path, runs, "k")
+    _wait_for_rows(driver, runs / "k" / results.RESULTS_FILE)
+    # A second driver while the first is alive: refused, in seconds, naming the holder.
+    asked = time.monotonic()
+    second = subprocess.run([_pdsweep(), "resume", "k", "--runs-dir", str(runs)], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2 and time.monotonic() - asked < 10, second.stderr
+    assert second.stderr.count("\n") == 1 and f"being driven by pid {driver.pid} on " in second.stderr
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray, mid-trial
+    driver.wait()
+    moved = tmp_path / "elsewhere" / "runs"
+    moved.parent.mkdir()
+    runs.rename(moved)  # `mv`: the sweep folder and its SQLite store together
+    resumed = subprocess.run([_pdsweep(), "resume", "k", "--runs-dir", str(moved)], capture_output=True, text=True,
+                             timeout=420)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"taking over the lock of sweep 'k' from pid {driver.pid}" in resumed.stderr
+    assert not runs.exists()  # nothing written where the sweep was
+    rows = results.read_rows(moved / "k" / results.RESULTS_FILE)
+    assert len(rows) == 3 and len({r.trial_id for r in rows}) == 3 and all(r.status == "completed" for r in rows)
+    children, parents = _children(moved)
+    assert Counter(c.data.tags["pdsweep.trial_id"] for c in children) == Counter(r.trial_id for r in rows)
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert all(c.info.status == "FINISHED" for c in children)
+
+
+def test_a_driver_stopped_with_sigterm_closes_its_runs_and_resumes(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    driver = _start_driver(tmp_path, runs, "t")
+    _wait_for_rows(driver, runs / "t" / results.RESULTS_FILE)
+    time.sleep(1.0)  # well into the next trial
+    started = _descendants(driver.pid)  # its local Ray
+    driver.send_signal(signal.SIGTERM)  # `kill PID`
+    _, err = driver.communicate(timeout=60)
+    err = err.decode()
+    assert driver.returncode == 130, err[-3000:]
+    assert f"interrupted; continue with `pdsweep resume t --runs-dir {runs}`" in err
+    assert "SIGTERM received" not in err and "*** " not in err  # no C++ failure-signal dump
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in started if _alive(pid)]  # the local Ray ended with it
+    rows = results.read_rows(runs / "t" / results.RESULTS_FILE)
+    interrupted = [r for r in rows if r.status == "interrupted"]
+    assert len(interrupted) == 1 and interrupted[0].epochs_run < interrupted[0].epochs_planned
+    children, parents = _children(runs)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert {c.info.status for c in children} == {"FINISHED", "KILLED"} and all(c.info.status != "RUNNING" for c in children)
+
+    resumed = subprocess.run([_pdsweep(), "resume", "t", "--runs-dir", str(runs)], capture_output=True, text=True, timeout=420)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = results.read_rows(runs / "t" / results.RESULTS_FILE)
+    assert len(rows) == 3 and all(r.status == "completed" for r in rows)
+    children_after, parents = _children(runs)
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    # The interrupted trial's child run went on: the same run, now finished, not a second one.
+    assert Counter(c.data.tags["pdsweep.trial_id"] for c in children_after) == Counter(r.trial_id for r in rows)
+    again = next(c for c in children_after if c.data.tags["pdsweep.trial_id"] == interrupted[0].trial_id)
+    assert again.info.run_id in {c.info.run_id for c in children} and again.info.status == "FINISHED"
+    # Its start and end are the trial's own (the worker's clocks), not when the driver logged it.
+    row = next(r for r in rows if r.trial_id == again.data.tags["pdsweep.trial_id"])
+    assert again.info.end_time == int(row.ended_at.timestamp() * 1000)

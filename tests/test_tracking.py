@@ -95,3 +95,59 @@ def test_unreachable_tracking_server_is_one_line(cli, tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists()
     with pytest.raises(PdsweepError, match=r"cannot reach the MLflow tracking store"):
         tracking.check_reachable("http://127.0.0.1:1")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_tracking_server_killed_mid_sweep_is_one_warning_and_back_filled(ray_session, tmp_path: Path) -> None:
+    import threading
+
+    from pdsweep.results import ui
+
+    store = f"sqlite:///{tmp_path / 'server.db'}"
+    port = _free_port()
+    server = ui.start(str(tmp_path), port, store)  # a real `mlflow server`, as a team would run one
+    settings = _sweep(tmp_path, mlflow_uri=f"http://127.0.0.1:{port}", budgets=(0.0008,), trials=4, concurrency=1)
+    table = settings.absolute().sweep_dir / results.RESULTS_FILE
+
+    def kill_after_first_trial() -> None:
+        while not (table.is_file() and results.read_rows(table)):
+            time.sleep(0.1)
+        ui.stop(server, grace_s=0)  # gone, mid-sweep
+
+    killer = threading.Thread(target=kill_after_first_trial, daemon=True)
+    killer.start()
+    lines: list[str] = []
+    try:
+        outcome = run_sweep(settings, out=lines.append, err=lines.append)
+    finally:
+        killer.join(timeout=60)
+        ui.stop(server, grace_s=0)
+    assert len(outcome.rows) == 4 and all(r.finished for r in outcome.rows)  # Parquet complete
+    warnings = [line for line in lines if "MLflow" in line and "not fully logged" in line]
+    assert len(warnings) == 1 and "back-fill with `pdsweep report --to-mlflow m`" in warnings[0]
+    assert not [line for line in lines if "Traceback" in line]
+
+    server = ui.start(str(tmp_path), port, store)  # back up
+    try:
+        from conftest import CliResult  # noqa: F401  (the CLI in-process, as a user runs it)
+        from pdsweep.cli import main
+
+        assert main(["report", "m", "--runs-dir", str(tmp_path / "runs"), "--to-mlflow"]) == 0
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        experiment = client.get_experiment_by_name("tiny").experiment_id
+        children = [r for r in client.search_runs([experiment]) if "mlflow.parentRunId" in r.data.tags]
+        assert sorted(c.data.tags[tracking.TRIAL_TAG] for c in children) == sorted(r.trial_id for r in outcome.rows)
+        assert all(c.info.status == "FINISHED" for c in children)
+        for child in children:  # each epoch's metrics at its step, back-filled or logged live
+            row = next(r for r in outcome.rows if r.trial_id == child.data.tags[tracking.TRIAL_TAG])
+            steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy"))
+            assert steps == [p.epoch for p in row.history]
+    finally:
+        ui.stop(server)

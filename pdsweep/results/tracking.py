@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PARENT_TAG = "pdsweep.sweep"  # on the parent run: the sweep's name
+PARENT = ""  # the tracker's key for calls on the parent run (trial ids are never empty)
 TRIAL_TAG = "pdsweep.trial_id"  # on a child run: Ray Tune's trial id
 CONFIG_PARAMS = (*column_names(), "seed")  # every config axis, the derived columns, the seed
 COST_METRICS = ("train_gflops", "inference_gflops", "predicted_memory_gb", "measured_memory_gb")
@@ -179,6 +180,7 @@ class Tracker:
         self.ids = ids
         self.runs: dict[str, str] = {}  # trial id -> child run id
         self.ended: set[str] = set()  # trials whose child run is closed
+        self.steps: dict[str, set[int]] = {}  # trial id -> epochs logged by this driver
         self.unlogged: set[str] = set()
         self.error: str | None = None
         self.failures = 0
@@ -238,8 +240,12 @@ class Tracker:
         reported = result.get("reported_at")
         now = _ms(reported) if _number(reported) else int(time.time() * 1000)
         step = int(result["epoch"])
+        steps = self.steps.setdefault(trial_id, set())
+        if step in steps:  # a trial resumed from an earlier checkpoint trains this epoch again: logged once
+            return
         metrics = [Metric(k, float(result[k]), now, step) for k in EPOCH_METRICS if _number(result.get(k))]
-        self._guard(trial_id, lambda: _client(self.ids.uri).log_batch(run_id, metrics=metrics))
+        if self._guard(trial_id, lambda: _client(self.ids.uri).log_batch(run_id, metrics=metrics)):
+            steps.add(step)
 
     def finish(self, row: ResultRow, *, history: bool = False) -> None:
         """A finished trial's params, costs, final metrics and status, from its results row
@@ -265,10 +271,22 @@ class Tracker:
                 if self._guard(trial_id, close):
                     self.ended.add(trial_id)
 
+    def artifacts(self, files: Iterable[Path]) -> None:
+        """Files onto the sweep's parent run (the report)."""
+        self._guard(PARENT, lambda: log_artifacts(self.ids, files))
+
+    def end_sweep(self, status: str = "FINISHED") -> None:
+        """Close the sweep's parent run."""
+        self._guard(PARENT, lambda: _client(self.ids.uri).set_terminated(self.ids.parent_run_id, status=status))
+
     def warning(self) -> str | None:
+        trials = self.unlogged - {PARENT}
         if not self.unlogged:
             return None
-        return (f"MLflow: {len(self.unlogged)} trial(s) were not fully logged ({self.error}); results.parquet "
+        if not trials:
+            return (f"MLflow: the sweep's parent run was not fully logged ({self.error}); results.parquet is complete; "
+                    "back-fill with `pdsweep report --to-mlflow NAME`.")
+        return (f"MLflow: {len(trials)} trial(s) were not fully logged ({self.error}); results.parquet "
                 "is complete; back-fill with `pdsweep report --to-mlflow NAME`.")
 
 
@@ -327,6 +345,24 @@ def end_sweep(ids: TrackingIds, status: str = "FINISHED") -> None:
         _client(ids.uri).set_terminated(ids.parent_run_id, status=status)
     except Exception:  # reported by the tracker's warning already
         log.debug("could not close the parent run", exc_info=True)
+
+
+def relocate_artifacts(uri: str, old_root: Path, new_root: Path) -> int:
+    """After a default SQLite store moved with its runs dir (``mv``, a copy to another
+    machine): point its experiments and runs at the artifacts where they are now. MLflow keeps
+    artifact locations as absolute URIs and has no call to change them, so this updates its
+    two columns of them in the SQLite file. Returns the number of rows changed."""
+    import sqlite3
+
+    old, new = artifact_root(old_root), artifact_root(new_root)
+    if old == new or not uri.startswith("sqlite:///"):
+        return 0
+    with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as db, db:
+        changed = db.execute("UPDATE experiments SET artifact_location = ? || substr(artifact_location, ?) "
+                             "WHERE artifact_location LIKE ? || '%'", (new, len(old) + 1, old)).rowcount
+        changed += db.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE artifact_uri LIKE ? || '%'",
+                              (new, len(old) + 1, old)).rowcount
+    return changed
 
 
 def log_artifacts(ids: TrackingIds, files: Iterable[Path]) -> None:

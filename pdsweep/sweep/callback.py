@@ -52,6 +52,7 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         self.finished_before: set[str] = set()  # trials a previous driver recorded as ended
         self.history: dict[str, dict[int, EpochPoint]] = {}
         self.storage_warned = False
+        self.ended: set[str] = set()  # trials this driver wrote a row for
 
     def setup(self, **info: Any) -> None:
         self.rows = {row.trial_id: row for row in read_rows(self.sweep_dir / RESULTS_FILE)}
@@ -81,9 +82,8 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         """Trials still running when Tune stopped (Ctrl-C, SIGTERM): a row saying so, which the
         trial's own replaces when ``resume`` finishes it."""
         for trial in trials:
-            if trial.status in ("TERMINATED", "ERROR") or trial.trial_id in self.rows and self.rows[trial.trial_id].finished:
-                continue
-            if trial.trial_id in self.history:  # it trained at least an epoch under this driver
+            # Tune marks the trials it stops on its way out TERMINATED, without on_trial_complete.
+            if trial.trial_id in self.history and trial.trial_id not in self.ended:  # trained here, not ended
                 self._record(trial, error=None, status="interrupted")
 
     def _record(self, trial: Any, error: str | None, status: str | None = None) -> None:
@@ -97,6 +97,7 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         row = result_row(self.settings, trial.trial_id, TrialSpec.from_dict(trial.config), last,
                          _analysis(trial), error, self.history.get(trial.trial_id, {}))
         self.rows[trial.trial_id] = row
+        self.ended.add(trial.trial_id)
         self._save()
         if self.tracker is not None:
             self.tracker.finish(row)
@@ -126,7 +127,7 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"storage_warned": False, **state})
+        self.__dict__.update({"storage_warned": False, "ended": set(), **state})
         _UNPICKLED[self.settings.name] = self
         if isinstance(self.mlflow_ids, dict):  # pickled by a sweep started before TrackingIds
             self.mlflow_ids = tracking.TrackingIds.from_dict(self.mlflow_ids)

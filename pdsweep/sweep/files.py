@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pdsweep.errors import PdsweepError
 from pdsweep.results.rows import RESULTS_FILE, ResultRow, read_rows
 from pdsweep.results.tracking import TrackingIds
-from pdsweep.sweep.store import SWEEP_FILE, SweepStore
+from pdsweep.sweep.store import MLFLOW_FILE, SWEEP_FILE, SweepStore
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class SweepFiles:
 
 def load_sweep(name: str, runs_dir: str) -> SweepFiles:
     store = SweepStore(runs_dir, name)
-    store.fetch(SWEEP_FILE, RESULTS_FILE)
+    store.fetch(SWEEP_FILE, RESULTS_FILE, MLFLOW_FILE)
     state_file = store.require()
     path = store.local_dir / RESULTS_FILE
     if not path.is_file():
@@ -33,5 +33,8 @@ def load_sweep(name: str, runs_dir: str) -> SweepFiles:
         state = json.loads(state_file.read_text())
     except ValueError:
         raise PdsweepError(f"{state_file} is not valid JSON; was it edited by hand?") from None
-    ids = state.get("mlflow") if isinstance(state, dict) else None
-    return SweepFiles(name, tuple(read_rows(path)), TrackingIds.from_dict(ids) if ids else None, store.local_dir)
+    ids = TrackingIds.from_dict(state["mlflow"]) if isinstance(state, dict) and state.get("mlflow") else None
+    default = isinstance(state, dict) and not (state.get("settings") or {}).get("mlflow_uri")
+    if ids is not None and default and (store.tracking_root / MLFLOW_FILE).is_file():
+        ids = replace(ids, uri=store.tracking_uri)  # the default store moves with the sweep
+    return SweepFiles(name, tuple(read_rows(path)), ids, store.local_dir)

@@ -14,7 +14,6 @@ start), and Tune's experiments ``search/`` and ``repeats/``.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pdsweep._compat import alias_legacy_modules
+from pdsweep._compat import alias_legacy_modules, tune_interruption
 from pdsweep.cost import Budget
 from pdsweep.errors import PdsweepError
 from pdsweep.interrupts import sigterm_as_ctrl_c
@@ -40,7 +39,6 @@ from pdsweep.sweep.store import RESUME_FILES, SWEEP_FILE, SweepStore, relocate
 from pdsweep.sweep.tuners import repeats_tuner, search_tuner, tune_trainable
 
 Print = Callable[[str], None]
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ def run_sweep(settings: SweepSettings, *, out: Print = print, err: Print = _stde
     else:
         data = probe_dataset(settings, space)
     plans = {b.gflops: plan(space, b, policy=settings.policy, num_classes=data.num_classes) for b in budgets}
-    uri = settings.mlflow_uri or default_tracking_uri(store)
+    uri = settings.mlflow_uri or store.tracking_uri
     tracking.check_reachable(uri)
     connect(settings.address, settings.verbose)
     warn_if_not_shared(store, err)
@@ -126,22 +124,13 @@ def resume_sweep(name: str, runs_dir: str = DEFAULT_RUNS_DIR, *, address: str | 
         return _execute(state, space, restore=True, out=out, err=err)
 
 
-def default_tracking_uri(store: SweepStore) -> str:
-    """The SQLite store a sweep logs to unless told otherwise, found from where the sweep is now:
-    ``RUNS_DIR/mlflow.db``, shared by the sweeps of a local runs dir; for a sweep at a storage
-    URI, ``mlflow.db`` in the sweep's folder, published with its results, so another machine
-    that resumes the sweep has its runs."""
-    return tracking.default_uri(store.local_dir if store.remote else store.local_dir.parent)
-
-
 def _start_tracking(state: SweepState, space_name: str, uri: str, err: Print) -> tracking.TrackingIds:
     settings = state.settings
     store = settings.store
     params = {**{k: v for k, v in asdict(settings).items() if v is not None}, "space": space_name, **state.data.to_dict()}
     experiment = settings.experiment or space_name
-    root = store.local_dir if store.remote else store.local_dir.parent
     ids = tracking.start_sweep(
-        uri, experiment, None if settings.mlflow_uri else tracking.artifact_root(root),
+        uri, experiment, None if settings.mlflow_uri else tracking.artifact_root(store.tracking_root),
         settings.name, params, files=[Path(settings.space), settings.sweep_dir / SWEEP_FILE],
     )
     if store.remote and not settings.mlflow_uri:
@@ -173,10 +162,14 @@ def _resume_tracking(state: SweepState, space_name: str, mlflow_uri: str | None,
         return state
     ids = state.mlflow
     if settings.mlflow_uri is None:  # the default store: where the sweep is now, not where it was
-        found = default_tracking_uri(settings.store)
-        recorded = ids.uri.removeprefix("sqlite:///")
-        if Path(found.removeprefix("sqlite:///")).is_file() or not Path(recorded).is_file():
+        found = settings.store.tracking_uri
+        recorded, here = Path(ids.uri.removeprefix("sqlite:///")), Path(found.removeprefix("sqlite:///"))
+        if found != ids.uri and (here.is_file() or not recorded.is_file()):
+            tracking.check_sweep(replace(ids, uri=found), settings.name)
+            tracking.relocate_artifacts(found, recorded.parent, here.parent)
             ids = replace(ids, uri=found)
+            state = replace(state, mlflow=ids)
+            state.write()
     tracking.check_sweep(ids, settings.name)
     return replace(state, mlflow=ids)
 
@@ -189,20 +182,21 @@ def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print
     if not settings.verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the engine that honours verbose=0
     callback = SweepCallback(settings, err, state.mlflow)
-    try:
-        with sigterm_as_ctrl_c(), tracking.quick_requests():  # again: ray.init installed its own SIGTERM handler
-            state, callback, interrupted = _phases(state, space, callback, restore=restore)
-    except BaseException as error:
-        _close_tracking(state, callback, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-        if isinstance(error, KeyboardInterrupt):
-            err(f"interrupted; continue with `pdsweep resume {settings.name} --runs-dir {settings.runs_dir}`.")
-        raise
-    rows = tuple(read_rows(settings.sweep_dir / RESULTS_FILE))
-    outcome = SweepOutcome(settings.name, settings.store.where(RESULTS_FILE), rows,
-                           report_or_none(settings.name, rows), interrupted)
-    if outcome.report is not None and not interrupted:
-        _write_report(outcome.report, state)
-    _close_tracking(state, callback, "KILLED" if interrupted else "FINISHED")
+    with tracking.quick_requests():  # a tracking store that went away costs seconds, not minutes
+        try:
+            with sigterm_as_ctrl_c():  # again: ray.init installed its own SIGTERM handler
+                state, callback, interrupted = _phases(state, space, callback, restore=restore)
+        except BaseException as error:
+            _close_tracking(state, callback, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+            if isinstance(error, KeyboardInterrupt):
+                err(f"interrupted; continue with `pdsweep resume {settings.name} --runs-dir {settings.runs_dir}`.")
+            raise
+        rows = tuple(read_rows(settings.sweep_dir / RESULTS_FILE))
+        outcome = SweepOutcome(settings.name, settings.store.where(RESULTS_FILE), rows,
+                               report_or_none(settings.name, rows), interrupted)
+        if outcome.report is not None and not interrupted:
+            _write_report(outcome.report, state, callback.tracker)
+        _close_tracking(state, callback, "KILLED" if interrupted else "FINISHED")
     if callback.tracker is not None and callback.tracker.warning():
         err(callback.tracker.warning().replace("NAME", settings.name))
     for line in summary_lines(outcome.name, len(outcome.rows), outcome.results_path, outcome.report):
@@ -240,30 +234,28 @@ def _close_tracking(state: SweepState, callback: SweepCallback, status: str) -> 
     """End the children still open (their trials were interrupted) and the parent run."""
     if state.mlflow is None:
         return
-    if callback.tracker is not None:
-        callback.tracker.close_open("KILLED")
-    tracking.end_sweep(state.mlflow, status)
+    tracker = callback.tracker or tracking.Tracker(state.mlflow)  # no trial ran under this driver
+    tracker.close_open("KILLED")
+    tracker.end_sweep(status)
     store = state.settings.store
     if store.remote and not state.settings.mlflow_uri:
         store.publish(MLFLOW_FILE)
 
 
-def _write_report(built: report.Report, state: SweepState) -> None:
+def _write_report(built: report.Report, state: SweepState, tracker: tracking.Tracker | None) -> None:
     """``report.md`` and ``report.png`` in the sweep folder, published and logged to MLflow."""
     settings = state.settings
     files = report.write(built, settings.sweep_dir / "report")
     settings.store.publish(*(str(Path("report") / f.name) for f in files))
-    if state.mlflow:
-        try:
-            tracking.log_artifacts(state.mlflow, files)
-        except Exception:  # the tracker's warning says what MLflow missed
-            log.debug("could not log the report to MLflow", exc_info=True)
+    if tracker is not None:
+        tracker.artifacts(files)  # the tracker's warning says what MLflow missed
 
 
 def _fit(tuner: Any) -> bool:
-    """Run a Tuner; True if it stopped (Ctrl-C) with trials still unfinished."""
-    grid = tuner.fit()
-    return grid is not None and grid.num_terminated + grid.num_errors < len(grid)
+    """Run a Tuner; True if it was stopped (Ctrl-C, SIGTERM) before its trials were all done."""
+    with tune_interruption() as stopped:
+        grid = tuner.fit()
+    return stopped[0] or (grid is not None and grid.num_terminated + grid.num_errors < len(grid))
 
 
 def _yaml(text: str) -> Any:

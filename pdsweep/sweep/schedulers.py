@@ -13,13 +13,26 @@ from typing import Any
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from pdsweep._compat import asha_trial_ids
+from pdsweep._compat import asha_trial_ids, rebase_trial_storage
 from pdsweep.sweep.searcher import recorded_epochs
 from pdsweep.sweep.spec import METRIC, TIME_ATTR
 from pdsweep.sweep.store import SweepStore, relocated
 
 
-class TieredASHA(FIFOScheduler):
+class InPlace(FIFOScheduler):
+    """First in, first out, with each new trial stored where the experiment is now (a sweep
+    resumed after its folder moved; see :func:`pdsweep._compat.rebase_trial_storage`)."""
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        if tune_controller is not None:
+            restored = next((t for t in tune_controller.get_trials() if t is not trial and t.storage is not None), None)
+            if restored is not None:
+                storage = restored.storage
+                rebase_trial_storage(trial, f"{storage.storage_fs_path.rstrip('/')}/{storage.experiment_dir_name}")
+        super().on_trial_add(tune_controller, trial)
+
+
+class TieredASHA(InPlace):
     """One ASHA per budget tier; trials of different tiers never compete."""
 
     def __init__(self, tiers: list[float], *, max_t: int, grace_period: int, reduction_factor: float,
@@ -45,6 +58,7 @@ class TieredASHA(FIFOScheduler):
         return True  # each tier's ASHA was built with the metric and mode
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
         self._for(trial).on_trial_add(tune_controller, trial)
         self.tiers[trial.trial_id] = trial.config["tier"]
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pdsweep.errors import PdsweepError
-from pdsweep.paths import RESULTS_FILE, STARTS_FILE, STUDY_FILE, SWEEP_FILE, is_uri, local_root
+from pdsweep.paths import MLFLOW_FILE, RESULTS_FILE, STARTS_FILE, STUDY_FILE, SWEEP_FILE, is_uri, local_root
 
-__all__ = ["RESULTS_FILE", "RESUME_FILES", "STARTS_FILE", "STUDY_FILE", "SWEEP_FILE", "SweepStore", "relocate", "relocated"]
+__all__ = ["MLFLOW_FILE", "RESULTS_FILE", "RESUME_FILES", "STARTS_FILE", "STUDY_FILE", "SWEEP_FILE", "SweepStore", "relocate", "relocated"]
 
-RESUME_FILES = (SWEEP_FILE, RESULTS_FILE, STUDY_FILE)  # what a resume fetches from a remote runs dir
+RESUME_FILES = (SWEEP_FILE, RESULTS_FILE, STUDY_FILE, MLFLOW_FILE)  # what a resume fetches from a remote runs dir
 
 
 # A resumed sweep may live elsewhere than when Ray pickled its searcher and callback (a moved
@@ -53,6 +53,19 @@ class SweepStore:
     def storage_path(self) -> str:
         """The sweep folder as Ray Tune's ``storage_path`` (a path or a URI)."""
         return f"{self.runs_dir.rstrip('/')}/{self.name}" if self.remote else str(self.local_dir)
+
+    @property
+    def tracking_root(self) -> Path:
+        """Where the default tracking store lives: ``RUNS_DIR`` (``mlflow.db``, ``mlartifacts/``),
+        shared by the sweeps of a local runs dir; for a sweep at a storage URI, the sweep's own
+        folder, whose ``mlflow.db`` is published with its results, so that another machine that
+        resumes the sweep has its runs."""
+        return self.local_dir if self.remote else self.local_dir.parent
+
+    @property
+    def tracking_uri(self) -> str:
+        """The default SQLite tracking store, found from where the sweep is now."""
+        return f"sqlite:///{self.tracking_root / MLFLOW_FILE}"
 
     def experiment(self, name: str) -> str:
         return f"{self.storage_path}/{name}"

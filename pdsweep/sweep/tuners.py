@@ -33,7 +33,7 @@ def search_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState,
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from pdsweep.sweep.schedulers import TieredASHA
+    from pdsweep.sweep.schedulers import InPlace, TieredASHA
     from pdsweep.sweep.searcher import BudgetSearcher
 
     path = settings.store.experiment("search")
@@ -47,7 +47,7 @@ def search_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState,
     scheduler = (
         TieredASHA(list(settings.budgets), max_t=space.training.epochs, grace_period=settings.grace_period,
                    reduction_factor=settings.reduction_factor, store=settings.store)
-        if settings.scheduler == "asha" else None
+        if settings.scheduler == "asha" else InPlace()
     )
     return tune.Tuner(
         trainable,
@@ -63,6 +63,7 @@ def repeats_tuner(settings: SweepSettings, space: SearchSpace, trainable: Any, c
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
+    from pdsweep.sweep.schedulers import InPlace
     from pdsweep.sweep.searcher import ListSearcher
 
     path = settings.store.experiment("repeats")
@@ -75,7 +76,7 @@ def repeats_tuner(settings: SweepSettings, space: SearchSpace, trainable: Any, c
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(ListSearcher(points), max_concurrent=settings.concurrency or slots(settings)),
-            num_samples=len(points), reuse_actors=settings.reuse_actors,
+            scheduler=InPlace(), num_samples=len(points), reuse_actors=settings.reuse_actors,
         ),
         run_config=run_config(settings, "repeats", callback),
     )
