@@ -379,3 +379,93 @@ def test_a_driver_stopped_with_sigterm_closes_its_runs_and_resumes(tmp_path: Pat
     # Its start and end are the trial's own (the worker's clocks), not when the driver logged it.
     row = next(r for r in rows if r.trial_id == again.data.tags["pdsweep.trial_id"])
     assert again.info.end_time == int(row.ended_at.timestamp() * 1000)
+
+
+# ---- storage that fails ----------------------------------------------------------------------
+
+
+class FullDisk:
+    """A pyarrow filesystem handler over the local disk whose writes fail with ENOSPC while
+    ``full`` is set, as a full disk or an over-quota bucket answers."""
+
+    def __init__(self) -> None:
+        from pyarrow import fs
+
+        self.local = fs.LocalFileSystem()
+        self.full = False
+        self.refused = 0
+
+    def _check(self) -> None:
+        import errno
+
+        if self.full:
+            self.refused += 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def handler(self):
+        from pyarrow import fs
+
+        outer = self
+
+        class Handler(fs.FileSystemHandler):
+            def get_type_name(self): return "full-disk"
+            def normalize_path(self, path): return path
+            def equals(self, other): return other is self
+            def get_file_info(self, paths): return outer.local.get_file_info(paths)
+            def get_file_info_selector(self, selector): return outer.local.get_file_info(selector)
+            def create_dir(self, path, recursive): outer._check(); outer.local.create_dir(path, recursive=recursive)
+            def delete_dir(self, path): outer.local.delete_dir(path)
+            def delete_dir_contents(self, path, missing_dir_ok=False): outer.local.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+            def delete_root_dir_contents(self): raise OSError("refused")
+            def delete_file(self, path): outer.local.delete_file(path)
+            def move(self, src, dest): outer._check(); outer.local.move(src, dest)
+            def copy_file(self, src, dest): outer._check(); outer.local.copy_file(src, dest)
+            def open_input_stream(self, path): return outer.local.open_input_stream(path)
+            def open_input_file(self, path): return outer.local.open_input_file(path)
+            def open_output_stream(self, path, metadata): outer._check(); return outer.local.open_output_stream(path)
+            def open_append_stream(self, path, metadata): outer._check(); return outer.local.open_append_stream(path)
+
+        return fs.PyFileSystem(Handler())
+
+
+def test_a_full_disk_mid_sweep_loses_no_row(ray_session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from pdsweep.sweep.store import SweepStore
+
+    disk = FullDisk()
+    remote_root = tmp_path / "remote"
+    original = SweepStore._fs
+
+    def through_the_full_disk(store):  # the driver's writes to the runs dir; Ray's own go to the same folder
+        _, root = original(store)
+        return disk.handler(), root
+
+    monkeypatch.setattr(SweepStore, "_fs", through_the_full_disk)
+    monkeypatch.setenv("PDSWEEP_CACHE", str(tmp_path / "driver-cache"))
+    space = tmp_path / "slow.yaml"
+    space.write_text(SLOW.replace("epochs: 6", "epochs: 2"))
+    settings = SweepSettings(name="f", space=str(space), budgets=(0.0008,), trials=4, concurrency=1, scheduler="none",
+                             dataset="synthetic:600", runs_dir=f"file://{remote_root}", cache_dir=str(tmp_path / "cache"))
+    published = remote_root / "f" / results.RESULTS_FILE
+
+    lines: list[str] = []
+
+    def fill_then_free() -> None:
+        while not (published.is_file() and results.read_rows(published)):
+            time.sleep(0.05)
+        disk.full = True  # full after the first trial's row, for the next two trials' ends ...
+        while sum(line.startswith("[") for line in lines) < 3:
+            time.sleep(0.05)
+        disk.full = False  # ... until someone frees space, before the last one
+
+    faults = threading.Thread(target=fill_then_free, daemon=True)
+    faults.start()
+    outcome = run_sweep(settings, out=lines.append, err=lines.append)
+    faults.join(timeout=60)
+    assert disk.refused >= 6 and not disk.full
+    assert len(outcome.rows) == 4 and all(r.finished for r in outcome.rows)
+    assert sorted(r.trial_id for r in results.read_rows(published)) == sorted(r.trial_id for r in outcome.rows)
+    assert len([line for line in lines if "cannot write the results" in line and "No space left" in line]) == 1
+    leftovers = [p for p in tmp_path.rglob("*") if ".partial" in p.name]
+    assert not leftovers

@@ -79,8 +79,11 @@ def _client(uri: str) -> Any:
 @contextlib.contextmanager
 def quick_requests(timeout_s: int = 5, retries: int = 0) -> Iterator[None]:
     """MLflow's HTTP client without its long retries (7, with backoff: minutes on a dead
-    server): a call to a store that is down fails in seconds, and the sweep goes on."""
-    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    server): a call to a store that is down fails in seconds, and the sweep goes on. A
+    variable the user set stands."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s),
+            # ... and without the two "View run" lines it prints per closed run: a sweep prints one per trial.
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
     saved = {k: os.environ.get(k) for k in keys}
     os.environ.update({k: v for k, v in keys.items() if saved[k] is None})  # a user's own setting stands
     try:
@@ -181,13 +184,15 @@ class Tracker:
         self.runs: dict[str, str] = {}  # trial id -> child run id
         self.ended: set[str] = set()  # trials whose child run is closed
         self.steps: dict[str, set[int]] = {}  # trial id -> epochs logged by this driver
+        self.finished: set[str] = set()  # trials with a row (logged or not)
         self.unlogged: set[str] = set()
         self.error: str | None = None
         self.failures = 0
         self._open_until = 0.0  # the breaker is open (no calls) until this time.monotonic()
 
-    def _guard(self, trial_id: str, action: Any) -> bool:
-        if time.monotonic() < self._open_until:
+    def _guard(self, trial_id: str, action: Any, *, force: bool = False) -> bool:
+        """Run ``action`` unless the breaker is open (``force``: the last calls of a sweep)."""
+        if time.monotonic() < self._open_until and not force:
             self.unlogged.add(trial_id)
             return False
         try:
@@ -251,10 +256,13 @@ class Tracker:
         """A finished trial's params, costs, final metrics and status, from its results row
         (``history``: each epoch's metrics too, for a run that missed them)."""
         trial_id = row.trial_id
+        self.finished.add(trial_id)
         started = _ms(row.started_at.timestamp()) if row.started_at else None
         run_id = self.child(trial_id, row.config.name, run_tags(row), started)
         if run_id is None:
             return
+        missed = {p.epoch for p in row.history or ()} - self.steps.get(trial_id, set())
+        history = history or bool(missed)  # epochs the breaker skipped go with the row
         if self._guard(trial_id, lambda: log_row(self.ids.uri, run_id, row, history=history)):
             self.ended.add(trial_id)
             self.unlogged.discard(trial_id)
@@ -262,13 +270,13 @@ class Tracker:
     def close_open(self, status: str = "KILLED") -> None:
         """End the child runs of trials that never finished (their sweep was interrupted)."""
         for trial_id, run_id in self.runs.items():
-            if trial_id not in self.ended:
+            if trial_id not in self.ended and trial_id not in self.finished:
                 def close(run_id: str = run_id) -> None:
                     client = _client(self.ids.uri)
                     client.set_tag(run_id, "pdsweep.status", "interrupted")
                     client.set_terminated(run_id, status=status)
 
-                if self._guard(trial_id, close):
+                if self._guard(trial_id, close, force=True):
                     self.ended.add(trial_id)
 
     def artifacts(self, files: Iterable[Path]) -> None:
@@ -277,7 +285,7 @@ class Tracker:
 
     def end_sweep(self, status: str = "FINISHED") -> None:
         """Close the sweep's parent run."""
-        self._guard(PARENT, lambda: _client(self.ids.uri).set_terminated(self.ids.parent_run_id, status=status))
+        self._guard(PARENT, lambda: _client(self.ids.uri).set_terminated(self.ids.parent_run_id, status=status), force=True)
 
     def warning(self) -> str | None:
         trials = self.unlogged - {PARENT}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -23,7 +22,7 @@ from pdsweep.results import tracking
 from pdsweep.results.rows import RESULTS_FILE, EpochPoint, ResultRow, RobustnessPoint, read_rows, write
 from pdsweep.results.summary import progress_line
 from pdsweep.sweep.spec import TrialSpec
-from pdsweep.sweep.store import STARTS_FILE, STUDY_FILE, relocated
+from pdsweep.sweep.store import STARTS_FILE, STUDY_FILE, relocated, retried
 from pdsweep.training.faults import killed_for_memory
 from pdsweep.training.metrics import ROBUSTNESS_KEEP_RATES
 
@@ -56,7 +55,7 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
 
     def setup(self, **info: Any) -> None:
         self.rows = {row.trial_id: row for row in read_rows(self.sweep_dir / RESULTS_FILE)}
-        self.finished_before = {trial_id for trial_id, row in self.rows.items() if row.finished}
+        self.finished_before = {trial_id for trial_id, row in self.rows.items() if row.status != "interrupted"}
         self.tracker = tracking.Tracker(self.mlflow_ids) if self.mlflow_ids else None
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
@@ -76,7 +75,8 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Tune gave up on the trial: its worker or node was lost more than --max-failures times
         # (errors in the trial's own code end it with a report instead, see sweep.trainable).
-        self._record(trial, error=_error_line(trial))
+        text = _error_text(trial)
+        self._record(trial, error=_error_line(text), status="oom" if killed_for_memory(text) else "error")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Trials still running when Tune stopped (Ctrl-C, SIGTERM): a row saying so, which the
@@ -101,8 +101,8 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         self._save()
         if self.tracker is not None:
             self.tracker.finish(row)
-            if self.settings.store.remote and not self.settings.mlflow_uri:
-                self.settings.store.publish(MLFLOW_FILE)
+            if self.settings.store.remote and not self.settings.mlflow_uri:  # the sweep's own SQLite store
+                self.warn_storage(retried(lambda: self.settings.store.publish(MLFLOW_FILE)))
         self.err(progress_line(row, list(self.rows.values())))
 
     def _save(self) -> None:
@@ -113,7 +113,14 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
             write(self.rows.values(), self.sweep_dir / RESULTS_FILE)
             self.settings.store.publish(STUDY_FILE, STARTS_FILE, RESULTS_FILE)
 
-        error = retried(save)
+        self.warn_storage(retried(save))
+
+    def flush(self) -> None:
+        """Write the results once more if a write failed during the sweep (the storage may be back)."""
+        if self.storage_warned and self.rows:
+            self._save()
+
+    def warn_storage(self, error: OSError | None) -> None:
         if error is not None and not self.storage_warned:
             self.storage_warned = True
             self.err(f"warning: cannot write the results ({error}); the sweep goes on and writes them "
@@ -154,20 +161,6 @@ def driving(callback: SweepCallback) -> SweepCallback:
     return restored
 
 
-def retried(action: Callable[[], None], attempts: int = 4, first_wait_s: float = 0.5) -> OSError | None:
-    """Run ``action``, retrying an ``OSError`` (a full disk, a storage blip) with backoff;
-    returns the last error if every attempt failed."""
-    for attempt in range(attempts):
-        try:
-            action()
-            return None
-        except OSError as error:
-            last = error
-            if attempt + 1 < attempts:
-                time.sleep(first_wait_s * 2**attempt)
-    return last
-
-
 def _utc(seconds: Any) -> datetime | None:
     return datetime.fromtimestamp(seconds, tz=timezone.utc) if isinstance(seconds, (int, float)) else None
 
@@ -182,21 +175,23 @@ def _analysis(trial: Any) -> dict[str, Any]:
     return {name: values.get("max") for name, values in analysis.items() if isinstance(values, dict)}
 
 
-def _error_line(trial: Any) -> str:
+def _error_text(trial: Any) -> str:
     path = getattr(trial, "error_file", None)
     try:
-        text = Path(path).read_text().strip().splitlines() if path else []
+        return Path(path).read_text().strip() if path else ""
     except OSError:
-        text = []
-    return text[-1][:500] if text else "the trial failed"
+        return ""
+
+
+def _error_line(text: str) -> str:
+    lines = text.splitlines()
+    return lines[-1][:500] if lines else "the trial failed"
 
 
 def result_row(settings: SweepSettings, trial_id: str, spec: TrialSpec, last: dict[str, Any], best: dict[str, Any],
                error: str | None, history: dict[int, EpochPoint] | None = None) -> ResultRow:
     """One results row from what Tune knows of a finished trial."""
-    status = last.get("trial_status") or (
-        ("oom" if killed_for_memory(error) else "error") if error else "completed" if last.get("done_training") else "stopped"
-    )
+    status = last.get("trial_status") or ("error" if error else "completed" if last.get("done_training") else "stopped")
     error = error or last.get("error")
     done = status == "completed"
     epochs = sorted(history or {})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -152,7 +153,11 @@ class SweepLock:
 
     def _lease(self) -> None:
         filesystem, path = self._lease_path()
-        current = Holder.parse(_read(filesystem, path) or "")
+        try:
+            current = Holder.parse(_read(filesystem, path) or "")
+        except OSError as error:
+            raise PdsweepError(f"cannot read the lease of sweep {self.store.name!r} at {path} ({error}); "
+                               "check the storage and try again.") from None
         if current is not None and current.alive():
             age = time.time() - current.renewed
             if age < LEASE_S:
@@ -176,14 +181,25 @@ class SweepLock:
     def _beat(self, filesystem: Any, path: str) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
+                current = Holder.parse(_read(filesystem, path) or "")
+                if current is not None and (current.host, current.pid, current.since) != (
+                        self.holder.host, self.holder.pid, self.holder.since):
+                    # Storage was out for longer than the lease and another driver took the sweep
+                    # over: this one stops (as on Ctrl-C) rather than drive it twice.
+                    self.err(f"the lease of sweep {self.store.name!r} was taken over by {current}; stopping.")
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
                 self._write_lease(filesystem, path)
-            except OSError:  # storage blipped: the next beat tries again, well within LEASE_S
-                pass
+            except Exception:  # storage blipped: the next beat tries again, well within LEASE_S
+                continue
 
 
 def _read(filesystem: Any, path: str) -> str | None:
-    try:
-        with filesystem.open_input_stream(path) as stream:
-            return stream.read().decode(errors="replace")
-    except (FileNotFoundError, OSError):
+    """The lease's text; None if there is none. A read that fails otherwise raises: an
+    unreadable lease is not a free one."""
+    from pyarrow import fs
+
+    if filesystem.get_file_info(path).type == fs.FileType.NotFound:
         return None
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read().decode(errors="replace")

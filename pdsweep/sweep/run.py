@@ -35,7 +35,7 @@ from pdsweep.sweep.cluster import check_address, connect, probe_dataset, probe_o
 from pdsweep.sweep.preflight import preflight
 from pdsweep.sweep.settings import SweepSettings, SweepState, read_state
 from pdsweep.sweep.lock import SweepLock
-from pdsweep.sweep.store import RESUME_FILES, SWEEP_FILE, SweepStore, relocate
+from pdsweep.sweep.store import RESUME_FILES, SWEEP_FILE, SweepStore, relocate, retried
 from pdsweep.sweep.tuners import repeats_tuner, search_tuner, tune_trainable
 
 Print = Callable[[str], None]
@@ -88,7 +88,7 @@ def run_sweep(settings: SweepSettings, *, out: Print = print, err: Print = _stde
     with SweepLock(store, err), sigterm_as_ctrl_c():
         state = SweepState(settings, Path(space.source).read_text(), data)
         state.write()
-        state = replace(state, mlflow=_start_tracking(state, space.name, uri, err))
+        state = replace(state, mlflow=_start_tracking(state, space, uri, err))
         state.write()
         return _execute(state, space, restore=False, out=out, err=err)
 
@@ -116,22 +116,22 @@ def resume_sweep(name: str, runs_dir: str = DEFAULT_RUNS_DIR, *, address: str | 
         settings = state.settings
         space = parse_space(_yaml(state.space_text), name=Path(settings.space).stem, source=str(store.local_dir / SWEEP_FILE))
         check_address(settings.address)
-        state = _resume_tracking(state, space.name, mlflow_uri, no_mlflow, err)
+        state = _resume_tracking(state, space, mlflow_uri, no_mlflow, err)
         connect(settings.address, settings.verbose)
-        if state.mlflow:
+        if state.mlflow and not no_mlflow:
             tracking.reopen(state.mlflow)
         err(f"resuming sweep {name!r} ({state.phase} phase)")
-        return _execute(state, space, restore=True, out=out, err=err)
+        return _execute(state, space, restore=True, out=out, err=err, log=not no_mlflow)
 
 
-def _start_tracking(state: SweepState, space_name: str, uri: str, err: Print) -> tracking.TrackingIds:
+def _start_tracking(state: SweepState, space: SearchSpace, uri: str, err: Print) -> tracking.TrackingIds:
     settings = state.settings
     store = settings.store
-    params = {**{k: v for k, v in asdict(settings).items() if v is not None}, "space": space_name, **state.data.to_dict()}
-    experiment = settings.experiment or space_name
+    params = {**{k: v for k, v in asdict(settings).items() if v is not None}, "space": space.name, **state.data.to_dict()}
+    experiment = settings.experiment or space.name
     ids = tracking.start_sweep(
         uri, experiment, None if settings.mlflow_uri else tracking.artifact_root(store.tracking_root),
-        settings.name, params, files=[Path(settings.space), settings.sweep_dir / SWEEP_FILE],
+        settings.name, params, files=sorted({Path(space.source), settings.sweep_dir / SWEEP_FILE}),
     )
     if store.remote and not settings.mlflow_uri:
         store.publish(MLFLOW_FILE)
@@ -139,19 +139,19 @@ def _start_tracking(state: SweepState, space_name: str, uri: str, err: Print) ->
     return ids
 
 
-def _resume_tracking(state: SweepState, space_name: str, mlflow_uri: str | None, no_mlflow: bool,
+def _resume_tracking(state: SweepState, space: SearchSpace, mlflow_uri: str | None, no_mlflow: bool,
                      err: Print) -> SweepState:
     """The tracking store this driver logs to: the sweep's own (found where the sweep is now),
     another one (``--mlflow-uri``, back-filled), or none (``--no-mlflow``)."""
     settings = state.settings
-    if no_mlflow:
+    if no_mlflow:  # sweep.json keeps its ids, for that back-fill
         err("MLflow: not logging; back-fill later with `pdsweep report --to-mlflow " + settings.name + "`.")
-        return replace(state, mlflow=None)  # sweep.json keeps its ids for that back-fill
+        return state
     if mlflow_uri:
         tracking.check_reachable(mlflow_uri)
         settings = replace(settings, mlflow_uri=mlflow_uri)
         state = replace(state, settings=settings)
-        ids = _start_tracking(state, space_name, mlflow_uri, err)
+        ids = _start_tracking(state, space, mlflow_uri, err)
         rows = read_rows(settings.sweep_dir / RESULTS_FILE)
         logged = tracking.backfill(ids, rows)
         err(f"MLflow: logging to {mlflow_uri} from now on; back-filled {logged} finished trial(s).")
@@ -174,31 +174,37 @@ def _resume_tracking(state: SweepState, space_name: str, mlflow_uri: str | None,
     return replace(state, mlflow=ids)
 
 
-def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print, err: Print) -> SweepOutcome:
-    """Run the sweep's phases; on every way out the MLflow runs are closed with a true status."""
+def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print, err: Print,
+             log: bool = True) -> SweepOutcome:
+    """Run the sweep's phases (``log``: to MLflow); on every way out the MLflow runs are closed
+    with a true status."""
     settings = state.settings
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # save Tune's state at every step: resume loses nothing
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # ... on purpose
     if not settings.verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the engine that honours verbose=0
-    callback = SweepCallback(settings, err, state.mlflow)
+    active = [SweepCallback(settings, err, state.mlflow if log else None)]  # the callback Tune calls, as it changes
+    status = "FAILED"
     with tracking.quick_requests():  # a tracking store that went away costs seconds, not minutes
         try:
             with sigterm_as_ctrl_c():  # again: ray.init installed its own SIGTERM handler
-                state, callback, interrupted = _phases(state, space, callback, restore=restore)
-        except BaseException as error:
-            _close_tracking(state, callback, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-            if isinstance(error, KeyboardInterrupt):
-                err(f"interrupted; continue with `pdsweep resume {settings.name} --runs-dir {settings.runs_dir}`.")
+                state, interrupted = _phases(state, space, active, restore=restore)
+                active[0].flush()
+                rows = tuple(read_rows(settings.sweep_dir / RESULTS_FILE))
+                outcome = SweepOutcome(settings.name, settings.store.where(RESULTS_FILE), rows,
+                                       report_or_none(settings.name, rows), interrupted)
+                if outcome.report is not None and not interrupted:
+                    _write_report(outcome.report, state, active[0].tracker)
+            status = "KILLED" if interrupted else "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            err(f"interrupted; continue with `pdsweep resume {settings.name} --runs-dir {settings.runs_dir}`.")
             raise
-        rows = tuple(read_rows(settings.sweep_dir / RESULTS_FILE))
-        outcome = SweepOutcome(settings.name, settings.store.where(RESULTS_FILE), rows,
-                               report_or_none(settings.name, rows), interrupted)
-        if outcome.report is not None and not interrupted:
-            _write_report(outcome.report, state, callback.tracker)
-        _close_tracking(state, callback, "KILLED" if interrupted else "FINISHED")
-    if callback.tracker is not None and callback.tracker.warning():
-        err(callback.tracker.warning().replace("NAME", settings.name))
+        finally:
+            _close_tracking(state, active[0], status)
+    tracker = active[0].tracker
+    if tracker is not None and tracker.warning():
+        err(tracker.warning().replace("NAME", settings.name))
     for line in summary_lines(outcome.name, len(outcome.rows), outcome.results_path, outcome.report):
         out(line)
     if interrupted:
@@ -206,47 +212,58 @@ def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print
     return outcome
 
 
-def _phases(state: SweepState, space: SearchSpace, callback: SweepCallback, *,
-            restore: bool) -> tuple[SweepState, SweepCallback, bool]:
-    """The search, then the repeats; returns the state, the callback Tune used, and whether
-    it was interrupted."""
+def _phases(state: SweepState, space: SearchSpace, active: list[SweepCallback], *,
+            restore: bool) -> tuple[SweepState, bool]:
+    """The search, then the repeats; returns the state and whether it was interrupted.
+    ``active[0]`` is kept the callback Tune calls (a restored Tuner calls the one it unpickled)."""
     settings = state.settings
     trainable = tune_trainable(settings, space, state)
     interrupted = False
     if state.phase == "search":
-        tuner = search_tuner(settings, space, state, trainable, callback, restore=restore)
-        callback = driving(callback)  # a restored Tuner calls the callback it unpickled: brief it
+        tuner = search_tuner(settings, space, state, trainable, active[0], restore=restore)
+        active[0] = driving(active[0])
         interrupted = _fit(tuner)
         if not interrupted:
             state = replace(state, phase="repeats" if settings.repeats > 1 else "done")
-            state.write()
+            _write_state(state, active[0])
     if state.phase == "repeats" and not interrupted:
-        tuner = repeats_tuner(settings, space, trainable, callback)
-        callback = driving(callback)
+        tuner = repeats_tuner(settings, space, trainable, active[0])
+        active[0] = driving(active[0])
         interrupted = _fit(tuner)
         if not interrupted:
             state = replace(state, phase="done")
-            state.write()
-    return state, callback, interrupted
+            _write_state(state, active[0])
+    return state, interrupted
+
+
+def _write_state(state: SweepState, callback: SweepCallback) -> None:
+    """``sweep.json`` with the new phase; storage that fails is retried, then warned about (a
+    resume from the older phase redoes nothing: a finished experiment restores as finished)."""
+    error = retried(state.write)
+    if error is not None:
+        callback.err(f"warning: cannot write {SWEEP_FILE} ({error}); `pdsweep resume` will pick up from the "
+                     "phase before.")
 
 
 def _close_tracking(state: SweepState, callback: SweepCallback, status: str) -> None:
-    """End the children still open (their trials were interrupted) and the parent run."""
-    if state.mlflow is None:
+    """End the children still open (their trials were interrupted) and the parent run; these
+    last calls go through even while the tracker's breaker is open."""
+    ids = callback.mlflow_ids
+    if ids is None:
         return
-    tracker = callback.tracker or tracking.Tracker(state.mlflow)  # no trial ran under this driver
+    tracker = callback.tracker or tracking.Tracker(ids)  # no trial ran under this driver
     tracker.close_open("KILLED")
     tracker.end_sweep(status)
     store = state.settings.store
     if store.remote and not state.settings.mlflow_uri:
-        store.publish(MLFLOW_FILE)
+        callback.warn_storage(retried(lambda: store.publish(MLFLOW_FILE)))
 
 
 def _write_report(built: report.Report, state: SweepState, tracker: tracking.Tracker | None) -> None:
     """``report.md`` and ``report.png`` in the sweep folder, published and logged to MLflow."""
     settings = state.settings
     files = report.write(built, settings.sweep_dir / "report")
-    settings.store.publish(*(str(Path("report") / f.name) for f in files))
+    retried(lambda: settings.store.publish(*(str(Path("report") / f.name) for f in files)))  # also in the sweep folder
     if tracker is not None:
         tracker.artifacts(files)  # the tracker's warning says what MLflow missed
 

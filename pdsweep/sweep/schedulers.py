@@ -25,8 +25,9 @@ class InPlace(FIFOScheduler):
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         if tune_controller is not None:
-            restored = next((t for t in tune_controller.get_trials() if t is not trial and t.storage is not None), None)
-            if restored is not None:
+            restored = next((t for t in tune_controller.get_trials()
+                             if t is not trial and getattr(t, "storage", None) is not None), None)
+            if restored is not None and getattr(trial, "storage", None) is not None:
                 storage = restored.storage
                 rebase_trial_storage(trial, f"{storage.storage_fs_path.rstrip('/')}/{storage.experiment_dir_name}")
         super().on_trial_add(tune_controller, trial)

@@ -33,7 +33,7 @@ from pdsweep.cost import Budget, inference_gflops, train_gflops
 from pdsweep.space import KeepPolicy, SearchSpace, TrainingSettings
 from pdsweep.sweep.sampler import BudgetSampler, SearchKind, ask_feasible, make_optuna_sampler, quiet_experimental
 from pdsweep.sweep.spec import METRIC, TIME_ATTR, TrialContext, TrialSpec
-from pdsweep.sweep.store import STUDY_FILE, SweepStore, relocated
+from pdsweep.sweep.store import STUDY_FILE, SweepStore, relocated, retried
 
 STATE_VERSION = 2  # 1: searcher states that held Optuna's storage ids, not trial numbers
 
@@ -245,13 +245,20 @@ class BudgetSearcher(Searcher):
         # The journal goes out first: a remote copy must never be older than the state saved here.
         journal_file = self.store.local_dir / STUDY_FILE
         stamp = (journal_file.stat().st_size, journal_file.stat().st_mtime_ns) if journal_file.is_file() else None
+        state = pickle.dumps({"version": STATE_VERSION, "issued": self.issued, "running": self.running,
+                              "seen": self.seen, "queued": self.queued})
         if stamp != getattr(self, "_published", None):
-            self.store.publish(STUDY_FILE)
-            self._published = stamp
-        state = {"version": STATE_VERSION, "issued": self.issued, "running": self.running, "seen": self.seen,
-                 "queued": self.queued}
+            if retried(lambda: self.store.publish(STUDY_FILE), attempts=2) is None:
+                self._published = stamp
+            elif getattr(self, "_last_state", None) is not None:
+                # Storage failed: save the state that matches the journal last published (a resume
+                # from it closes the trials the journal has beyond it, as after a crash). Tune
+                # saves again at its next step, and the journal goes out then.
+                state = self._last_state
+        if stamp == getattr(self, "_published", None):
+            self._last_state = state
         with open(checkpoint_path, "wb") as handle:
-            pickle.dump(state, handle)
+            handle.write(state)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
@@ -284,6 +291,7 @@ class BudgetSearcher(Searcher):
         state = self.__dict__.copy()
         state["_studies"] = {}  # reopened from the journal on demand
         state.pop("_published", None)
+        state.pop("_last_state", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

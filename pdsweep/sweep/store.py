@@ -10,21 +10,39 @@ sweep on shared storage can be read, reported on and resumed from any machine.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pdsweep.errors import PdsweepError
 from pdsweep.paths import MLFLOW_FILE, RESULTS_FILE, STARTS_FILE, STUDY_FILE, SWEEP_FILE, is_uri, local_root
 
-__all__ = ["MLFLOW_FILE", "RESULTS_FILE", "RESUME_FILES", "STARTS_FILE", "STUDY_FILE", "SWEEP_FILE", "SweepStore", "relocate", "relocated"]
+__all__ = ["MLFLOW_FILE", "RESULTS_FILE", "RESUME_FILES", "STARTS_FILE", "STUDY_FILE", "SWEEP_FILE", "SweepStore", "relocate", "relocated", "retried"]
 
 RESUME_FILES = (SWEEP_FILE, RESULTS_FILE, STUDY_FILE, MLFLOW_FILE)  # what a resume fetches from a remote runs dir
+
+
+def retried(action: Callable[[], None], attempts: int = 4, first_wait_s: float = 0.5) -> OSError | None:
+    """Run ``action``, retrying an ``OSError`` (a full disk, a storage blip: pyarrow's errors
+    are ``OSError`` too) with backoff; returns the last error if every attempt failed."""
+    last: OSError | None = None
+    for attempt in range(attempts):
+        try:
+            action()
+            return None
+        except OSError as error:
+            last = error
+            if attempt + 1 < attempts:
+                time.sleep(first_wait_s * 2**attempt)
+    return last
 
 
 # A resumed sweep may live elsewhere than when Ray pickled its searcher and callback (a moved
 # folder, another machine's mirror of a URI). `pdsweep resume` records where it is now, and
 # those objects look themselves up here when they are unpickled.
 _RELOCATED: dict[str, SweepStore] = {}
+_FILESYSTEMS: dict[str, tuple[object, str]] = {}  # runs dir -> (pyarrow filesystem, root)
 
 
 def relocate(store: SweepStore) -> None:
@@ -74,13 +92,20 @@ class SweepStore:
         return f"{self.storage_path}/{file}"
 
     def _fs(self):  # -> (pyarrow FileSystem, path of the runs dir inside it)
+        """The runs dir's filesystem, opened once per process (for s3, opening it asks the
+        network for the bucket's region). A storage error (``OSError``) is raised as it is, for
+        the caller's retries; a URI pyarrow cannot use is a one-line error."""
         from pyarrow import fs
 
-        try:
-            return fs.FileSystem.from_uri(self.runs_dir)
-        except Exception as error:  # pyarrow raises several types for bad URIs and credentials
-            raise PdsweepError(f"cannot open --runs-dir {self.runs_dir!r} ({error}); give a local folder or a URI "
-                               "that pyarrow and Ray can write (s3://, gs://, file://).") from None
+        if self.runs_dir not in _FILESYSTEMS:
+            try:
+                _FILESYSTEMS[self.runs_dir] = fs.FileSystem.from_uri(self.runs_dir)
+            except OSError:
+                raise
+            except Exception as error:  # pyarrow raises several types for bad URIs and credentials
+                raise PdsweepError(f"cannot open --runs-dir {self.runs_dir!r} ({error}); give a local folder or a URI "
+                                   "that pyarrow and Ray can write (s3://, gs://, file://).") from None
+        return _FILESYSTEMS[self.runs_dir]
 
     def exists(self) -> bool:
         if not self.remote:
@@ -93,9 +118,11 @@ class SweepStore:
     def check(self) -> None:
         """Fail now, clearly, if the runs dir cannot be reached (a URI) ."""
         if self.remote:
-            filesystem, root = self._fs()
             try:
+                filesystem, root = self._fs()
                 filesystem.create_dir(root, recursive=True)
+            except PdsweepError:
+                raise
             except Exception as error:  # permission, network, missing bucket
                 raise PdsweepError(f"cannot write to --runs-dir {self.runs_dir!r} ({error}).") from None
 
@@ -133,9 +160,13 @@ class SweepStore:
         filesystem, root = self._fs()
         self.local_dir.mkdir(parents=True, exist_ok=True)
         for file in files:
-            source = f"{root.rstrip('/')}/{self.name}/{file}"
-            if filesystem.get_file_info(source).type == fs.FileType.File:
-                fs.copy_files(source, str(self.local_dir / file), source_filesystem=filesystem)
+            source = filesystem.get_file_info(f"{root.rstrip('/')}/{self.name}/{file}")
+            local = self.local_dir / file
+            if source.type != fs.FileType.File:
+                continue
+            if local.is_file() and source.mtime_ns is not None and local.stat().st_mtime_ns > source.mtime_ns:
+                continue  # this machine's copy is newer (a write not yet published, or a driver running here)
+            fs.copy_files(source.path, str(local), source_filesystem=filesystem)
 
     def require(self, shown: str | None = None) -> Path:
         """The local ``sweep.json`` of this sweep; an error listing the known sweeps if it has none

@@ -11,6 +11,7 @@ the driver's files except the dataset path.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import tempfile
 import time
@@ -47,20 +48,23 @@ def run_trial(trial_config: dict[str, Any]) -> None:
     checkpoint = tune.get_checkpoint()
     _log_start(trial.context.starts_log, resumed=checkpoint is not None)
     epochs: list[Any] = []  # the EpochMetrics reported so far
+    cap = None if torch.cuda.is_available() else trial.context.memory_cap_gb  # CUDA maps far more than it uses
     try:
-        with memory_cap(trial.context.memory_cap_gb):
+        with memory_cap(cap):
             final = _train(trial, checkpoint, node, epochs)
     except _ReportFailed as failed:  # Ray's side (storage, the session): Tune's retry may help
-        raise failed.__cause__ from None
+        raise failed.__cause__ or failed from None
     except Exception as error:  # the trial's own: the same config fails the same way again
         status = fault_status(error)
-        if status == "oom" and torch.cuda.is_available():
-            torch.cuda.empty_cache()  # a reused actor starts its next trial with the memory back
         final = {**node, "done_training": True, "trial_status": status, "error": fault_line(error),
                  "predicted_memory_gb": memory(trial.config, trial.context.training.step).gb,
                  # Tune wants the metric in every result: the last epoch's, or NaN before the first.
                  METRIC: epochs[-1].val_accuracy if epochs else float("nan"),
                  **({"epoch": epochs[-1].epoch} if epochs else {})}
+    if final.get("trial_status") == "oom":  # out of the except block: the failed step's frames are gone
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # a reused actor starts its next trial with the memory back
     tune.report({**final, "trial_seconds": time.perf_counter() - started, "reported_at": time.time()})
 
 

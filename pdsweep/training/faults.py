@@ -16,6 +16,7 @@ torch: it classifies what the loop raised.
 
 from __future__ import annotations
 
+import errno
 from typing import Literal
 
 from pdsweep.training.metrics import EpochMetrics
@@ -42,6 +43,8 @@ def is_out_of_memory(error: BaseException) -> bool:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, MemoryError) or type(current).__name__ in ("OutOfMemoryError", "OutOfMemoryError_"):
+            return True
+        if isinstance(current, OSError) and current.errno == errno.ENOMEM:  # mmap, fork
             return True
         if isinstance(current, RuntimeError) and any(text in str(current).lower() for text in _OOM_TEXT):
             return True
