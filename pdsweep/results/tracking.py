@@ -189,10 +189,11 @@ class Tracker:
         self.error: str | None = None
         self.failures = 0
         self._open_until = 0.0  # the breaker is open (no calls) until this time.monotonic()
+        self._forced_failed = False
 
     def _guard(self, trial_id: str, action: Any, *, force: bool = False) -> bool:
         """Run ``action`` unless the breaker is open (``force``: the last calls of a sweep)."""
-        if time.monotonic() < self._open_until and not force:
+        if time.monotonic() < self._open_until and not (force and not self._forced_failed):
             self.unlogged.add(trial_id)
             return False
         try:
@@ -200,6 +201,7 @@ class Tracker:
         except Exception as error:  # the store went away: remember, tell once at the end
             self.unlogged.add(trial_id)
             self.failures += 1
+            self._forced_failed = self._forced_failed or force  # one forced call that fails is enough
             self._open_until = time.monotonic() + self.cooldown_s
             if self.error is None:
                 self.error = _first_line(error)
