@@ -29,21 +29,7 @@ from pdsweep.results import ui
 from pdsweep.sweep import SweepSettings, run_sweep
 
 from results import record
-
-SPACE = """\
-axes:
-  model: vit_micro
-  resolution: 32
-  patch_size: [4, 8]
-  depth: [1, 2]
-  keep_rate: {{low: 0.25, high: 1.0}}
-training:
-  epochs: {epochs}
-  batch_size: 32
-  precision: fp32
-  augment: false
-"""
-
+from sweep_overhead import SPACE  # the same tiny space, so the two benchmarks' sweeps compare
 
 def _free_port() -> int:
     with socket.socket() as probe:

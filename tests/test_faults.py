@@ -109,14 +109,20 @@ def test_train_command_on_a_diverging_config_exits_1_with_valid_json(tmp_path: P
 # ---- sweeps on the shared Ray ----------------------------------------------------------------
 
 
-def test_diverging_trials_end_at_once_and_are_never_best(ray_session, tmp_path: Path) -> None:
-    space = tmp_path / "diverging.yaml"
-    space.write_text(DIVERGING)
-    runs = tmp_path / "runs"
+def _grid_sweep(tmp_path: Path, name: str, space_text: str, budget: float, **overrides):
+    """Every config of ``space_text`` once, no early stopping; returns the outcome and the lines printed."""
+    space = tmp_path / f"{name}.yaml"
+    space.write_text(space_text)
     lines: list[str] = []
-    settings = SweepSettings(name="d", space=str(space), budgets=(1.0,), search="grid", dataset="synthetic:40",
-                             runs_dir=str(runs), cache_dir=str(tmp_path / "cache"), concurrency=2, scheduler="none")
-    outcome = run_sweep(settings, out=lines.append, err=lines.append)
+    settings = SweepSettings(name=name, space=str(space), budgets=(budget,), search="grid", dataset="synthetic:40",
+                             runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), scheduler="none",
+                             **overrides)
+    return run_sweep(settings, out=lines.append, err=lines.append), lines
+
+
+def test_diverging_trials_end_at_once_and_are_never_best(ray_session, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    outcome, lines = _grid_sweep(tmp_path, "d", DIVERGING, 1.0, concurrency=2)
     rows = results.read_rows(runs / "d" / results.RESULTS_FILE)
     assert len(rows) == 2 and all(r.status == "diverged" for r in rows)
     for row in rows:  # stopped in the epoch that went bad: nothing after it ran
@@ -133,14 +139,8 @@ def test_diverging_trials_end_at_once_and_are_never_best(ray_session, tmp_path: 
 
 
 def test_out_of_memory_is_recorded_once_and_the_sweep_goes_on(ray_session, tmp_path: Path) -> None:
-    space = tmp_path / "oom.yaml"
-    space.write_text(OOM_SPACE)
     runs = tmp_path / "runs"
-    lines: list[str] = []
-    settings = SweepSettings(name="m", space=str(space), budgets=(20.0,), search="grid", dataset="synthetic:40",
-                             runs_dir=str(runs), cache_dir=str(tmp_path / "cache"), concurrency=1, scheduler="none",
-                             trial_memory_cap_gb=0.5, max_failures=2)
-    outcome = run_sweep(settings, out=lines.append, err=lines.append)
+    outcome, lines = _grid_sweep(tmp_path, "m", OOM_SPACE, 20.0, concurrency=1, trial_memory_cap_gb=0.5, max_failures=2)
     rows = {r.config.resolution: r for r in results.read_rows(runs / "m" / results.RESULTS_FILE)}
     assert rows[224].status == "oom", rows[224]
     assert "can't allocate memory" in rows[224].error and rows[224].predicted_memory_gb > 0.5
