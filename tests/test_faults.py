@@ -116,7 +116,7 @@ def _grid_sweep(tmp_path: Path, name: str, space_text: str, budget: float, **ove
     lines: list[str] = []
     settings = SweepSettings(name=name, space=str(space), budgets=(budget,), search="grid", dataset="synthetic:40",
                              runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), scheduler="none",
-                             **overrides)
+                             estimate=False, **overrides)
     return run_sweep(settings, out=lines.append, err=lines.append), lines
 
 
@@ -282,6 +282,7 @@ axes:
   resolution: 32
   patch_size: 8
   depth: 1
+  sampling: [random, structured, block, grid]  # four configs of one cost: a tier trains each once
   keep_rate: {low: 0.25, high: 1.0}
 training:
   epochs: 6

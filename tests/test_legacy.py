@@ -58,8 +58,22 @@ def test_a_checkpoint_resumes_where_it_stopped(cli, tmp_path: Path, monkeypatch:
     assert after["resumed_from_epoch"] == 2 and after["epochs"] == 2  # nothing trained again
     assert after["history"] == before["history"]  # the epochs as the old run recorded them
     assert after["config"] == before["config"] and after["train_gflops"] == before["train_gflops"]
-    # The same weights on the same test images; one image may flip on a CPU with other kernels.
-    assert abs(after["test_accuracy"] - before["test_accuracy"]) <= 0.05 + 1e-6
+    # The old run's weights, scored here apart on today's test images (the synthetic renderer has
+    # changed since that run, so its own test figure is of other images).
+    import torch
+
+    from pdsweep.config import Config
+    from pdsweep.training.checkpoint import CHECKPOINT_FILE
+    from pdsweep.training.data import load_dataset
+    from pdsweep.training.loop import evaluate
+    from pdsweep.training.models import build_model
+
+    state = torch.load(tmp_path / "checkpoint" / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    config = Config(**state["config"])
+    model = build_model(config)
+    model.load_state_dict(state["model"])
+    accuracy, _ = evaluate(model, load_dataset("synthetic:40", config.resolution).test, batch_size=8, device=torch.device("cpu"))
+    assert after["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
 
 @pytest.fixture
@@ -112,6 +126,6 @@ def test_a_sweep_json_from_a_newer_pdsweep_is_refused(tmp_path: Path) -> None:
     from pdsweep.errors import PdsweepError
 
     values = json.loads((LEGACY / "finished" / "sweep.json").read_text())
-    assert SweepState.from_dict(values).to_dict()["schema_version"] == 2  # what this pdsweep writes
-    with pytest.raises(PdsweepError, match=r"schema version 3, newer than this pdsweep reads \(2\); upgrade pdsweep"):
-        SweepState.from_dict({**values, "schema_version": 3})
+    assert SweepState.from_dict(values).to_dict()["schema_version"] == 3  # what this pdsweep writes
+    with pytest.raises(PdsweepError, match=r"schema version 4, newer than this pdsweep reads \(3\); upgrade pdsweep"):
+        SweepState.from_dict({**values, "schema_version": 4})

@@ -117,3 +117,66 @@ def test_cli_report(cli, tmp_path: Path) -> None:
     (runs / "corrupt" / results.RESULTS_FILE).write_bytes(b"PAR1 not really")
     assert_one_line_error(cli("report", "corrupt", "--runs-dir", runs), "is not a readable Parquet file")
     assert_one_line_error(cli("report", "hand", "--runs-dir", runs, "--to-mlflow"), "was run without MLflow tracking")
+
+
+# ---- uncertainty: bootstrap intervals and the separation verdict -------------------------
+
+
+def _seeds(trial: str, resolution: int, vals: list[float]) -> list[ResultRow]:
+    return [row(f"{trial}{i}", 1.0, resolution, 1.0, v, 0.5, seed=i, test=v) for i, v in enumerate(vals)]
+
+
+def test_overlapping_seeds_are_tied_and_apart_ones_separated(tmp_path: Path) -> None:
+    # Winner's mean 0.72 vs the runner-up's 0.71, with seeds interleaved: noise decides.
+    tied = report.build("t", _seeds("a", 64, [0.70, 0.74, 0.72]) + _seeds("b", 112, [0.73, 0.69, 0.71]))
+    [tier] = tied.tiers
+    assert tier.best.config.resolution == 64 and tier.margin == pytest.approx(0.01)
+    assert tier.verdict == "tied" and tier.difference[0] < 0 < tier.difference[1]
+    # Every seed of the winner above every seed of the runner-up: no resample reverses them.
+    apart = report.build("s", _seeds("a", 64, [0.80, 0.82, 0.81]) + _seeds("b", 112, [0.70, 0.72, 0.71]))
+    [tier] = apart.tiers
+    assert tier.verdict == "separated"
+    low, high = tier.difference
+    assert 0.08 - 1e-12 <= low <= tier.margin <= high <= 0.12 + 1e-12  # within the seeds' extremes: 0.80-0.72 .. 0.82-0.70
+    # Each top config's interval of its mean lies within its seeds' range and holds the mean.
+    for score in tier.top:
+        eps = 1e-12  # fmean of a resample sums in floating point
+        assert min(score.values) - eps <= score.interval[0] <= score.metric <= score.interval[1] <= max(score.values) + eps
+    payload = apart.to_json()["tiers"][0]
+    assert payload["verdict"] == "separated" and [s["seeds"] for s in payload["top"]] == [3, 3]
+    assert payload["difference_interval"] == [low, high] and len(payload["top"][0]["interval"]) == 2
+    text = report.markdown(apart)
+    assert "| 1 | 1 | `deit_tiny-64px-p16-d12-k1-x1` | 81.0% | [80.0%, 82.0%] | 3 |" in text and "| separated |" in text
+    assert "separated from `deit_tiny-112px-p16-d12-k1-x1`: difference +10.0%" in text
+    assert "tied within noise with" in report.markdown(tied)
+
+
+def test_bootstrap_is_deterministic_and_needs_two_seeds() -> None:
+    values = [0.61, 0.64, 0.70, 0.58]
+    assert report.bootstrap(values) == report.bootstrap(values)  # a fixed resampling seed
+    assert report.bootstrap([0.7]) is None and report.bootstrap([0.7, 0.8], [0.6]) is None
+    low, high = report.bootstrap(values)
+    assert min(values) - 1e-12 <= low < high <= max(values) + 1e-12
+
+
+def test_one_seed_has_no_interval_and_no_verdict() -> None:
+    built = report.build("one", [row("a", 1.0, 64, 1.0, 0.80, 0.5), row("b", 1.0, 112, 1.0, 0.70, 0.5)])
+    [tier] = built.tiers
+    assert tier.verdict == "single seed" and tier.difference is None and tier.best.interval is None
+    assert "no interval (one seed)" in report.markdown(built)
+    alone = report.build("alone", [row("a", 1.0, 64, 1.0, 0.80, 0.5)])
+    assert alone.tiers[0].verdict == "no runner-up" and len(alone.tiers[0].top) == 1
+
+
+def test_top_k_ranks_that_many_configs() -> None:
+    rows = [row(f"r{i}", 1.0, 64 + 16 * i, 1.0, 0.5 + i / 100, 0.5) for i in range(5)]
+    assert [s.metric for s in report.build("k", rows, top_k=4).tiers[0].top] == pytest.approx([0.54, 0.53, 0.52, 0.51])
+    assert len(report.build("k", rows).tiers[0].top) == report.TOP_K == 3
+
+
+def test_the_summary_says_the_verdict(tmp_path: Path) -> None:
+    from pdsweep.results.summary import summary_lines
+
+    built = report.build("s", _seeds("a", 64, [0.80, 0.82, 0.81]) + _seeds("b", 112, [0.70, 0.72, 0.71]))
+    lines = summary_lines("s", 6, "x", built)
+    assert "over 3 seeds (95% interval" in lines[1] and lines[1].endswith("separated")

@@ -83,5 +83,5 @@ def test_a_table_from_a_newer_pdsweep_is_refused(tmp_path: Path) -> None:
     assert pq.read_schema(path).metadata[b"pdsweep.schema_version"] == str(results.SCHEMA_VERSION).encode()
     table = pq.read_table(path)
     pq.write_table(table.replace_schema_metadata({b"pdsweep.schema_version": b"99"}), path)
-    with pytest.raises(PdsweepError, match=r"results schema version '99', newer than this pdsweep reads \(2\)"):
+    with pytest.raises(PdsweepError, match=r"results schema version '99', newer than this pdsweep reads \(3\)"):
         results.read(path)

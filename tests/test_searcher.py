@@ -270,3 +270,68 @@ def test_an_old_state_with_a_tier_not_yet_suggested_restores(tmp_path: Path) -> 
     second.restore(str(tmp_path / "old.pkl"))
     assert second.running == {"t0": ("tier-1.3", number)}
     assert Counter(s["tier"] for s in _issue_all(second, "n")) == {1.3: 1, 4.6: 2}
+
+
+TWELVE = """\
+axes:
+  model: vit_micro
+  resolution: [16, 32, 48]
+  patch_size: [8, 16]
+  depth: [1, 2]
+  keep_rate: {low: 0.25, high: 1.0}
+training:
+  epochs: 2
+  batch_size: 16
+"""
+
+
+def _accuracy(config: Config) -> float:
+    """A made-up but smooth landscape, so TPE has something to model after its start."""
+    return 0.3 + config.resolution / 200 + 0.05 * config.depth - config.patch_size / 400 + 0.01 * config.keep_rate
+
+
+@pytest.mark.parametrize("search", ["tpe", "random"])
+def test_a_tier_never_trains_a_config_twice(tmp_path: Path, search: str) -> None:
+    (tmp_path / "twelve.yaml").write_text(TWELVE)
+    space = load_space(str(tmp_path / "twelve.yaml"))
+    assert len(space.architectures(4)) == 12
+    searcher = BudgetSearcher(space, [Budget(1.0)], search=search, trials=12, policy="fill",  # type: ignore[arg-type]
+                              seed=0, store=SweepStore(str(tmp_path), "s"), context=CONTEXT, num_classes=4)
+    names = []
+    while (s := searcher.suggest(f"t{len(names)}")) is not Searcher.FINISHED:
+        config = Config(**s["config"])
+        names.append(config.name)
+        assert s["seed"] == CONTEXT.training.seed  # a first seed: never a replicate of a config tried
+        for epoch in (1, 2):
+            searcher.on_trial_result(f"t{len(names) - 1}", {"epoch": epoch, "val_accuracy": _accuracy(config) * epoch / 2})
+        searcher.on_trial_complete(f"t{len(names) - 1}", {"epoch": 2, "val_accuracy": _accuracy(config), "done_training": True})
+    assert len(names) == 12 and len(set(names)) == 12
+    study = searcher.study("tier-1")
+    # TPE drew configs it had tried: each such draw was closed as failed and a new config asked.
+    ours = [t for t in study.trials if "config" in t.user_attrs]
+    assert len(ours) == 12 and all(t.state == TrialState.COMPLETE for t in ours)
+    assert all(t.state == TrialState.FAIL for t in study.trials if "duplicate_of" in t.user_attrs)
+
+
+def test_a_tier_with_fewer_configs_than_trials_runs_each_once(tmp_path: Path) -> None:
+    (tmp_path / "twelve.yaml").write_text(TWELVE)
+    space = load_space(str(tmp_path / "twelve.yaml"))
+    budget = Budget(0.0004)
+    fits = {c.name for c in space.architectures(4) if train_gflops(Config(**{**c.to_dict(), "keep_rate": 0.25})) <= 0.0004}
+    assert 1 < len(fits) < 12
+    searcher = BudgetSearcher(space, [budget], search="tpe", trials=12, policy="fill", seed=0,
+                              store=SweepStore(str(tmp_path), "s"), context=CONTEXT, num_classes=4)
+    issued = _issue_all(searcher, "t")
+    assert len(issued) == searcher.total_trials == len(fits)
+    assert len({Config(**s["config"]).name for s in issued}) == len(fits)
+
+
+def test_tpe_starts_from_a_space_filling_design(tmp_path: Path) -> None:
+    (tmp_path / "twelve.yaml").write_text(TWELVE)
+    space = load_space(str(tmp_path / "twelve.yaml"))
+    searcher = BudgetSearcher(space, [Budget(1.0)], search="tpe", trials=12, policy="fill", seed=0,
+                              store=SweepStore(str(tmp_path), "s"), context=CONTEXT, num_classes=4)
+    first = [Config(**searcher.suggest(f"t{i}")["config"]) for i in range(4)]  # a third of 12 trials
+    # The design covers both depths and both ends of the resolution range in its four trials.
+    assert {c.depth for c in first} == {1, 2} and {16, 48} <= {c.resolution for c in first}
+    assert all(t.system_attrs.get("fixed_params") for t in searcher.study("tier-1").trials[:4])

@@ -185,7 +185,9 @@ def test_submitted_sweep_runs_on_both_nodes(cluster: Cluster) -> None:
     space.write_text(TINY_SPACE)
     runs = cluster.root / "runs"
     done = _pdsweep(cluster, "submit", "--address", cluster.dashboard, "--",
+                    # Keep policy search: four trials over the two architectures, no config twice.
                     "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", "4", "--concurrency", "2",
+                    "--keep-policy", "search",
                     "--scheduler", "none", "--dataset", "synthetic:200", "--runs-dir", str(runs),
                     "--cache-dir", str(cluster.root / "cache"), "--name", "c",
                     # A trial this short can end before the other node's actor has started, and Tune

@@ -39,7 +39,8 @@ def test_one_parent_and_one_child_per_trial_equal_to_the_parquet_rows(ray_sessio
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and parents[0].data.tags[tracking.PARENT_TAG] == "m"
     assert parents[0].info.status == "FINISHED" and parents[0].data.params["search"] == "tpe"
-    assert parents[0].data.tags["version.ray"] and len(children) == len(rows) == 4
+    # Two trials per tier, but the first tier has one config that fits, trained once: three trials.
+    assert parents[0].data.tags["version.ray"] and len(children) == len(rows) == 3
     client = MlflowClient(uri)
     for child in children:
         row = rows[child.data.tags[tracking.TRIAL_TAG]]
@@ -113,7 +114,9 @@ def test_a_tracking_server_killed_mid_sweep_is_one_warning_and_back_filled(ray_s
     store = f"sqlite:///{tmp_path / 'server.db'}"
     port = _free_port()
     server = ui.start(str(tmp_path), port, store)  # a real `mlflow server`, as a team would run one
-    settings = _sweep(tmp_path, mlflow_uri=f"http://127.0.0.1:{port}", budgets=(0.0008,), trials=4, concurrency=1)
+    # Policy search: four trials of the two architectures at four keep rates (a tier trains no config twice).
+    settings = _sweep(tmp_path, mlflow_uri=f"http://127.0.0.1:{port}", budgets=(0.0008,), trials=4, concurrency=1,
+                      policy="search")
     table = settings.absolute().sweep_dir / results.RESULTS_FILE
 
     def kill_after_first_trial() -> None:
@@ -133,6 +136,8 @@ def test_a_tracking_server_killed_mid_sweep_is_one_warning_and_back_filled(ray_s
     warnings = [line for line in lines if "MLflow" in line and "not fully logged" in line]
     assert len(warnings) == 1 and "back-fill with `pdsweep report --to-mlflow m`" in warnings[0]
     assert not [line for line in lines if "Traceback" in line]
+    # The space file went to the server's artifact store beside the runs, not into the working directory.
+    assert list((tmp_path / "mlartifacts").rglob("tiny.yaml"))
 
     server = ui.start(str(tmp_path), port, store)  # back up
     try:

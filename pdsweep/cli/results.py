@@ -31,7 +31,7 @@ class Report(Command):
         from pdsweep.sweep.files import load_sweep
 
         sweeps = [load_sweep(name, args.runs_dir) for name in args.names]
-        reports = [report.build(s.name, s.rows) for s in sweeps]
+        reports = [report.build(s.name, s.rows, **s.options) for s in sweeps]
         outputs = []
         for sweep, built in zip(sweeps, reports):
             out_dir = Path(args.out) / sweep.name if args.out and len(sweeps) > 1 else Path(args.out or sweep.folder / "report")

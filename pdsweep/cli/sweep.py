@@ -39,7 +39,17 @@ class Run(Command):
         parser.add_argument("--reduction-factor", type=float, default=of("reduction_factor"),
                             help="ASHA's reduction factor (default %(default)g)")
         parser.add_argument("--repeats", type=int, default=of("repeats"),
-                            help="re-train each tier's best config with R-1 more seeds")
+                            help="re-train each tier's top configs (--top-k) with R-1 more seeds; the report gives "
+                                 "each a bootstrap interval and says whether the winner is separated or tied")
+        parser.add_argument("--top-k", type=int, default=of("top_k"), metavar="K",
+                            help="configs per tier that --repeats re-trains (default %(default)s)")
+        parser.add_argument("--max-tflop", type=positive_float, metavar="X",
+                            help="stop issuing trials when the next would take the sweep's training compute past "
+                                 "X TFLOP (running trials, counted at their full epochs, finish)")
+        parser.add_argument("--max-device-hours", type=positive_float, metavar="H",
+                            help="the same for device-hours: seconds run x the GPUs (or else CPUs) a trial holds")
+        parser.add_argument("--no-estimate", action="store_true",
+                            help="skip the pre-flight's measured wall-time estimate (a few seconds of training steps)")
         parser.add_argument("--dataset", default=of("dataset"),
                             help="synthetic[:N] (default), folder:PATH, npz:PATH, parquet:PATH")
         parser.add_argument("--name", help="sweep name (default: a timestamp)")
@@ -71,7 +81,8 @@ class Run(Command):
             name=args.name or default_name(), space=args.space, budgets=tuple(args.budget_gflops),
             memory_gb=args.budget_memory_gb, policy=args.keep_policy, search=args.search, trials=args.trials,
             concurrency=args.concurrency, scheduler=args.scheduler, grace_period=args.grace_period,
-            reduction_factor=args.reduction_factor, repeats=args.repeats, dataset=args.dataset,
+            reduction_factor=args.reduction_factor, repeats=args.repeats, top_k=args.top_k, max_tflop=args.max_tflop,
+            max_device_hours=args.max_device_hours, estimate=not args.no_estimate, dataset=args.dataset,
             runs_dir=args.runs_dir, address=args.address, cpus_per_trial=args.cpus_per_trial,
             gpu_memory_gb=args.gpu_memory_gb, max_failures=args.max_failures, cache_dir=args.cache_dir,
             trial_memory_cap_gb=args.trial_memory_cap_gb,

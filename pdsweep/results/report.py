@@ -4,6 +4,11 @@ Reads ``results.parquet`` only (never Ray's internals) and builds:
 
 - per budget tier, the best config by validation accuracy (mean and spread over its seeds when
   it was repeated), its cost, the runner-up config and the margin between them;
+- per tier, the top configs, each with a 95% percentile-bootstrap interval of its mean over
+  seeds, and a verdict: the winner is *separated* from the runner-up when the bootstrap interval
+  of the difference of their means lies above 0, *tied* within noise when it does not, and
+  *single seed* (no verdict) while either has fewer than two seeds;
+- the compute ledger: planned vs spent TFLOPs and device-hours, and whether a cap stopped the sweep;
 - the Pareto frontier of validation accuracy against train GFLOPs over all trials (and against
   inference GFLOPs): the trials no other trial beats on both;
 - a PNG plot (every trial, log-x, the frontier, the tiers' budgets) and a Markdown summary.
@@ -11,17 +16,27 @@ Reads ``results.parquet`` only (never Ray's internals) and builds:
 
 from __future__ import annotations
 
+import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pdsweep.config import Config
 from pdsweep.errors import PdsweepError
+from pdsweep.results.compute import ComputeCap, ComputeLedger, ComputePlan
 from pdsweep.results.rows import FAILED, ResultRow
 
 METRIC = "best_val_accuracy"
+TOP_K = 3  # configs per tier the report ranks with their intervals (``--top-k``)
+CONFIDENCE = 0.95
+RESAMPLES = 2000  # bootstrap resamples (of the seeds, with replacement)
+BOOTSTRAP_SEED = 0  # the same rows give the same intervals
+
+# separated: the bootstrap interval of (winner - runner-up) lies above 0; tied: it does not;
+# single seed: the winner or the runner-up has one seed, so there is no noise to judge by.
+Verdict = Literal["separated", "tied", "single seed", "no runner-up"]
 
 
 def metric(row: ResultRow) -> float:
@@ -42,12 +57,15 @@ class Score:
     train_gflops: float
     inference_gflops: float
     memory_gb: float
+    values: tuple[float, ...] = ()  # the metric of each seed
+    interval: tuple[float, float] | None = None  # 95% bootstrap interval of the mean (None with one seed)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.config.to_dict(), "budget_gflops": self.budget_gflops, "metric": self.metric, "spread": self.spread,
             "seeds": self.seeds, "test_accuracy": self.test_accuracy, "train_gflops": self.train_gflops,
             "inference_gflops": self.inference_gflops, "memory_gb": self.memory_gb,
+            "seed_metrics": list(self.values), "interval": list(self.interval) if self.interval else None,
         }
 
 
@@ -57,10 +75,27 @@ class TierReport:
     trials: int
     best: Score | None
     runner_up: Score | None
+    top: tuple[Score, ...] = ()  # the tier's best configs, best first
+    difference: tuple[float, float] | None = None  # 95% bootstrap interval of best - runner-up
 
     @property
     def margin(self) -> float | None:
         return self.best.metric - self.runner_up.metric if self.best and self.runner_up else None
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.best is None or self.runner_up is None:
+            return "no runner-up"
+        if self.difference is None:
+            return "single seed"
+        return "separated" if self.difference[0] > 0 else "tied"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budget_gflops": self.budget_gflops, "trials": self.trials,
+                "best": self.best.to_dict() if self.best else None,
+                "runner_up": self.runner_up.to_dict() if self.runner_up else None, "margin": self.margin,
+                "top": [score.to_dict() for score in self.top], "verdict": self.verdict,
+                "difference_interval": list(self.difference) if self.difference else None}
 
 
 @dataclass(frozen=True)
@@ -70,6 +105,7 @@ class Report:
     pareto_train: tuple[ResultRow, ...]  # trials on the frontier vs train GFLOPs
     pareto_inference: tuple[ResultRow, ...]
     rows: tuple[ResultRow, ...]
+    compute: ComputeLedger | None = None
 
     def to_json(self) -> dict[str, Any]:
         def point(row: ResultRow) -> dict[str, Any]:
@@ -78,17 +114,13 @@ class Report:
 
         return {
             "sweep": self.sweep,
-            "tiers": [
-                {"budget_gflops": t.budget_gflops, "trials": t.trials,
-                 "best": t.best.to_dict() if t.best else None,
-                 "runner_up": t.runner_up.to_dict() if t.runner_up else None, "margin": t.margin}
-                for t in self.tiers
-            ],
+            "tiers": [t.to_dict() for t in self.tiers],
             "pareto": [point(r) for r in self.pareto_train],
             "pareto_inference": [point(r) for r in self.pareto_inference],
             "failed": [{**row.config.to_dict(), "trial_id": row.trial_id, "budget_gflops": row.budget_gflops,
                         "status": row.status, "predicted_memory_gb": row.predicted_memory_gb, "error": row.error}
                        for row in self.failed],
+            "compute": self.compute.to_dict() if self.compute else None,
         }
 
     @property
@@ -97,18 +129,36 @@ class Report:
         return tuple(row for row in self.rows if row.status in FAILED)
 
 
-def build(sweep: str, rows: Sequence[ResultRow]) -> Report:
-    """The report of a sweep's results rows."""
+def build(sweep: str, rows: Sequence[ResultRow], *, top_k: int = TOP_K, plan: ComputePlan | None = None,
+          cap: ComputeCap = ComputeCap()) -> Report:
+    """The report of a sweep's results rows (``plan``, ``cap``: from its sweep.json, for the ledger)."""
     scored = [r for r in rows if r.finished and metric(r) is not None]
     if not scored:
         raise PdsweepError(f"sweep {sweep!r} has no finished trial yet; wait for one, or `pdsweep resume {sweep}`.")
     tiers = []
     for budget in sorted({r.budget_gflops for r in rows}):
         ranked = sorted(_scores([r for r in scored if r.budget_gflops == budget]), key=lambda s: -s.metric)
-        tiers.append(TierReport(budget, sum(r.budget_gflops == budget for r in rows),
-                                ranked[0] if ranked else None, ranked[1] if len(ranked) > 1 else None))
+        best, runner = (ranked + [None, None])[:2]
+        difference = (bootstrap(best.values, runner.values, lambda a, b: statistics.fmean(a) - statistics.fmean(b))
+                      if best and runner else None)
+        tiers.append(TierReport(budget, sum(r.budget_gflops == budget for r in rows), best, runner,
+                                tuple(ranked[:top_k]), difference))
     return Report(sweep, tuple(tiers), tuple(pareto(scored, "train_gflops")),
-                  tuple(pareto(scored, "inference_gflops")), tuple(rows))
+                  tuple(pareto(scored, "inference_gflops")), tuple(rows), ComputeLedger.of(rows, plan, cap))
+
+
+def bootstrap(first: Sequence[float], second: Sequence[float] | None = None,
+              statistic: Callable[..., float] = lambda values: statistics.fmean(values)) -> tuple[float, float] | None:
+    """The percentile-bootstrap :data:`CONFIDENCE` interval of ``statistic`` over seeds: each
+    sample resampled with replacement :data:`RESAMPLES` times, from a fixed seed. None when a
+    sample has fewer than two seeds (one seed says nothing about the noise)."""
+    samples = [list(first)] + ([list(second)] if second is not None else [])
+    if any(len(sample) < 2 for sample in samples):
+        return None
+    rng = random.Random(BOOTSTRAP_SEED)
+    stats = sorted(statistic(*(rng.choices(sample, k=len(sample)) for sample in samples)) for _ in range(RESAMPLES))
+    tail = (1 - CONFIDENCE) / 2
+    return stats[int(tail * RESAMPLES)], stats[int((1 - tail) * RESAMPLES) - 1]
 
 
 def _scores(rows: list[ResultRow]) -> list[Score]:
@@ -127,6 +177,7 @@ def _scores(rows: list[ResultRow]) -> list[Score]:
             spread=statistics.stdev(metrics) if len(metrics) > 1 else None, seeds=len({r.seed for r in members}),
             test_accuracy=statistics.fmean(tests) if tests else None, train_gflops=first.train_gflops,
             inference_gflops=first.inference_gflops, memory_gb=first.predicted_memory_gb,
+            values=tuple(metrics), interval=bootstrap(metrics),
         ))
     return scores
 
@@ -155,23 +206,56 @@ def _percent(value: float | None, spread: float | None = None) -> str:
     return f"{value:.1%} ± {spread:.1%}" if spread is not None else f"{value:.1%}"
 
 
+def _interval(interval: tuple[float, float] | None, signed: bool = False) -> str:
+    if interval is None:
+        return "no interval (one seed)"
+    low, high = interval
+    return f"[{low:+.1%}, {high:+.1%}]" if signed else f"[{low:.1%}, {high:.1%}]"
+
+
+def verdict_line(tier: TierReport) -> str:
+    """The winner against the runner-up, in words: separated, tied within noise, or no verdict."""
+    best, runner = tier.best, tier.runner_up
+    if best is None or runner is None:
+        return "no runner-up to compare with"
+    if tier.difference is None:
+        return f"single seed, no verdict against `{runner.config.name}` (run with --repeats 2 or more)"
+    words = "separated from" if tier.verdict == "separated" else "tied within noise with"
+    return (f"{words} `{runner.config.name}`: difference {tier.margin:+.1%}, "
+            f"{CONFIDENCE:.0%} interval {_interval(tier.difference, signed=True)}")
+
+
 def markdown(report: Report) -> str:
     lines = [f"# Sweep `{report.sweep}`", "", f"{len(report.rows)} trials. Metric: best validation accuracy "
              "(mean ± standard deviation over seeds where a config was repeated).", "",
              "## Best config per budget tier", "",
-             "| budget GFLOPs | trials | best config | val | seeds | test | train GFLOPs | inference GFLOPs | memory GB | runner-up | margin |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| budget GFLOPs | trials | best config | val | seeds | test | train GFLOPs | inference GFLOPs | memory GB | runner-up | margin | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for tier in report.tiers:
         best, runner = tier.best, tier.runner_up
         if best is None:
-            lines.append(f"| {tier.budget_gflops:g} | {tier.trials} | no finished trial | | | | | | | | |")
+            lines.append(f"| {tier.budget_gflops:g} | {tier.trials} | no finished trial | | | | | | | | | |")
             continue
         lines.append(
             f"| {tier.budget_gflops:g} | {tier.trials} | `{best.config.name}` | {_percent(best.metric, best.spread)} | "
             f"{best.seeds} | {_percent(best.test_accuracy)} | {best.train_gflops:.4g} | {best.inference_gflops:.4g} | "
             f"{best.memory_gb:.3g} | {f'`{runner.config.name}` ({_percent(runner.metric, runner.spread)})' if runner else '-'} | "
-            f"{f'{tier.margin:+.1%}' if tier.margin is not None else '-'} |"
+            f"{f'{tier.margin:+.1%}' if tier.margin is not None else '-'} | {tier.verdict} |"
         )
+    lines += ["", f"## Top configs per tier: mean and {CONFIDENCE:.0%} bootstrap interval over seeds", "",
+              f"A config's interval is the percentile bootstrap of its mean ({RESAMPLES} resamples of its seeds). "
+              "The winner is *separated* from the runner-up when the bootstrap interval of the difference of "
+              "their means lies above 0, *tied* within noise when it does not; with one seed there is no verdict.", "",
+              "| budget GFLOPs | rank | config | val (mean) | interval | seeds | test |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for tier in report.tiers:
+        lines += [f"| {tier.budget_gflops:g} | {rank} | `{score.config.name}` | {_percent(score.metric)} | "
+                  f"{_interval(score.interval)} | {score.seeds} | {_percent(score.test_accuracy)} |"
+                  for rank, score in enumerate(tier.top, 1)]
+    lines.append("")
+    lines += [f"- tier {tier.budget_gflops:g}: `{tier.best.config.name}`: {verdict_line(tier)}"
+              for tier in report.tiers if tier.best is not None]
+    if report.compute is not None:
+        lines += ["", "## Compute", "", *(f"- {line}" for line in report.compute.lines())]
     lines += ["", "## Pareto frontier: validation accuracy vs train GFLOPs", "",
               "| train GFLOPs | val | config | tier |", "| --- | --- | --- | --- |"]
     lines += [f"| {r.train_gflops:.4g} | {_percent(metric(r))} | `{r.config.name}` | {r.budget_gflops:g} |"

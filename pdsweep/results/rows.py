@@ -31,7 +31,7 @@ __all__ = [
     "FAILED", "FINISHED", "RESULTS_FILE", "SCHEMA", "EpochPoint", "ResultRow", "RobustnessPoint", "read", "read_rows", "to_table", "write",
 ]
 
-SCHEMA_VERSION = 2  # 1: tables written before the version was recorded (the same columns)
+SCHEMA_VERSION = 3  # 1: tables written before the version was recorded; 2: before the compute ledger columns
 _VERSION_KEY = b"pdsweep.schema_version"
 
 Phase = Literal["search", "repeat"]
@@ -39,6 +39,7 @@ Phase = Literal["search", "repeat"]
 # diverged: the loss went non-finite; error: the trial's code or data raised, or its worker was
 # lost once too often; interrupted: running when the driver stopped (``resume`` continues it).
 TrialStatus = Literal["completed", "stopped", "oom", "diverged", "error", "interrupted"]
+DeviceKind = Literal["cpu", "gpu"]
 FINISHED = ("completed", "stopped")  # the statuses that can be a tier's best
 FAILED = ("oom", "diverged", "error")  # ended for good, without a comparable accuracy
 
@@ -87,6 +88,12 @@ class ResultRow:
     ended_at: datetime | None  # when it last reported
     node_id: str | None
     error: str | None
+    # The compute ledger (pdsweep.results.compute); empty in tables written before it.
+    train_images: int | None = None  # the training split the epochs ran over
+    device_kind: DeviceKind | None = None  # what the trial held: GPUs (a share) or else CPUs
+    devices: float | None = None  # how many of them
+    spent_tflop: float | None = None  # train GFLOPs x 3 x train images x epochs run, in TFLOP
+    device_seconds: float | None = None  # wall_seconds x devices
 
     @property
     def finished(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pdsweep.errors import PdsweepError
 from pdsweep.results import report
@@ -30,10 +31,10 @@ def progress_line(row: ResultRow, rows: Sequence[ResultRow]) -> str:
             f"{row.train_gflops:.4g} GF | {row.wall_seconds:.0f} s | best in tier {best:.1%}")
 
 
-def report_or_none(name: str, rows: Sequence[ResultRow]) -> report.Report | None:
-    """The sweep's report; None until a trial has finished."""
+def report_or_none(name: str, rows: Sequence[ResultRow], **options: Any) -> report.Report | None:
+    """The sweep's report (``options``: :func:`report.build`'s); None until a trial has finished."""
     try:
-        return report.build(name, rows)
+        return report.build(name, rows, **options)
     except PdsweepError:
         return None
 
@@ -51,9 +52,16 @@ def summary_lines(name: str, trials: int, results_path: str, built: report.Repor
         seeds = f" over {best.seeds} seeds" if best.seeds > 1 else ""
         test = f", test {best.test_accuracy:.1%}" if best.test_accuracy is not None else ", no test (stopped early)"
         spread = f" +- {best.spread:.1%}" if best.spread is not None else ""
-        margin = f"; {tier.margin:+.1%} over {tier.runner_up.config.name}" if tier.runner_up else ""
+        interval = f" (95% interval {best.interval[0]:.1%} to {best.interval[1]:.1%})" if best.interval else ""
+        margin = f"; {tier.margin:+.1%} over {tier.runner_up.config.name}, {_verdict(tier)}" if tier.runner_up else ""
         lines.append(
-            f"  tier {tier.budget_gflops:g} GFLOPs: best {best.config.name}: val {best.metric:.1%}{spread}{seeds}{test}; "
-            f"{best.train_gflops:.4g} train GFLOPs, {best.memory_gb:.3g} GB{margin}"
+            f"  tier {tier.budget_gflops:g} GFLOPs: best {best.config.name}: val {best.metric:.1%}{spread}{seeds}{interval}"
+            f"{test}; {best.train_gflops:.4g} train GFLOPs, {best.memory_gb:.3g} GB{margin}"
         )
+    if built.compute is not None:
+        lines += [f"  compute: {line}" for line in built.compute.lines()]
     return lines
+
+
+def _verdict(tier: report.TierReport) -> str:
+    return {"separated": "separated", "tied": "tied within noise"}.get(tier.verdict, "single seed: no verdict")

@@ -40,7 +40,7 @@ TRIAL_TAG = "pdsweep.trial_id"  # on a child run: Ray Tune's trial id
 CONFIG_PARAMS = (*column_names(), "seed")  # every config axis, the derived columns, the seed
 COST_METRICS = ("train_gflops", "inference_gflops", "predicted_memory_gb", "measured_memory_gb")
 FINAL_METRICS = ("best_val_accuracy", "final_val_accuracy", "val_auc", "test_accuracy", "test_auc",
-                 "epochs_run", "wall_seconds", "train_seconds")
+                 "epochs_run", "wall_seconds", "train_seconds", "spent_tflop", "device_seconds")
 EPOCH_METRICS = ("train_loss", "val_accuracy", "val_auc", "lr", "images_per_second", "peak_memory_gb")
 
 

@@ -49,7 +49,11 @@ def start(runs_dir: str, port: int, mlflow_uri: str | None = None) -> subprocess
     """Start the server; returns once it answers (or raises, with its last output)."""
     uri = store_uri(runs_dir, mlflow_uri)
     check_port_free(port)
+    # Artifacts of experiments created through the server go beside the sweeps, not into
+    # whatever folder the command was started from (MLflow's default, ./mlartifacts).
+    artifacts = local_root(runs_dir) / "mlartifacts"
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--artifacts-destination", artifacts.as_uri(),
                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     log = tempfile.NamedTemporaryFile(prefix="pdsweep-mlflow-ui-", suffix=".log", delete=False)
     # Its own process group: MLflow's server forks workers, and stopping must stop them too.

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pdsweep import cost
 from pdsweep.paths import MLFLOW_FILE
 from pdsweep.results import tracking
+from pdsweep.results.compute import trial_tflop
 from pdsweep.results.rows import RESULTS_FILE, EpochPoint, ResultRow, RobustnessPoint, read_rows, write
 from pdsweep.results.summary import progress_line
 from pdsweep.sweep.spec import TrialSpec
@@ -196,6 +197,10 @@ def result_row(settings: SweepSettings, trial_id: str, spec: TrialSpec, last: di
     done = status == "completed"
     epochs = sorted(history or {})
     estimate = cost.estimate(spec.config, spec.context.training.step)
+    epochs_run = int(last.get("epoch", epochs[-1] if epochs else 0))
+    wall_seconds = float(last.get("time_total_s", 0.0))
+    images = spec.context.train_images
+    devices = last.get("devices")
     robustness = tuple(
         RobustnessPoint(rate, last[f"robustness_{rate:g}"])
         for rate in ROBUSTNESS_KEEP_RATES if f"robustness_{rate:g}" in last
@@ -220,12 +225,17 @@ def result_row(settings: SweepSettings, trial_id: str, spec: TrialSpec, last: di
         test_auc=last.get("test_auc") if done else None,
         robustness=robustness or None,
         history=tuple(point for _, point in sorted((history or {}).items())) or None,
-        epochs_run=int(last.get("epoch", epochs[-1] if epochs else 0)),
+        epochs_run=epochs_run,
         epochs_planned=spec.context.training.epochs,
-        wall_seconds=float(last.get("time_total_s", 0.0)),
+        wall_seconds=wall_seconds,
         train_seconds=last.get("train_seconds"),
         started_at=_utc(last.get("started_at")),
         ended_at=_utc(last.get("reported_at")),
         node_id=last.get("node_id"),
         error=error,
+        train_images=images,
+        device_kind=last.get("device_kind"),
+        devices=devices,
+        spent_tflop=trial_tflop(estimate.train_gflops, images, epochs_run) if images is not None else None,
+        device_seconds=wall_seconds * devices if devices is not None else None,
     )

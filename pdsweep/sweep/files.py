@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from pdsweep.errors import PdsweepError
+from pdsweep.results.compute import ComputeCap, ComputePlan
 from pdsweep.results.rows import RESULTS_FILE, ResultRow, read_rows
 from pdsweep.results.tracking import TrackingIds
 from pdsweep.sweep.store import MLFLOW_FILE, SWEEP_FILE, SweepStore
@@ -20,6 +22,7 @@ class SweepFiles:
     rows: tuple[ResultRow, ...]
     mlflow: TrackingIds | None
     folder: Path  # local (a mirror when the runs dir is a URI)
+    options: dict[str, Any] = field(default_factory=dict)  # for report.build: top_k, the compute plan and caps
 
 
 def load_sweep(name: str, runs_dir: str) -> SweepFiles:
@@ -37,4 +40,17 @@ def load_sweep(name: str, runs_dir: str) -> SweepFiles:
     default = isinstance(state, dict) and not (state.get("settings") or {}).get("mlflow_uri")
     if ids is not None and default and (store.tracking_root / MLFLOW_FILE).is_file():
         ids = replace(ids, uri=store.tracking_uri)  # the default store moves with the sweep
-    return SweepFiles(name, tuple(read_rows(path)), ids, store.local_dir)
+    return SweepFiles(name, tuple(read_rows(path)), ids, store.local_dir, _report_options(state))
+
+
+def _report_options(state: Any) -> dict[str, Any]:
+    """``top_k``, the compute plan and the caps of a sweep.json (any version: what it has)."""
+    if not isinstance(state, dict):
+        return {}
+    settings = state.get("settings") or {}
+    options: dict[str, Any] = {"cap": ComputeCap(settings.get("max_tflop"), settings.get("max_device_hours"))}
+    if "top_k" in settings:
+        options["top_k"] = settings["top_k"]
+    if state.get("compute"):
+        options["plan"] = ComputePlan.from_dict(state["compute"])
+    return options

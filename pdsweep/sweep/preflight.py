@@ -6,37 +6,85 @@ import statistics
 from collections.abc import Callable
 
 from pdsweep.cost import train_gflops
+from pdsweep.errors import PdsweepError
+from pdsweep.results.compute import ComputePlan, format_hours, trial_tflop
 from pdsweep.space import Plan, SearchSpace
+from pdsweep.sweep.estimate import Throughput, measure, parallel_slots
 from pdsweep.sweep.sampler import BudgetSampler
 from pdsweep.sweep.settings import DataProbe, SweepSettings
 
 Print = Callable[[str], None]
+SMALLER_START = "--space search_spaces/quickstart.yaml --budget-gflops 0.01"
+DAY_HOURS = 24.0
 
 
-def preflight(settings: SweepSettings, space: SearchSpace, plans: dict[float, Plan], data: DataProbe, err: Print) -> None:
-    """What the sweep will cost, printed before it starts: feasible configs, trials, compute."""
+def preflight(settings: SweepSettings, space: SearchSpace, plans: dict[float, Plan], data: DataProbe,
+              err: Print) -> tuple[ComputePlan, Throughput | None]:
+    """What the sweep will cost, printed before it starts: feasible configs, trials, compute, and
+    (unless ``settings.estimate`` is off) the wall time from a measured throughput. A compute cap
+    below the cheapest trial is an error: no trial could run."""
     epochs = space.training.epochs
     images = data.train_images
-    total = 0.0
+    tiers: list[tuple[int, float]] = []  # (trials, mean train GFLOPs of a trial) per tier
     lines = []
     for gflops, tier in plans.items():
         feasible = [p.cost.train_gflops for p in tier.configs]
+        sampler = BudgetSampler(space, tier.budget, settings.policy, data.num_classes)
+        note = ""
         if settings.search == "grid":
-            sampler = BudgetSampler(space, tier.budget, settings.policy, data.num_classes)
             grid = sampler.grid()
             trials, per_trial = len(grid), statistics.fmean(train_gflops(c) for c in grid)
         else:
             trials, per_trial = settings.trials, statistics.fmean(feasible)
-        trials += settings.repeats - 1
-        compute = trials * per_trial * 1e9 * images * epochs * 3  # forward + backward
-        total += compute
+            if sampler.finite and len(sampler.candidates) < trials:  # a tier trains no config twice
+                trials = len(sampler.candidates)
+                note = f" (each config that fits once, not {settings.trials})"
+        trials += (settings.repeats - 1) * min(settings.top_k, trials)
+        tiers.append((trials, per_trial))
         lines.append(f"  tier {gflops:g} GFLOPs: {len(feasible)} of {tier.architectures} architectures fit; "
-                     f"{trials} trials; ~{_flops(compute)}")
+                     f"{trials} trials{note}; ~{_flops(trial_tflop(per_trial, images, epochs) * trials * 1e12)}")
+    planned = sum(trial_tflop(g, images, epochs) * n for n, g in tiers)
+    check_cap(settings, space, plans, data)
     err(f"sweep {settings.name!r}: space {space.name!r}, {settings.search} search, keep policy {settings.policy}, "
         f"{epochs} epochs on {images:,} images ({settings.dataset})")
     for line in lines:
         err(line)
-    err(f"  estimated compute: ~{_flops(total)} (train GFLOPs x images x epochs x 3, before early stopping)")
+    err(f"  estimated compute: ~{_flops(planned * 1e12)} (train GFLOPs x images x epochs x 3, before early stopping)")
+    if settings.cap.any:
+        caps = [f"{flag} {value:g}" for flag, value in
+                (("--max-tflop", settings.max_tflop), ("--max-device-hours", settings.max_device_hours)) if value is not None]
+        err(f"  cap: {', '.join(caps)}; no trial is issued that would pass it (running trials finish)")
+    if not settings.estimate:
+        err("  wall time: not estimated (--no-estimate)")
+        return ComputePlan(planned), None
+    configs = [p.config for tier in plans.values() for p in tier.configs]
+    cheapest, dearest = min(configs, key=train_gflops), max(configs, key=train_gflops)
+    throughput = measure(settings, space, cheapest, dearest)
+    total_trials = sum(n for n, _ in tiers)
+    slots = parallel_slots(settings, total_trials)
+    seconds = sum(n * throughput.seconds_per_image(g) * images * epochs for n, g in tiers) / slots
+    hours = seconds / 3600
+    err(f"  estimated wall time: ~{format_hours(hours)} on {slots} {throughput.device.upper()} slot(s) at "
+        f"{_rate(1 / throughput.high_seconds)} to {_rate(1 / throughput.low_seconds)} images/s per trial (measured; "
+        "before early stopping)")
+    if hours > DAY_HOURS and throughput.device == "cpu":
+        err(f"  that is {format_hours(hours)} on this machine's CPUs, which have no GPU; start with the smaller space: "
+            f"`pdsweep run {SMALLER_START}`")
+    return ComputePlan(planned, hours), throughput
+
+
+def check_cap(settings: SweepSettings, space: SearchSpace, plans: dict[float, Plan], data: DataProbe) -> None:
+    """A ``--max-tflop`` below the cheapest trial is an error: no trial could run."""
+    images, epochs = data.train_images, space.training.epochs
+    cheapest = min(p.cost.train_gflops for tier in plans.values() for p in tier.configs)
+    smallest = trial_tflop(cheapest, images, epochs)
+    if settings.max_tflop is not None and settings.max_tflop < smallest:
+        raise PdsweepError(f"--max-tflop {settings.max_tflop:g} is below the cheapest trial's {smallest:.3g} TFLOP "
+                           f"({epochs} epochs on {images:,} images): no trial could run; raise it.")
+
+
+def _rate(images_per_s: float) -> str:
+    return f"{images_per_s:,.0f}" if images_per_s >= 100 else f"{images_per_s:.3g}"
 
 
 def _flops(value: float) -> str:

@@ -27,12 +27,15 @@ from pdsweep.errors import PdsweepError
 from pdsweep.interrupts import sigterm_as_ctrl_c
 from pdsweep.paths import DEFAULT_RUNS_DIR, MLFLOW_FILE, is_uri
 from pdsweep.results import report, tracking
+from pdsweep.results.compute import ComputePlan
 from pdsweep.results.rows import FAILED, RESULTS_FILE, ResultRow, read_rows
 from pdsweep.results.summary import report_or_none, summary_lines
 from pdsweep.space import SearchSpace, load_space, parse_space, plan
 from pdsweep.sweep.callback import SweepCallback, driving
 from pdsweep.sweep.cluster import check_address, connect, probe_dataset, probe_on_cluster, warn_if_not_shared
-from pdsweep.sweep.preflight import preflight
+from pdsweep.sweep.estimate import Throughput
+from pdsweep.sweep.ledger import forget_stop, stopped_by
+from pdsweep.sweep.preflight import check_cap, preflight
 from pdsweep.sweep.settings import SweepSettings, SweepState, read_state
 from pdsweep.sweep.lock import SweepLock
 from pdsweep.sweep.store import RESUME_FILES, SWEEP_FILE, SweepStore, relocate, retried
@@ -79,18 +82,19 @@ def run_sweep(settings: SweepSettings, *, out: Print = print, err: Print = _stde
     else:
         data = probe_dataset(settings, space)
     plans = {b.gflops: plan(space, b, policy=settings.policy, num_classes=data.num_classes) for b in budgets}
+    check_cap(settings, space, plans, data)
     uri = settings.mlflow_uri or store.tracking_uri
     tracking.check_reachable(uri)
     connect(settings.address, settings.verbose)
     warn_if_not_shared(store, err)
-    preflight(settings, space, plans, data, err)
+    planned, throughput = preflight(settings, space, plans, data, err)
     settings.sweep_dir.mkdir(parents=True, exist_ok=store.remote)
     with SweepLock(store, err), sigterm_as_ctrl_c():
-        state = SweepState(settings, Path(space.source).read_text(), data)
+        state = SweepState(settings, Path(space.source).read_text(), data, compute=planned)
         state.write()
         state = replace(state, mlflow=_start_tracking(state, space, uri, err))
         state.write()
-        return _execute(state, space, restore=False, out=out, err=err)
+        return _execute(state, space, restore=False, out=out, err=err, prior=throughput)
 
 
 def resume_sweep(name: str, runs_dir: str = DEFAULT_RUNS_DIR, *, address: str | None = None,
@@ -175,9 +179,9 @@ def _resume_tracking(state: SweepState, space: SearchSpace, mlflow_uri: str | No
 
 
 def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print, err: Print,
-             log: bool = True) -> SweepOutcome:
-    """Run the sweep's phases (``log``: to MLflow); on every way out the MLflow runs are closed
-    with a true status."""
+             log: bool = True, prior: Throughput | None = None) -> SweepOutcome:
+    """Run the sweep's phases (``log``: to MLflow; ``prior``: the pre-flight's measured
+    throughput); on every way out the MLflow runs are closed with a true status."""
     settings = state.settings
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # save Tune's state at every step: resume loses nothing
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # ... on purpose
@@ -188,11 +192,11 @@ def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print
     with tracking.quick_requests():  # a tracking store that went away costs seconds, not minutes
         try:
             with sigterm_as_ctrl_c():  # again: ray.init installed its own SIGTERM handler
-                state, interrupted = _phases(state, space, active, restore=restore)
+                state, interrupted = _phases(state, space, active, restore=restore, prior=prior)
                 active[0].flush()
                 rows = tuple(read_rows(settings.sweep_dir / RESULTS_FILE))
                 outcome = SweepOutcome(settings.name, settings.store.where(RESULTS_FILE), rows,
-                                       report_or_none(settings.name, rows), interrupted)
+                                       report_or_none(settings.name, rows, **report_options(state)), interrupted)
                 if outcome.report is not None and not interrupted:
                     _write_report(outcome.report, state, active[0].tracker)
             status = "KILLED" if interrupted else "FINISHED"
@@ -213,27 +217,46 @@ def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print
 
 
 def _phases(state: SweepState, space: SearchSpace, active: list[SweepCallback], *,
-            restore: bool) -> tuple[SweepState, bool]:
+            restore: bool, prior: Throughput | None = None) -> tuple[SweepState, bool]:
     """The search, then the repeats; returns the state and whether it was interrupted.
-    ``active[0]`` is kept the callback Tune calls (a restored Tuner calls the one it unpickled)."""
+    ``active[0]`` is kept the callback Tune calls (a restored Tuner calls the one it unpickled).
+    Once a compute cap has stopped issuing trials, no phase issues more."""
     settings = state.settings
     trainable = tune_trainable(settings, space, state)
     interrupted = False
+    forget_stop(settings.name)  # a ledger Tune restores says so again
     if state.phase == "search":
-        tuner = search_tuner(settings, space, state, trainable, active[0], restore=restore)
+        tuner = search_tuner(settings, space, state, trainable, active[0], restore=restore, prior=prior)
         active[0] = driving(active[0])
         interrupted = _fit(tuner)
+        state = _capped(state)
         if not interrupted:
-            state = replace(state, phase="repeats" if settings.repeats > 1 else "done")
+            repeats = settings.repeats > 1 and not (state.compute and state.compute.stopped_by)
+            state = replace(state, phase="repeats" if repeats else "done")
             _write_state(state, active[0])
     if state.phase == "repeats" and not interrupted:
-        tuner = repeats_tuner(settings, space, trainable, active[0])
+        tuner = repeats_tuner(settings, space, state, trainable, active[0])
         active[0] = driving(active[0])
         interrupted = _fit(tuner)
+        state = _capped(state)
         if not interrupted:
             state = replace(state, phase="done")
             _write_state(state, active[0])
     return state, interrupted
+
+
+def _capped(state: SweepState) -> SweepState:
+    """The state, with the cap that stopped the phase just run (if one did) in its compute plan."""
+    cap = stopped_by(state.settings.name)
+    if cap is None or (state.compute and state.compute.stopped_by == cap):
+        return state
+    plan = state.compute or ComputePlan()  # a sweep started before the ledger
+    return replace(state, compute=replace(plan, stopped_by=cap))
+
+
+def report_options(state: SweepState) -> dict[str, Any]:
+    """What :func:`report.build` takes from a sweep's state: how many top configs, the plan, the caps."""
+    return {"top_k": state.settings.top_k, "plan": state.compute, "cap": state.settings.cap}
 
 
 def _write_state(state: SweepState, callback: SweepCallback) -> None:

@@ -24,12 +24,15 @@ Tune's searcher interface.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Literal, get_args
 
 from pdsweep.config import Config, architecture_axes
+from pdsweep.config import patches_kept
 from pdsweep.cost import Budget, excess, keep_rate_between, largest_keep_rate
 from pdsweep.errors import PdsweepError
 from pdsweep.space import Categorical, FloatRange, IntRange, KeepPolicy, SearchSpace, plan
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 SearchKind = Literal["tpe", "random", "grid"]
 SEARCH_KINDS: tuple[str, ...] = get_args(SearchKind)
 MAX_ASKS_PER_SUGGESTION = 10_000
+STARTUP_SHARE = 1 / 3  # of a tier's trials, from the space-filling design (see startup_trials)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,29 @@ class BudgetSampler:
             keep_rate = keep_rate_between(arch, rates, keep_rate, fraction)
         return replace(arch, keep_rate=keep_rate)
 
+    @property
+    def finite(self) -> bool:
+        """Whether :attr:`candidates` is every config the tier can be given (not so when the
+        policy searches a continuous keep-rate range)."""
+        return self.policy == "fill" or self.space.keep_rates.values is not None
+
+    @cached_property
+    def candidates(self) -> list[Config]:
+        """The configs this tier can train: each feasible architecture at its ``fill`` keep rate,
+        or, under policy ``search`` with listed keep rates, at each rate it can afford."""
+        if self.policy == "search":
+            return self.grid()
+        return [planned.config for planned in plan(self.space, self.budget, policy="fill", num_classes=self.num_classes).configs]
+
+    def params(self, config: Config) -> dict[str, object]:
+        """The Optuna parameters that :meth:`suggest` turns into ``config`` (to enqueue it)."""
+        values: dict[str, object] = {name: getattr(config, name) for name in architecture_axes() if name in self.space.axes}
+        if self.policy == "search":
+            setup, rates = self.space.training.step, self.space.keep_rates
+            highest = largest_keep_rate(replace(config, keep_rate=rates.high), self.budget, setup, rates)
+            values["keep_fraction"] = _fraction_of(config, rates, highest or config.keep_rate)
+        return values
+
     def grid(self) -> list[Config]:
         """Every feasible config once: each architecture at its ``fill`` keep rate, or at each
         listed keep rate it can afford when the space lists keep rates."""
@@ -92,6 +119,24 @@ class BudgetSampler:
         return configs
 
 
+def _fraction_of(config: Config, rates, highest: float) -> float:
+    """The ``keep_fraction`` that :func:`keep_rate_between` maps to ``config.keep_rate``."""
+    if rates.values is not None:
+        feasible = [v for v in rates.values if v <= highest]
+        index = min(range(len(feasible)), key=lambda i: abs(feasible[i] - config.keep_rate))
+        return (index + 0.5) / len(feasible)
+    n = config.num_patches
+    low, high = patches_kept(n, rates.low), patches_kept(n, highest)
+    return 1.0 if high <= low else min(1.0, max(0.0, (patches_kept(n, config.keep_rate) - low) / (high - low)))
+
+
+def startup_trials(quota: int) -> int:
+    """How many of a tier's ``quota`` trials start the search from a space-filling design before
+    TPE models the results: a third, at least 2 and at most 10 (Optuna's default, which alone
+    would leave a sweep of 8 trials a random search)."""
+    return max(2, min(10, math.ceil(quota * STARTUP_SHARE)))
+
+
 def _suggest_axis(trial: optuna.Trial, name: str, axis: Categorical | IntRange | FloatRange) -> object:
     if isinstance(axis, IntRange):
         return trial.suggest_int(name, axis.low, axis.high, step=axis.step, log=axis.log)
@@ -100,13 +145,15 @@ def _suggest_axis(trial: optuna.Trial, name: str, axis: Categorical | IntRange |
     raise TypeError(f"axis {name} cannot be a float range.")
 
 
-def make_optuna_sampler(kind: SearchKind, seed: int) -> optuna.samplers.BaseSampler:
-    """TPE (multivariate, constant liar for parallel trials), or random (also for a grid, whose
-    points the searcher enqueues itself)."""
+def make_optuna_sampler(kind: SearchKind, seed: int, startup: int = 10) -> optuna.samplers.BaseSampler:
+    """TPE (multivariate, constant liar for parallel trials) after ``startup`` trials, or random
+    (also for a grid, whose points the searcher enqueues itself). Optuna's GPSampler was tried
+    in ``bench/search.py`` and left out: on a CPU driver each of its suggestions took seconds
+    (a GP fit), against milliseconds for TPE."""
     import optuna
 
     if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=startup)
     if kind in ("random", "grid"):
         return optuna.samplers.RandomSampler(seed=seed)
     raise PdsweepError(f"unknown search {kind!r}; choose one of: {', '.join(SEARCH_KINDS)}.")

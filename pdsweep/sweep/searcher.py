@@ -31,7 +31,10 @@ from pdsweep._compat import optuna_number, optuna_trial
 from pdsweep.config import Config
 from pdsweep.cost import Budget, inference_gflops, train_gflops
 from pdsweep.space import KeepPolicy, SearchSpace, TrainingSettings
-from pdsweep.sweep.sampler import BudgetSampler, SearchKind, ask_feasible, make_optuna_sampler, quiet_experimental
+from pdsweep.sweep.design import nearest_unseen, startup_design
+from pdsweep.sweep.sampler import (
+    BudgetSampler, SearchKind, ask_feasible, make_optuna_sampler, quiet_experimental, startup_trials,
+)
 from pdsweep.sweep.spec import METRIC, TIME_ATTR, TrialContext, TrialSpec
 from pdsweep.sweep.store import STUDY_FILE, SweepStore, relocated, retried
 
@@ -103,7 +106,12 @@ class BudgetSearcher(Searcher):
         # A grid runs its most expensive configs first: the long trials start early and the short
         # ones fill the gaps, so no slot idles for a whole long trial at the end (LPT order).
         self.grids = {key: longest_first(sampler.grid()) for key, sampler in self.samplers.items()} if search == "grid" else {}
-        self.quota = {key: len(self.grids[key]) if search == "grid" else trials for key in self.samplers}
+        # A tier never trains a config twice in its search (a repeat is what --repeats is for), so
+        # a tier with fewer configs than ``trials`` runs each of them once.
+        self.quota = {
+            key: len(self.grids[key]) if search == "grid" else min(trials, len(sampler.candidates)) if sampler.finite else trials
+            for key, sampler in self.samplers.items()
+        }
         self.issued = {key: 0 for key in self.samplers}
         self.seen: dict[str, dict[str, int]] = {key: {} for key in self.samplers}  # config -> times issued
         self.running: dict[str, tuple[str, int]] = {}  # Ray trial id -> (tier, Optuna trial number)
@@ -123,11 +131,17 @@ class BudgetSearcher(Searcher):
     def _open(self, key: str) -> None:
         if key not in self._studies:
             index = list(self.samplers).index(key)
+            startup = startup_trials(self.quota[key])
             with quiet_experimental():
                 study = self._studies[key] = optuna.create_study(
                     study_name=key, storage=journal(self.store), direction="maximize", load_if_exists=True,
-                    sampler=make_optuna_sampler(self.search, self.seed + index),
+                    sampler=make_optuna_sampler(self.search, self.seed + index, startup),
                 )
+                if self.search == "tpe" and not study.get_trials(deepcopy=False):
+                    # A model's own start-up draws at random; a space-filling design over the configs
+                    # that fit covers them in fewer trials, for less compute (pdsweep.sweep.design).
+                    for config in startup_design(self.samplers[key].candidates, startup, self.seed + index):
+                        study.enqueue_trial(self.samplers[key].params(config))
             self.queued[key] = self._requeue(key, study)
             # Trials asked after Tune's last checkpoint never became Ray trials (the driver died in
             # between): close them, so they count as nothing.
@@ -177,7 +191,7 @@ class BudgetSearcher(Searcher):
             elif self.search == "random":
                 trial, config = self._next_drawn(key, study)
             else:
-                trial, config = ask_feasible(study, self.samplers[key])
+                trial, config = self._ask_new(key, study, set(self.seen[key]))
         trial.set_user_attr("config", config.name)
         trial.set_user_attr("ray_trial_id", trial_id)  # how a resumed ASHA finds the trial's epochs
         self.issued[key] += 1
@@ -193,11 +207,36 @@ class BudgetSearcher(Searcher):
         remaining trials are drawn at once and issued most expensive first; the Optuna trials stay
         open (RUNNING) in the journal until issued, and the queue is saved with Tune's state."""
         if not self.queued[key]:
-            drawn = [ask_feasible(study, self.samplers[key]) for _ in range(self.quota[key] - self.issued[key])]
+            taken = set(self.seen[key])
+            drawn = []
+            for _ in range(self.quota[key] - self.issued[key]):
+                drawn.append(self._ask_new(key, study, taken))
+                taken.add(drawn[-1][1].name)
             drawn.sort(key=lambda pair: cost_rank(pair[1]))
             self.queued[key] = [(trial.number, config) for trial, config in drawn]
         number, config = self.queued[key].pop(0)
         return optuna_trial(study, number), config
+
+    def _ask_new(self, key: str, study: optuna.Study, taken: set[str]) -> tuple[optuna.Trial, Config]:
+        """The study's next feasible config that is not in ``taken`` (config names). A draw of a
+        config already trained is closed as failed (TPE ignores failed trials) and the untried
+        config nearest to it is asked instead; once every config was tried, the draw stands (a
+        replicate with the next seed)."""
+        sampler = self.samplers[key]
+        trial, config = ask_feasible(study, sampler)
+        for _ in range(len(sampler.candidates) if sampler.finite else 100):
+            if config.name not in taken:
+                break
+            substitute = nearest_unseen(config, sampler.candidates, taken) if sampler.finite else None
+            if substitute is None and sampler.finite:
+                break
+            trial.set_user_attr("duplicate_of", config.name)
+            study.tell(trial, state=TrialState.FAIL)
+            with quiet_experimental():
+                if substitute is not None:
+                    study.enqueue_trial(sampler.params(substitute))
+                trial, config = ask_feasible(study, sampler)
+        return trial, config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id in self.running and not result.get("done_training"):

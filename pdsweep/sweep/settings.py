@@ -16,15 +16,16 @@ from typing import Any, Literal
 
 from pdsweep.errors import PdsweepError
 from pdsweep.paths import DEFAULT_RUNS_DIR
+from pdsweep.results.compute import ComputeCap, ComputePlan
 from pdsweep.results.tracking import TrackingIds
 from pdsweep.space import KeepPolicy
 from pdsweep.sweep.sampler import SearchKind
 from pdsweep.sweep.store import SWEEP_FILE, SweepStore
-from pdsweep.validate import is_positive_int
+from pdsweep.validate import is_number, is_positive_int
 
 SchedulerName = Literal["asha", "none"]
 Phase = Literal["search", "repeats", "done"]
-STATE_VERSION = 2  # 1: sweep.json written before the version was recorded (the same keys)
+STATE_VERSION = 3  # 1: sweep.json written before the version was recorded; 2: before the compute plan
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class SweepSettings:
     grace_period: int = 1
     reduction_factor: float = 2.0
     repeats: int = 1
+    top_k: int = 3  # configs per tier that --repeats re-trains
+    max_tflop: float | None = None  # no trial is issued that would take the sweep's compute past it
+    max_device_hours: float | None = None  # ... or its device-hours
+    estimate: bool = True  # measure a few training steps in the pre-flight, for the wall-time estimate
     dataset: str = "synthetic"
     runs_dir: str = DEFAULT_RUNS_DIR
     address: str | None = None
@@ -59,7 +64,7 @@ class SweepSettings:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             raise PdsweepError(f"sweep name {self.name!r} must be letters, digits, '.', '_' or '-'.")
-        for name in ("trials", "grace_period", "repeats", "cpus_per_trial"):
+        for name in ("trials", "grace_period", "repeats", "top_k", "cpus_per_trial"):
             if not is_positive_int(getattr(self, name)):
                 raise PdsweepError(f"`--{name.replace('_', '-')}` must be a positive integer, got {getattr(self, name)!r}.")
         if self.concurrency is not None and not is_positive_int(self.concurrency):
@@ -68,12 +73,20 @@ class SweepSettings:
             raise PdsweepError(f"`--reduction-factor > 1` must hold, got {self.reduction_factor!r}.")
         if self.trial_memory_cap_gb is not None and not self.trial_memory_cap_gb > 0:
             raise PdsweepError(f"`--trial-memory-cap-gb > 0` must hold, got {self.trial_memory_cap_gb!r}.")
+        for name in ("max_tflop", "max_device_hours"):
+            value = getattr(self, name)
+            if value is not None and not (is_number(value) and value > 0):
+                raise PdsweepError(f"`--{name.replace('_', '-')}` must be a positive number, got {value!r}.")
         if self.max_failures < 0:
             raise PdsweepError(f"`--max-failures >= 0` must hold, got {self.max_failures!r}.")
 
     @property
     def store(self) -> SweepStore:
         return SweepStore(self.runs_dir, self.name)
+
+    @property
+    def cap(self) -> ComputeCap:
+        return ComputeCap(self.max_tflop, self.max_device_hours)
 
     def absolute(self) -> SweepSettings:
         """Local paths made absolute: Ray runs each trial in its own working directory."""
@@ -116,11 +129,13 @@ class SweepState:
     data: DataProbe
     phase: Phase = "search"
     mlflow: TrackingIds | None = None
+    compute: ComputePlan | None = None  # None: a sweep started before the compute ledger
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": STATE_VERSION, "settings": asdict(self.settings), "space_text": self.space_text,
             **self.data.to_dict(), "phase": self.phase, **({"mlflow": self.mlflow.to_dict()} if self.mlflow else {}),
+            **({"compute": self.compute.to_dict()} if self.compute else {}),
         }
 
     @classmethod
@@ -137,7 +152,8 @@ class SweepState:
         settings = SweepSettings(**{**saved, "budgets": tuple(saved["budgets"]), "runs_dir": runs_dir or saved["runs_dir"]})
         data = DataProbe(values["num_classes"], values.get("train_images", 0), values.get("worker_gpu_memory_gb"))
         mlflow = TrackingIds.from_dict(values["mlflow"]) if values.get("mlflow") else None
-        return cls(settings, values["space_text"], data, values["phase"], mlflow)
+        compute = ComputePlan.from_dict(values["compute"]) if values.get("compute") else None
+        return cls(settings, values["space_text"], data, values["phase"], mlflow, compute)
 
     def write(self) -> None:
         """Atomically, then published to a remote runs dir."""

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from pdsweep.config import Config
+from pdsweep.cost import train_gflops
 from pdsweep.errors import PdsweepError
+from pdsweep.results.compute import trial_tflop
 from pdsweep.space import TrainingSettings
 
 # Metric names reported to Tune; the scheduler and the searcher read these.
@@ -34,6 +36,7 @@ class TrialContext:
     cache_dir: str | None = None
     starts_log: str | None = None  # one line per trial start, where workers can write it
     memory_cap_gb: float | None = None  # the memory a trial's process may add (CPU workers); None: no cap
+    train_images: int | None = None  # the training split's size, for the compute ledger; None: before it
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,11 @@ class TrialSpec:
     context: TrialContext
 
     @property
+    def planned_tflop(self) -> float:
+        """The trial's training compute at every epoch (the ledger counts a running trial so)."""
+        return trial_tflop(train_gflops(self.config), self.context.train_images or 0, self.context.training.epochs)
+
+    @property
     def settings(self) -> TrainingSettings:
         """The training settings with this trial's seed."""
         return replace(self.context.training, seed=self.seed)
@@ -58,6 +66,7 @@ class TrialSpec:
             "seed": self.seed, "training": asdict(context.training), "dataset": context.dataset,
             "split_seed": context.split_seed, "cache_dir": context.cache_dir, "starts_log": context.starts_log,
             **({"memory_cap_gb": context.memory_cap_gb} if context.memory_cap_gb is not None else {}),
+            **({"train_images": context.train_images} if context.train_images is not None else {}),
         }
 
     @classmethod
@@ -68,6 +77,6 @@ class TrialSpec:
                                "upgrade pdsweep on every node.")
         context = TrialContext(
             TrainingSettings(**values["training"]), values["dataset"], values["split_seed"],
-            values.get("cache_dir"), values.get("starts_log"), values.get("memory_cap_gb"),
+            values.get("cache_dir"), values.get("starts_log"), values.get("memory_cap_gb"), values.get("train_images"),
         )
         return cls(Config.from_dict(values["config"]), float(values["tier"]), values["phase"], int(values["seed"]), context)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pdsweep.cost import memory
+from pdsweep.results.compute import held_devices
 from pdsweep.sweep.spec import METRIC, TrialSpec
 from pdsweep.training.faults import fault_line, fault_status
 
@@ -41,8 +42,10 @@ def run_trial(trial_config: dict[str, Any]) -> None:
     started = time.perf_counter()
     context = ray.get_runtime_context()
     # Which machine ran it, and since when (strings and clocks ride along in every result).
-    node = {"node_id": context.get_node_id(), "started_at": time.time()}
-    cpus = context.get_assigned_resources().get("CPU", 1)
+    held = context.get_assigned_resources()
+    device_kind, devices = held_devices(held)  # for the compute ledger's device-seconds
+    node = {"node_id": context.get_node_id(), "started_at": time.time(), "device_kind": device_kind, "devices": devices}
+    cpus = held.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     trial = TrialSpec.from_dict(trial_config)
     checkpoint = tune.get_checkpoint()

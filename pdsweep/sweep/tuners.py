@@ -1,4 +1,7 @@
-"""The sweep's two Tune experiments: the search, and the repeats of each tier's best config."""
+"""The sweep's two Tune experiments: the search, and the repeats of each tier's top configs.
+
+Both issue their trials through the compute ledger (:mod:`pdsweep.sweep.ledger`).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,13 @@ from pdsweep.results.summary import report_or_none
 from pdsweep.space import SearchSpace
 from pdsweep.sweep.callback import SweepCallback
 from pdsweep.sweep.cluster import resources_for, slots
+from pdsweep.sweep.estimate import Throughput
 from pdsweep.sweep.settings import SweepSettings, SweepState
 from pdsweep.sweep.spec import TrialContext, TrialSpec
 from pdsweep.sweep.store import STARTS_FILE
 
 
-def trial_context(settings: SweepSettings, space: SearchSpace) -> TrialContext:
+def trial_context(settings: SweepSettings, space: SearchSpace, train_images: int | None = None) -> TrialContext:
     """What every trial of the sweep shares."""
     return TrialContext(
         training=space.training,
@@ -25,14 +29,17 @@ def trial_context(settings: SweepSettings, space: SearchSpace) -> TrialContext:
         # Trial starts are logged where workers can write: the sweep folder when it is local.
         starts_log=None if settings.store.remote else str(settings.sweep_dir / STARTS_FILE),
         memory_cap_gb=settings.trial_memory_cap_gb,
+        train_images=train_images,
     )
 
 
 def search_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState, trainable: Any,
-                 callback: SweepCallback, *, restore: bool) -> Any:
+                 callback: SweepCallback, *, restore: bool, prior: Throughput | None = None) -> Any:
+    """The search; ``prior``: the pre-flight's measured throughput, for the device-hours cap."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
+    from pdsweep.sweep.ledger import LedgerSearcher
     from pdsweep.sweep.schedulers import InPlace, TieredASHA
     from pdsweep.sweep.searcher import BudgetSearcher
 
@@ -42,8 +49,9 @@ def search_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState,
     searcher = BudgetSearcher(
         space, [Budget(g, settings.memory_gb) for g in settings.budgets], search=settings.search,
         trials=settings.trials, policy=settings.policy, seed=space.training.seed, store=settings.store,
-        context=trial_context(settings, space), num_classes=state.data.num_classes,
+        context=trial_context(settings, space, state.data.train_images), num_classes=state.data.num_classes,
     )
+    ledger = LedgerSearcher(searcher, settings.cap, sweep=settings.name, prior=prior)
     scheduler = (
         TieredASHA(list(settings.budgets), max_t=space.training.epochs, grace_period=settings.grace_period,
                    reduction_factor=settings.reduction_factor, store=settings.store)
@@ -52,52 +60,54 @@ def search_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState,
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=settings.concurrency or slots(settings)),
+            search_alg=ConcurrencyLimiter(ledger, max_concurrent=settings.concurrency or slots(settings)),
             scheduler=scheduler, num_samples=searcher.total_trials, reuse_actors=settings.reuse_actors,
         ),
         run_config=run_config(settings, "search", callback),
     )
 
 
-def repeats_tuner(settings: SweepSettings, space: SearchSpace, trainable: Any, callback: SweepCallback) -> Any:
+def repeats_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState, trainable: Any,
+                  callback: SweepCallback) -> Any:
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
+    from pdsweep.sweep.ledger import LedgerSearcher, seeded_from
     from pdsweep.sweep.schedulers import InPlace
     from pdsweep.sweep.searcher import ListSearcher
 
     path = settings.store.experiment("repeats")
     if restorable(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
-    points = [spec.to_dict() for spec in repeat_specs(settings, space)]
+    points = [spec.to_dict() for spec in repeat_specs(settings, space, state.data.train_images)]
     if not points:
         return _NoTuner()
+    spent = seeded_from(read_rows(settings.sweep_dir / RESULTS_FILE))  # the search's compute counts against the cap
+    ledger = LedgerSearcher(ListSearcher(points), settings.cap, sweep=settings.name, **spent)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(ListSearcher(points), max_concurrent=settings.concurrency or slots(settings)),
+            search_alg=ConcurrencyLimiter(ledger, max_concurrent=settings.concurrency or slots(settings)),
             scheduler=InPlace(), num_samples=len(points), reuse_actors=settings.reuse_actors,
         ),
         run_config=run_config(settings, "repeats", callback),
     )
 
 
-def repeat_specs(settings: SweepSettings, space: SearchSpace) -> list[TrialSpec]:
-    """Each tier's best config again, with seeds it has not trained with, until it has
-    ``settings.repeats`` completed seeds."""
+def repeat_specs(settings: SweepSettings, space: SearchSpace, train_images: int | None = None) -> list[TrialSpec]:
+    """Each tier's ``settings.top_k`` best configs again, with seeds they have not trained with,
+    until each has ``settings.repeats`` completed seeds."""
     rows = read_rows(settings.sweep_dir / RESULTS_FILE)
-    built = report_or_none(settings.name, rows)
-    context = trial_context(settings, space)
+    built = report_or_none(settings.name, rows, top_k=settings.top_k)
+    context = trial_context(settings, space, train_images)
     specs = []
     for tier in built.tiers if built else ():
-        if tier.best is None:
-            continue
-        best = tier.best.config
-        same = [r for r in rows if r.budget_gflops == tier.budget_gflops and r.config == best]
-        used = {r.seed for r in same}
-        wanted = settings.repeats - len({r.seed for r in same if r.status == "completed"})
-        seeds = [seed for seed in range(space.training.seed, space.training.seed + 10_000) if seed not in used]
-        specs += [TrialSpec(best, tier.budget_gflops, "repeat", seed, context) for seed in seeds[: max(0, wanted)]]
+        for score in tier.top:
+            same = [r for r in rows if r.budget_gflops == tier.budget_gflops and r.config == score.config]
+            used = {r.seed for r in same}
+            wanted = settings.repeats - len({r.seed for r in same if r.status == "completed"})
+            seeds = [seed for seed in range(space.training.seed, space.training.seed + 10_000) if seed not in used]
+            specs += [TrialSpec(score.config, tier.budget_gflops, "repeat", seed, context) for seed in seeds[: max(0, wanted)]]
     return specs
 
 

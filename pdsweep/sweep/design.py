@@ -1,0 +1,115 @@
+"""Where a tier's search starts, and what replaces a config it has trained already.
+
+A sweep has few trials, so its first ones should cover the feasible set rather than land where
+independent random draws happen to: :func:`space_filling` picks them by greedy maximin distance
+(each next config the one farthest from those picked), a space-filling design over the configs
+that fit, in the spirit of a Latin hypercube but on a set the budget has already cut. Every axis
+is a coordinate in [0, 1]: a numeric axis by the rank of its value, the model by its width, the
+keep rate on its range; an axis of names (sampling, keep mode) counts 1 between two different
+names. Ties are broken in an order drawn with the sweep's seed.
+
+:func:`startup_design` is what a tier's search starts with (``bench/search.py`` measured the
+choices against a table of real results; ``bench/RESULTS.md``): the tier's baseline without
+PatchDropout, then the spread that costs least per unit of distance, cheapest first.
+
+:func:`nearest_unseen` is what a tier trains instead of a config it has trained already: the
+untried config closest to it, so a searcher that wants the same region again gets the next point
+in it, not a repeat (a repeat is what ``--repeats`` is for).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Callable, Sequence
+
+from pdsweep.config import Config, architecture_axes
+from pdsweep.presets import get_preset
+
+_NUMERIC = (int, float)
+
+
+def coordinates(configs: Sequence[Config]) -> list[tuple[float, ...]]:
+    """Each config as a point in [0, 1]^d over the axes that vary among ``configs``."""
+    names = [*architecture_axes(), "keep_rate"]
+    columns = []
+    for name in names:
+        values = [getattr(c, name) for c in configs]
+        distinct = sorted(set(values), key=lambda v: _order_key(name, v))
+        if len(distinct) < 2:
+            continue
+        if name == "keep_rate":
+            low, high = distinct[0], distinct[-1]
+            columns.append([(v - low) / (high - low) for v in values])
+        elif name == "model" or isinstance(distinct[0], _NUMERIC):
+            rank = {v: i / (len(distinct) - 1) for i, v in enumerate(distinct)}
+            columns.append([rank[v] for v in values])
+        else:  # names with no order: one coordinate per name, 1/sqrt(2) apart so two differ by 1
+            for choice in distinct:
+                columns.append([math.sqrt(0.5) if v == choice else 0.0 for v in values])
+    return [tuple(column[i] for column in columns) for i in range(len(configs))]
+
+
+def _order_key(name: str, value: object) -> tuple:
+    if name == "model":
+        return (get_preset(str(value)).embed_dim, str(value))
+    if value is None:
+        return (-math.inf,)
+    return (value,) if isinstance(value, _NUMERIC) else (0, str(value))
+
+
+def _distance(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    return math.dist(a, b)
+
+
+def space_filling(candidates: Sequence[Config], count: int, seed: int, *,
+                  cost: Callable[[Config], float] | None = None, first: Config | None = None) -> list[Config]:
+    """``count`` of ``candidates`` spread over them by greedy maximin distance (all of them when
+    ``count`` is at least their number). With ``cost``, each next pick maximises its distance
+    per relative cost (distance / (cost / median cost)), so a cheap config far from the picks
+    wins over a dear one as far. ``first``: the first pick (else one drawn with ``seed``)."""
+    if not candidates or count <= 0:
+        return []
+    points = coordinates(candidates)
+    rng = random.Random(seed)
+    order = list(range(len(candidates)))
+    rng.shuffle(order)  # ties go to a seeded order, not to the order of the list
+    if cost is None:
+        weight = [1.0] * len(candidates)
+    else:
+        costs = [max(cost(c), 1e-12) for c in candidates]
+        middle = statistics.median(costs)
+        weight = [middle / c for c in costs]
+    start = candidates.index(first) if first is not None and first in candidates else order[0]
+    picked = [start]
+    nearest = [_distance(points[i], points[start]) for i in range(len(candidates))]
+    while len(picked) < min(count, len(candidates)):
+        best = max(order, key=lambda i: nearest[i] * weight[i])
+        if nearest[best] <= 0:  # what is left sits on a point already picked
+            best = next(i for i in order if i not in picked)
+        picked.append(best)
+        nearest = [min(nearest[i], _distance(points[i], points[best])) for i in range(len(candidates))]
+    return [candidates[i] for i in picked]
+
+
+def startup_design(candidates: Sequence[Config], count: int, seed: int) -> list[Config]:
+    """A tier's first ``count`` trials: the tier's baseline without PatchDropout (its costliest
+    config at keep rate 1, when it has one), then the configs that cover the feasible set with
+    the most spread per FLOP (:func:`space_filling` weighted by train cost), issued cheapest
+    first, so the first results arrive for the least compute and the model after them learns
+    from configs across the whole set."""
+    from pdsweep.cost import train_gflops
+
+    baseline = max((c for c in candidates if c.keep_rate >= 1.0), key=lambda c: (train_gflops(c), c.name), default=None)
+    return sorted(space_filling(candidates, count, seed, cost=train_gflops, first=baseline), key=train_gflops)
+
+
+def nearest_unseen(config: Config, candidates: Sequence[Config], seen: set[str]) -> Config | None:
+    """The candidate not in ``seen`` (config names) closest to ``config``; None if all were seen."""
+    unseen = [c for c in candidates if c.name not in seen]
+    if not unseen:
+        return None
+    points = coordinates([config, *unseen])
+    closest = min(range(len(unseen)), key=lambda i: (_distance(points[0], points[i + 1]), unseen[i].name))
+    return unseen[closest]
