@@ -69,6 +69,19 @@ def test_the_cap_counts_running_trials_at_their_full_epochs() -> None:
     assert fresh.suggest("t4") == "FINISHED"
 
 
+def test_a_dear_proposal_refused_leaves_room_for_cheaper_ones() -> None:
+    context = TrialContext(TrainingSettings(epochs=2), "synthetic:40", 0, train_images=100)
+    dear = Config(model="vit_micro", resolution=32, patch_size=8, depth=1, num_classes=4)
+    points = [TrialSpec(c, 1.0, "search", 0, context).to_dict() for c in (dear, CONFIG, dear, CONFIG)]
+    cheap = _tflop(train_gflops(CONFIG), 100, 2)
+    assert _tflop(train_gflops(dear), 100, 2) > 2.5 * cheap
+    ledger = LedgerSearcher(ListSearcher(points), ComputeCap(max_tflop=2.5 * cheap), sweep="unit4")
+    # Dearest first, as random and grid propose: the dear one is refused, the cheap one after it runs.
+    issued = [ledger.suggest(f"t{i}") for i in range(3)]
+    assert [Config(**p["config"]) for p in issued[:2]] == [CONFIG, CONFIG] and issued[2] == "FINISHED"
+    assert ledger.stopped == "max_tflop"
+
+
 def test_the_device_hours_cap_predicts_from_the_rate_seen(tmp_path: Path) -> None:
     ledger = LedgerSearcher(ListSearcher(_specs(5)), ComputeCap(max_device_hours=45 / 3600), sweep="unit3")
     assert ledger.suggest("t1") is not None  # nothing seen yet and no prior: only what was seen counts
@@ -80,7 +93,8 @@ def test_the_device_hours_cap_predicts_from_the_rate_seen(tmp_path: Path) -> Non
     ledger.save(str(tmp_path / "state.pkl"))
     again = LedgerSearcher(ListSearcher(_specs(5)), ComputeCap(max_device_hours=45 / 3600), sweep="unit3")
     again.restore(str(tmp_path / "state.pkl"))
-    assert again.stopped == "max_device_hours" and set(again.running) == {"t1", "t2"} and again.inner.next == 3
+    # (t3, t4 and t5 were each refused, and the list has none left.)
+    assert again.stopped == "max_device_hours" and set(again.running) == {"t1", "t2"} and again.inner.next == 5
     assert again.running["t1"].seen_device_s == 10.0 and again.suggest("t4") == "FINISHED"
     assert not list(tmp_path.glob(".ledger-inner-*"))
 
@@ -111,7 +125,7 @@ def test_max_tflop_stops_issuing_trials_at_the_cap(ray_session, tmp_path: Path) 
     # The trial refused at the cap left no open Optuna trial.
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "runs" / "cap" / "optuna.journal")))
     states = [t.state.name for t in optuna.load_study(study_name=f"tier-{BUDGET:g}", storage=storage).trials]
-    assert sorted(states) == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert sorted(states) == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]  # the last two refused, closed
     # sweep.json, the report and the printout say so; planned is the whole grid's compute.
     state = json.loads((tmp_path / "runs" / "cap" / "sweep.json").read_text())
     assert state["compute"]["stopped_by"] == "max_tflop"

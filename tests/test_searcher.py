@@ -335,3 +335,33 @@ def test_tpe_starts_from_a_space_filling_design(tmp_path: Path) -> None:
     # The design covers both depths and both ends of the resolution range in its four trials.
     assert {c.depth for c in first} == {1, 2} and {16, 48} <= {c.resolution for c in first}
     assert all(t.system_attrs.get("fixed_params") for t in searcher.study("tier-1").trials[:4])
+
+
+def test_no_trial_stays_open_when_a_tier_runs_out_of_quota(tmp_path: Path) -> None:
+    (tmp_path / "twelve.yaml").write_text(TWELVE)
+    space = load_space(str(tmp_path / "twelve.yaml"))
+    # One trial: a start-up of one, never more than the quota; nothing enqueued is left waiting.
+    searcher = BudgetSearcher(space, [Budget(1.0)], search="tpe", trials=1, policy="fill", seed=0,
+                              store=SweepStore(str(tmp_path), "s"), context=CONTEXT, num_classes=4)
+    issued = _issue_all(searcher, "t")
+    assert len(issued) == 1
+    states = Counter(t.state.name for t in searcher.study("tier-1").trials)
+    assert states == {"RUNNING": 1}
+
+
+def test_a_design_point_lost_in_a_crash_is_asked_again(tmp_path: Path) -> None:
+    (tmp_path / "twelve.yaml").write_text(TWELVE)
+    space = load_space(str(tmp_path / "twelve.yaml"))
+
+    def fresh() -> BudgetSearcher:
+        return BudgetSearcher(space, [Budget(1.0)], search="tpe", trials=12, policy="fill", seed=0,
+                              store=SweepStore(str(tmp_path), "s"), context=CONTEXT, num_classes=4)
+
+    first = fresh()
+    first.suggest("t0")
+    first.save(str(tmp_path / "state.pkl"))
+    lost = Config(**first.suggest("t1")["config"]).name  # a design point asked after the last checkpoint
+    second = fresh()
+    second.restore(str(tmp_path / "state.pkl"))
+    after = [Config(**s["config"]).name for s in _issue_all(second, "n")]
+    assert lost in after and len(after) == 11 and len(set(after)) == 11

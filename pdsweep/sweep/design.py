@@ -107,9 +107,10 @@ def startup_design(candidates: Sequence[Config], count: int, seed: int) -> list[
 
 def nearest_unseen(config: Config, candidates: Sequence[Config], seen: set[str]) -> Config | None:
     """The candidate not in ``seen`` (config names) closest to ``config``; None if all were seen."""
-    unseen = [c for c in candidates if c.name not in seen]
-    if not unseen:
+    if all(c.name in seen for c in candidates):
         return None
-    points = coordinates([config, *unseen])
-    closest = min(range(len(unseen)), key=lambda i: (_distance(points[0], points[i + 1]), unseen[i].name))
-    return unseen[closest]
+    # Coordinates over every candidate, so the scale does not change as the untried ones run out.
+    points = coordinates([config, *candidates])
+    unseen = [i for i, c in enumerate(candidates) if c.name not in seen]
+    closest = min(unseen, key=lambda i: (_distance(points[0], points[i + 1]), candidates[i].name))
+    return candidates[closest]

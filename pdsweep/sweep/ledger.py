@@ -7,7 +7,8 @@ epochs run``, and device-seconds: seconds run x devices held, see
 :mod:`pdsweep.results.compute`), and what running trials are committed to at their full epochs.
 A proposed trial that would take spent + committed + its own past ``--max-tflop`` or
 ``--max-device-hours`` is not issued: the proposer is told it failed (so no Optuna trial stays
-open) and Tune is told the search is finished; the running trials finish.
+open) and asked for its next proposal, until one fits or it has none left; then Tune is told the
+search is finished, and the running trials finish.
 
 A trial's device-seconds are known only once it ran, so they are predicted: the sweep's own
 rate so far (device-seconds per TFLOP of the epochs it has seen), or, before its first epoch,
@@ -84,25 +85,32 @@ class LedgerSearcher(Searcher):
         self.spent_device_s = spent_device_s
         self.running: dict[str, Running] = {}
         self.stopped: CapName | None = None
+        self.refused: CapName | None = None  # the cap that refused a proposal, if one did
 
     # ---- the cap ---------------------------------------------------------------------------
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self.stopped:
             return Searcher.FINISHED
-        point = self.inner.suggest(trial_id)
-        if point is None or point == Searcher.FINISHED:
-            return point
-        spec = TrialSpec.from_dict(point)
-        epochs = spec.context.training.epochs
-        proposed = Running(spec.planned_tflop / epochs, epochs)
-        passed = self._passes(proposed, spec)
-        if passed is not None:
-            self.inner.on_trial_complete(trial_id, error=True)  # the proposer closes what it opened
-            self.stopped = _STOPPED[self.sweep] = passed
-            return Searcher.FINISHED
-        self.running[trial_id] = proposed
-        return point
+        while True:
+            point = self.inner.suggest(trial_id)
+            if point is None:
+                return point
+            if point == Searcher.FINISHED:
+                if self.refused is not None:  # the proposer has nothing left that fits: the cap ended the search
+                    self.stopped = _STOPPED[self.sweep] = self.refused
+                return point
+            spec = TrialSpec.from_dict(point)
+            epochs = spec.context.training.epochs
+            proposed = Running(spec.planned_tflop / epochs, epochs)
+            passed = self._passes(proposed, spec)
+            if passed is None:
+                self.running[trial_id] = proposed
+                return point
+            # Too dear for what is left: the proposer closes what it opened, and is asked for the
+            # next one (random and grid propose their dearest first; a cheaper one may still fit).
+            self.refused = passed
+            self.inner.on_trial_complete(trial_id, error=True)
 
     def _passes(self, proposed: Running, spec: TrialSpec) -> CapName | None:
         """The cap ``proposed`` would take the sweep past, if any."""
@@ -180,7 +188,7 @@ class LedgerSearcher(Searcher):
         finally:
             os.unlink(inner_path)
         state = {"version": STATE_VERSION, "spent_tflop": self.spent_tflop, "spent_device_s": self.spent_device_s,
-                 "running": self.running, "stopped": self.stopped, "inner": inner}
+                 "running": self.running, "stopped": self.stopped, "refused": self.refused, "inner": inner}
         with open(checkpoint_path, "wb") as handle_out:
             pickle.dump(state, handle_out)
 
@@ -189,6 +197,7 @@ class LedgerSearcher(Searcher):
             state = pickle.load(handle)
         self.spent_tflop, self.spent_device_s = state["spent_tflop"], state["spent_device_s"]
         self.running, self.stopped = state["running"], state["stopped"]
+        self.refused = state.get("refused", self.stopped)
         if self.stopped:
             _STOPPED[self.sweep] = self.stopped
         handle_no, inner_path = tempfile.mkstemp(dir=os.path.dirname(checkpoint_path) or ".", prefix=".ledger-inner-")

@@ -131,7 +131,7 @@ class BudgetSearcher(Searcher):
     def _open(self, key: str) -> None:
         if key not in self._studies:
             index = list(self.samplers).index(key)
-            startup = startup_trials(self.quota[key])
+            startup = min(startup_trials(self.quota[key]), self.quota[key])
             with quiet_experimental():
                 study = self._studies[key] = optuna.create_study(
                     study_name=key, storage=journal(self.store), direction="maximize", load_if_exists=True,
@@ -150,6 +150,9 @@ class BudgetSearcher(Searcher):
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if trial.number not in known:
                     study.tell(trial.number, state=TrialState.FAIL)
+                    if self.search == "tpe" and trial.system_attrs.get("fixed_params") and "duplicate_of" not in trial.user_attrs:
+                        with quiet_experimental():  # a point of the start-up design: asked again, not lost
+                            study.enqueue_trial(trial.system_attrs["fixed_params"])
 
     def _requeue(self, key: str, study: optuna.Study) -> list[tuple[int, Config]]:
         """The saved queue of drawn trials, checked against the journal. A queued trial that was
@@ -180,6 +183,7 @@ class BudgetSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         open_tiers = [key for key in self.samplers if self.issued[key] < self.quota[key]]
         if not open_tiers:
+            self._close_waiting()
             return Searcher.FINISHED
         key = min(open_tiers, key=lambda k: self.issued[k])  # round robin: tiers run side by side
         study = self.study(key)
@@ -216,6 +220,14 @@ class BudgetSearcher(Searcher):
             self.queued[key] = [(trial.number, config) for trial, config in drawn]
         number, config = self.queued[key].pop(0)
         return optuna_trial(study, number), config
+
+    def _close_waiting(self) -> None:
+        """Design points enqueued but never asked (the tier's quota ran out first, or a compute
+        cap ended the search) are closed, so no trial of the journal stays open."""
+        for key in self.samplers:
+            study = self.study(key)
+            for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                study.tell(study.ask(), state=TrialState.FAIL)  # ask takes the enqueued ones first; WAITING cannot be told
 
     def _ask_new(self, key: str, study: optuna.Study, taken: set[str]) -> tuple[optuna.Trial, Config]:
         """The study's next feasible config that is not in ``taken`` (config names). A draw of a
