@@ -96,6 +96,9 @@ def main() -> None:
             name=f"overhead-{epochs}-reuse-{reuse}", space=str(space), budgets=(1.0,), search="random",
             trials=args.trials, concurrency=c, scheduler="none", dataset=f"synthetic:{args.images}",
             runs_dir=str(work / "runs"), cache_dir=str(work / "cache"), reuse_actors=reuse,
+            # Keep rates searched: four architectures give as many distinct configs as trials (a
+            # tier trains no config twice); no wall-time estimate: its ~2 s is pdsweep's, not Ray's.
+            policy="search", estimate=False,
         )
         run_sweep(replace(settings, name=f"warm-{epochs}-{reuse}", trials=c), out=lambda _: None, err=lambda _: None)
         began = time.time()

@@ -44,6 +44,7 @@ def sweep(root: Path, name: str, port: int, args: argparse.Namespace, outage: st
         name=name, space=str(root / "space.yaml"), budgets=(0.01,), search="random", trials=args.trials,
         scheduler="none", dataset=f"synthetic:{args.images}", runs_dir=str(root / "runs"),
         cache_dir=str(root / "cache"), concurrency=2, mlflow_uri=f"http://127.0.0.1:{port}",
+        policy="search", estimate=False,  # as many distinct configs as trials; no pre-flight measurement
     )
     starts = settings.absolute().sweep_dir / "starts.log"
 
