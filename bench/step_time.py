@@ -61,7 +61,7 @@ def measure(config: Config, batch_size: int, repeats: int, device: torch.device)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
-            train_step(model, optimizer, images, labels, precision=precision)  # .item() syncs
+            train_step(model, optimizer, (images, labels), precision=precision)  # .item() syncs
             if rep:  # the first round warms up allocators and kernels
                 times[keep_rate].append(time.perf_counter() - start)
     return {k: statistics.median(v) for k, v in times.items()}

@@ -146,3 +146,18 @@ def alias_legacy_modules() -> None:
         for name in new:
             alias.__dict__.update({k: v for k, v in vars(importlib.import_module(name)).items() if not k.startswith("__")})
         sys.modules[old] = alias
+
+
+def restore_with_defaults(obj: Any, state: dict[str, Any]) -> None:
+    """``__setstate__`` of a frozen dataclass that older pdsweep versions pickled (in Ray Tune's
+    saved searcher): fields added since take their defaults, so a sweep started before them resumes."""
+    import dataclasses
+
+    for f in dataclasses.fields(obj):
+        if f.name not in state:
+            if f.default is not dataclasses.MISSING:
+                state[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                state[f.name] = f.default_factory()
+    for name, value in state.items():
+        object.__setattr__(obj, name, value)

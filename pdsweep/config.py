@@ -21,9 +21,11 @@ from pdsweep.validate import check_choice, check_positive_int, is_rate
 
 Sampling = Literal["random", "structured", "block", "grid"]
 KeepMode = Literal["fixed", "uniform"]
+Init = Literal["random", "pretrained"]
 
 SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 KEEP_MODES: tuple[str, ...] = get_args(KeepMode)
+INITS: tuple[str, ...] = get_args(Init)
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,8 @@ class Config:
     ``depth=None`` means the preset's block count. ``num_classes`` is the dataset's, needed for
     the head's cost and the model. ``keep_mode="uniform"`` draws the kept count afresh each
     iteration, uniformly between those of ``keep_range_low`` and ``keep_rate`` (the paper's
-    regularizer); ``fixed`` keeps ``keep_rate`` throughout.
+    regularizer); ``fixed`` keeps ``keep_rate`` throughout. ``init`` says how the weights start:
+    ``random``, or ``pretrained`` from the weight source the space lists for the model.
     """
 
     # The axes, declared once: results columns, MLflow params, plan JSON and the space parser's
@@ -133,7 +136,8 @@ class Config:
     sampling: Sampling = field(default="random", metadata=_axis(str, order=7, space=True))
     keep_mode: KeepMode = field(default="fixed", metadata=_axis(str, order=8, space=True))
     keep_range_low: float | None = field(default=None, metadata=_axis(float, order=6, space=False, nullable=True))
-    num_classes: int = field(default=10, metadata=_axis(int, order=10, space=False))
+    init: Init = field(default="random", metadata=_axis(str, order=9, space=True))
+    num_classes: int = field(default=10, metadata=_axis(int, order=11, space=False))
 
     def __post_init__(self) -> None:
         get_preset(self.model)
@@ -151,6 +155,7 @@ class Config:
             raise PdsweepError(f"`0 < keep_rate <= 1` must hold, but got keep_rate={rate!r}.")
         check_choice("sampling", self.sampling, SAMPLINGS)
         check_choice("keep mode", self.keep_mode, KEEP_MODES)
+        check_choice("init", self.init, INITS)
         low = self.keep_range_low
         if self.keep_mode == "uniform" and not (is_rate(low) and low <= rate):  # type: ignore[operator]
             raise PdsweepError(
@@ -198,14 +203,16 @@ class Config:
 
     @property
     def name(self) -> str:
-        """A readable run name, e.g. ``deit_base-448px-p16-d12-k0.25-x1``."""
+        """A readable run name, e.g. ``deit_base-448px-p16-d12-k0.25-x1`` (``-pretrained`` appended
+        for a pretrained start)."""
         keep = f"{self.keep_rate:.3g}"
         if self.keep_mode == "uniform":
             keep = f"{self.keep_range_low:.3g}~{keep}"
         sampling = "" if self.sampling == "random" else f"-{self.sampling}"
+        init = "" if self.init == "random" else f"-{self.init}"
         return (
             f"{self.model}-{self.resolution}px-p{self.patch_size}-d{self.blocks}"
-            f"-k{keep}-x{self.ensemble_size}{sampling}"
+            f"-k{keep}-x{self.ensemble_size}{sampling}{init}"
         )
 
     def with_keep_count(self, count: int) -> Config:
@@ -237,7 +244,10 @@ class Config:
 
 
 # Columns a row carries beside the axes, derived from them.
-DERIVED_COLUMNS: tuple[AxisInfo, ...] = (AxisInfo("tokens_kept", int, space=False, order=9),)
+DERIVED_COLUMNS: tuple[AxisInfo, ...] = (AxisInfo("tokens_kept", int, space=False, order=10),)
+
+# Axes added after results tables were first written, and the value an older table's rows had.
+LEGACY_AXIS_VALUES: dict[str, Any] = {"init": "random"}
 
 
 def axes() -> tuple[AxisInfo, ...]:
@@ -252,7 +262,9 @@ def space_axes() -> tuple[str, ...]:
 
 
 def architecture_axes() -> tuple[str, ...]:
-    """The space axes that make an architecture: all but the keep rate, which a budget sets."""
+    """The space axes that make an architecture: all but the keep rate, which a budget sets.
+    (``init`` is among them: it changes no cost, but a pretrained and a random start are two
+    configs to train.)"""
     return tuple(name for name in space_axes() if name != "keep_rate")
 
 

@@ -228,7 +228,6 @@ def test_train_bad_dataset_is_one_line_and_exit_2(cli, tmp_path: Path, dataset, 
         (["--keep-mode", "uniform", "--keep-range", "0.9,0.5"], ["keep mode uniform needs `0 < keep_range_low <= keep_rate`"]),
         (["--keep-mode", "uniform", "--keep-range", "half"], ["--keep-range takes LOW,HIGH such as 0.5,1"]),
         (["--sampling", "spiral"], ["invalid choice: 'spiral'"]),
-        (["--pretrained", "/nope.safetensors"], ["pretrained weights '/nope.safetensors' not found"]),
         (["--space", "nope"], ["space file 'nope' not found"]),
     ],
 )

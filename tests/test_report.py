@@ -13,12 +13,12 @@ from pdsweep.errors import PdsweepError
 
 def row(trial_id: str, tier: float, resolution: int, keep: float, val: float, train: float, *, seed: int = 0,
         status: str = "completed", inference: float | None = None, test: float | None = None,
-        phase: str = "search") -> ResultRow:
+        phase: str = "search", init: str = "random") -> ResultRow:
     base = {name: None for name in results.SCHEMA.names}
     base.update(
         sweep="hand", trial_id=trial_id, phase=phase, budget_gflops=tier, seed=seed, status=status,
         model="deit_tiny", resolution=resolution, patch_size=16, depth=12, ensemble_size=1, keep_rate=keep,
-        sampling="random", keep_mode="fixed", tokens_kept=10, num_classes=10, train_gflops=train,
+        sampling="random", keep_mode="fixed", init=init, tokens_kept=10, num_classes=10, train_gflops=train,
         inference_gflops=inference if inference is not None else train * 2, predicted_memory_gb=1.0,
         best_val_accuracy=val, test_accuracy=test if status == "completed" else None,
         epochs_run=10 if status == "completed" else 3, epochs_planned=10, wall_seconds=1.0,
@@ -76,7 +76,7 @@ def test_plot_and_markdown(tmp_path: Path) -> None:
         image.verify()
         assert image.size[0] > 600 and image.size[1] > 400
     text = md.read_text()
-    assert "| 4 | 4 | `deit_tiny-224px-p16-d12-k0.5-x1` | 85.0% |" in text
+    assert "| 4 | 4 | `deit_tiny-224px-p16-d12-k0.5-x1` | random | 85.0% |" in text
     assert "72.0% ± 2.8%" in text and "![accuracy vs train GFLOPs](report.png)" in text
 
 
@@ -211,3 +211,20 @@ def test_a_config_with_one_lucky_seed_does_not_outrank_repeated_ones() -> None:
     assert tier.best.config.resolution == 64 and tier.runner_up.config.resolution == 112
     assert [s.config.resolution for s in tier.top] == [64, 112, 160] and tier.top[2].seeds == 1
     assert tier.verdict == "tied"
+
+
+def test_pretrained_and_random_compare_at_equal_cost() -> None:
+    pairs = [row("p0", 4.0, 224, 0.5, 0.80, 3.0, init="pretrained"), row("p1", 4.0, 224, 0.5, 0.84, 3.0, seed=1, init="pretrained"),
+             row("r0", 4.0, 224, 0.5, 0.60, 3.0), row("r1", 4.0, 224, 0.5, 0.62, 3.0, seed=1),
+             row("x0", 4.0, 112, 1.0, 0.70, 2.0, init="pretrained")]  # no random twin: not a pair
+    built = report.build("init", pairs)
+    assert built.tiers[0].best.config.init == "pretrained"
+    (pair,) = built.inits
+    assert pair.margin == pytest.approx(0.82 - 0.61)
+    low, high = pair.difference
+    assert 0 < low < pair.margin < high
+    text = report.markdown(built)
+    assert "## pretrained vs random at equal cost" in text
+    assert "| 4 | `deit_tiny-224px-p16-d12-k0.5-x1` | 3 | 82.0% ± 2.8% | 61.0% ± 1.4% | +21.0% |" in text
+    assert "| `deit_tiny-224px-p16-d12-k0.5-x1-pretrained` | pretrained |" in text
+    assert built.to_json()["init_comparison"][0]["config"] == "deit_tiny-224px-p16-d12-k0.5-x1"

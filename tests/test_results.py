@@ -14,7 +14,7 @@ def values(**overrides) -> dict:
     base = {name: None for name in results.SCHEMA.names}
     base.update(
         sweep="s", trial_id="t1", phase="search", budget_gflops=1.3, seed=0, status="completed", model="vit_micro",
-        resolution=32, patch_size=8, depth=2, ensemble_size=1, keep_rate=0.5, sampling="random", keep_mode="fixed",
+        resolution=32, patch_size=8, depth=2, ensemble_size=1, keep_rate=0.5, sampling="random", keep_mode="fixed", init="random",
         tokens_kept=9, num_classes=4, train_gflops=0.01, inference_gflops=0.02, predicted_memory_gb=0.1,
         epochs_run=2, epochs_planned=2, wall_seconds=3.0,
         robustness=[{"keep_rate": 1.0, "accuracy": 0.5}],
@@ -83,5 +83,5 @@ def test_a_table_from_a_newer_pdsweep_is_refused(tmp_path: Path) -> None:
     assert pq.read_schema(path).metadata[b"pdsweep.schema_version"] == str(results.SCHEMA_VERSION).encode()
     table = pq.read_table(path)
     pq.write_table(table.replace_schema_metadata({b"pdsweep.schema_version": b"99"}), path)
-    with pytest.raises(PdsweepError, match=r"results schema version '99', newer than this pdsweep reads \(3\)"):
+    with pytest.raises(PdsweepError, match=rf"results schema version '99', newer than this pdsweep reads \({results.SCHEMA_VERSION}\)"):
         results.read(path)

@@ -68,7 +68,18 @@ def test_stepped_keep_rate_range_lists_its_values() -> None:
     [
         ("axes: [1, 2]\n", r"space.yaml: axes: this section must be a mapping"),
         ("- just a list\n", r"space.yaml: the file must be a mapping of keys"),
-        (VALID + "extras: 1\n", r"space.yaml: extras: unknown key; valid keys: description, axes, training"),
+        (VALID + "extras: 1\n", r"space.yaml: extras: unknown key; valid keys: description, axes, weights, training, finetune"),
+        (VALID + "weights:\n  deit_tiny: deit tiny\n", r"weights.deit_tiny: weight source 'deit tiny' is neither a hub name"),
+        (VALID + "weights:\n  deit_huge: timm/x\n", r"weights.deit_huge: unknown key; did you mean 'deit_large'\?"),
+        (VALID + "weights:\n  deit_base: timm/x\n", r"weights.deit_base: the space has no model 'deit_base' \(axes.model: deit_tiny, deit_small\)"),
+        (VALID + "weights: [timm/x]\n", r"weights: this section must be a mapping of keys"),
+        (VALID.replace("  patch_size: 16", "  patch_size: 16\n  init: pretrained") + "weights:\n  deit_tiny: timm/x\n",
+         r"axes.init: pretrained needs weights for every model, but deit_small has none; list a source under weights.deit_small"),
+        (VALID.replace("  patch_size: 16", "  patch_size: 16\n  init: [scratch]"), r"axes.init\[0\]: must be one of random, pretrained, got str 'scratch'"),
+        (VALID + "finetune:\n  optimizer: sgd\n", r"finetune: applies to pretrained trials, but no trial of this space starts pretrained"),
+        (VALID + "weights:\n  deit_tiny: timm/x\nfinetune:\n  epochs: 9\n", r"finetune.epochs: is shared by pretrained and random trials"),
+        (VALID + "weights:\n  deit_tiny: timm/x\nfinetune:\n  lr: -1\n", r"finetune.lr: must be a positive number, got int -1"),
+        (VALID + "weights:\n  deit_tiny: timm/x\nfinetune:\n  momentum: 0.9\n", r"finetune.momentum: unknown key"),
         (VALID.replace("resolution:", "resolutoin:"), r"axes.resolutoin: unknown key; did you mean 'resolution'\?"),
         (VALID.replace("epochs: 3", "epoch: 3"), r"training.epoch: unknown key; did you mean 'epochs'\?"),
         (VALID.replace("{low: 0.1, high: 1.0}", "{low: 0.1, hi: 1.0}"), r"axes.keep_rate.hi: unknown key"),
@@ -108,8 +119,27 @@ def test_malformed_space_names_file_key_and_what_is_allowed(tmp_path: Path, text
         load_space(_write(tmp_path, text))
 
 
+def test_weights_init_and_finetune_sections(tmp_path: Path) -> None:
+    (tmp_path / "w").mkdir()
+    text = VALID + "weights:\n  deit_tiny: w/tiny.safetensors\n  deit_small: timm/deit_small_patch16_224.fb_in1k\nfinetune:\n  optimizer: sgd\n  lr: 0.01\n"
+    space = load_space(_write(tmp_path, text))
+    assert space.inits == ("pretrained",)  # no init axis: pretrained where weights are given
+    assert space.weights["deit_tiny"].location == str(tmp_path / "w" / "tiny.safetensors")  # beside the space file
+    assert space.weights["deit_small"].kind == "hub"
+    assert {c.init for c in space.architectures()} == {"pretrained"}
+    tuned = space.training_for("pretrained")
+    assert (tuned.optimizer, tuned.lr, tuned.epochs) == ("sgd", 0.01, 3)  # the training section under the finetune one
+    assert space.training_for("random") == space.training and space.training.optimizer == "adamw"
+    half = load_space(_write(tmp_path, VALID + "weights:\n  deit_tiny: timm/x\n"))
+    assert set(half.inits) == {"random", "pretrained"}
+    assert {(c.model, c.init) for c in half.architectures()} == {("deit_tiny", "pretrained"), ("deit_small", "random")}
+    both = load_space(_write(tmp_path, VALID.replace("  patch_size: 16", "  patch_size: 16\n  init: [pretrained, random]")
+                             + "weights:\n  deit_tiny: timm/x\n  deit_small: timm/y\n"))
+    assert len(both.architectures()) == 2 * len(half.architectures())
+
+
 def test_missing_space_file_lists_the_bundled_spaces(tmp_path: Path) -> None:
-    with pytest.raises(PdsweepError, match=r"space file '.*nope.yaml' not found; .*bundled space name \(paper, quickstart\)"):
+    with pytest.raises(PdsweepError, match=r"space file '.*nope.yaml' not found; .*bundled space name \(finetune, paper, quickstart\)"):
         load_space(tmp_path / "nope.yaml")
     with pytest.raises(PdsweepError, match=r"is a directory"):
         load_space(tmp_path)

@@ -103,6 +103,79 @@ def test_grid_search_runs_every_feasible_config_once(ray_session, tmp_path: Path
     assert all(r.status == "completed" and r.test_accuracy is not None for r in outcome.rows)
 
 
+PRETRAINED_SPACE = """\
+axes:
+  model: vit_micro
+  resolution: 32
+  patch_size: 4
+  depth: 2
+  keep_rate: [1.0, 0.5]
+  init: [pretrained, random]
+weights:
+  vit_micro: pdsweep-test/vit_micro_synthetic
+training:
+  epochs: 2
+  batch_size: 16
+  precision: fp32
+  augment: false
+finetune:
+  optimizer: sgd
+  lr: 0.01
+  warmup_epochs: 0
+"""
+
+
+def test_a_sweep_over_init_starts_pretrained_trials_from_hub_weights(ray_session, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from pdsweep.space import TrainingSettings
+    from pdsweep.training.data import load_dataset
+    from pdsweep.training.loop import train
+    from pdsweep.training.weights import read_state
+    from weights_cache import write_hub_weights
+
+    # Weights pretrained on the data the sweep trains on, put in a Hugging Face cache as a hub name.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    dataset = load_dataset("synthetic:600", 32, cache_dir=tmp_path / "cache")
+    pretrain = Config("vit_micro", 32, 4, depth=2, num_classes=dataset.num_classes)
+    train(pretrain, dataset, TrainingSettings(epochs=6, batch_size=32, precision="fp32", augment=False, lr=2e-3),
+          save_weights_to=tmp_path / "pretrained.safetensors")
+    hub = tmp_path / "hub"
+    written = write_hub_weights(hub, "pdsweep-test/vit_micro_synthetic", read_state(tmp_path / "pretrained.safetensors", "")[0],
+                                model_args={"num_heads": 2})
+    space = tmp_path / "pretrained.yaml"
+    space.write_text(PRETRAINED_SPACE)
+    lines: list[str] = []
+    outcome = run_sweep(_settings(tmp_path, space, search="grid", budgets=(1.0,), scheduler="none",
+                                  dataset="synthetic:600", weights_cache=str(hub)), out=lines.append, err=lines.append)
+    assert any("pretrained trials train with: sgd lr 0.01" in line for line in lines)  # the pre-flight shows both
+    assert any("random trials train with: adamw lr 0.001" in line for line in lines)
+    rows = outcome.rows
+    assert sorted((r.config.keep_rate, r.config.init) for r in rows) == [
+        (0.5, "pretrained"), (0.5, "random"), (1.0, "pretrained"), (1.0, "random")]  # one row per config and init
+    import hashlib
+
+    digest = hashlib.sha256(written.read_bytes()).hexdigest()
+    for r in rows:
+        assert r.status == "completed", r.error
+        pretrained = r.config.init == "pretrained"
+        assert (r.weights_source, r.weights_sha256, r.pretrained_blocks) == (
+            ("pdsweep-test/vit_micro_synthetic", digest, 2) if pretrained else (None, None, None))
+    first_epoch = {(r.config.keep_rate, r.config.init): r.history[0].val_accuracy for r in rows}
+    for keep in (1.0, 0.5):  # the pretrained trials start from the weights: ahead after one epoch
+        assert first_epoch[keep, "pretrained"] > first_epoch[keep, "random"] + 0.15, first_epoch
+    text = (Path(outcome.results_path).parent / "report" / "report.md").read_text()
+    assert "pretrained vs random at equal cost" in text
+    # Weights changed after the sweep checked them: resume refuses, before anything runs.
+    from safetensors.torch import save_file
+
+    save_file(read_state(tmp_path / "pretrained.safetensors", "")[0] | {"norm.weight": torch.zeros(64)}, str(written))
+    with pytest.raises(PdsweepError, match=r"vit_micro: weights pdsweep-test/vit_micro_synthetic at .* are not the ones "
+                                           r"checked before the run"):
+        resume_sweep("s", str(tmp_path / "runs"), err=lambda _: None, out=lambda _: None)
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [

@@ -67,7 +67,7 @@ def test_a_store_lost_mid_sweep_is_reported_once_and_back_filled(tmp_path: Path)
         ResultRow.from_dict({name: None for name in results.SCHEMA.names}
         | dict(sweep="s", trial_id=f"t{i}", phase="search", budget_gflops=1.0, seed=0, status="completed",
                model="vit_micro", resolution=32, patch_size=8, depth=1, ensemble_size=1, keep_rate=0.5,
-               sampling="random", keep_mode="fixed", tokens_kept=9, num_classes=4, train_gflops=0.1,
+               sampling="random", keep_mode="fixed", init="random", tokens_kept=9, num_classes=4, train_gflops=0.1,
                inference_gflops=0.2, predicted_memory_gb=0.01, best_val_accuracy=0.5 + i / 10, epochs_run=2,
                epochs_planned=2, wall_seconds=1.0))
         for i in range(3)

@@ -19,9 +19,10 @@ from pdsweep.cli.cost import Flops, Plan
 from pdsweep.cli.results import Report, Ui
 from pdsweep.cli.sweep import Resume, Run
 from pdsweep.cli.train import Train
+from pdsweep.cli.weights import Weights
 from pdsweep.errors import PdsweepError
 
-COMMANDS: tuple[type[Command], ...] = (Flops, Plan, Train, Run, Resume, Report, Ui, Submit, Jobs, Logs)
+COMMANDS: tuple[type[Command], ...] = (Flops, Plan, Train, Run, Resume, Report, Ui, Submit, Jobs, Logs, Weights)
 
 
 def build_parser() -> Parser:

@@ -166,19 +166,22 @@ def _print_plan(tier: Plan, space: SearchSpace) -> None:
     training = space.training
     search = tier.policy == "search"
     keep = "keep rate searched in the range shown" if search else "largest keep rate that fits"
+    inits = space.starts_pretrained  # an init column only where some trial starts pretrained
+    tuned = space.training_for("pretrained")
+    optimizer = training.optimizer + (f"; pretrained: {tuned.optimizer}" if inits and tuned.optimizer != training.optimizer else "")
     print(
         f"space {tier.space!r}: {len(tier.configs)} of {tier.architectures} architectures fit {tier.budget} "
-        f"({keep}; memory at batch {training.batch_size}, {training.precision}, {training.optimizer})"
+        f"({keep}; memory at batch {training.batch_size}, {training.precision}, {optimizer})"
     )
     print(f"{'model':<11} {'res':>4} {'patch':>5} {'depth':>5} {'K':>2} {'keep':>11} {'tokens':>6} "
-          f"{'train GF':>9} {'infer GF':>9} {'mem GB':>7}")
+          f"{'train GF':>9} {'infer GF':>9} {'mem GB':>7}" + (" init" if inits else ""))
     for planned in tier.configs:
         config, cost = planned.config, planned.cost
         keep_rate = f"{planned.keep_rate_low:.3f}-{config.keep_rate:.3f}" if search else f"{config.keep_rate:.3f}"
         print(
             f"{config.model:<11} {config.resolution:>4} {config.patch_size:>5} {config.blocks:>5} "
             f"{config.ensemble_size:>2} {keep_rate:>11} {config.tokens_kept:>6} {cost.train_gflops:>9.4g} "
-            f"{cost.inference_gflops:>9.4g} {cost.memory_gb:>7.3g}"
+            f"{cost.inference_gflops:>9.4g} {cost.memory_gb:>7.3g}" + (f" {config.init}" if inits else "")
         )
     if search:
         print("(costs at the top of each keep-rate range: no trial costs more)")

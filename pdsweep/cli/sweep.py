@@ -69,6 +69,9 @@ class Run(Command):
                             help="start a new Ray actor for every trial (Tune's reuse_actors off): each trial costs "
                                  "seconds more, and no trial lands on a worker that a finished one left warm")
         parser.add_argument("--cache-dir", metavar="DIR", help="dataset cache on every node")
+        parser.add_argument("--weights-cache", metavar="DIR",
+                            help="the Hugging Face hub cache pretrained weights are read from, on every node (default "
+                                 "$HF_HUB_CACHE or $HF_HOME/hub); fill it with `pdsweep weights fetch SPACE`")
         parser.add_argument("--mlflow-uri", help="an MLflow tracking server or store (default: SQLite at RUNS_DIR/mlflow.db)")
         parser.add_argument("--experiment", help="MLflow experiment name (default: the space's name)")
         parser.add_argument("--verbose", action="store_true", help="Ray Tune's own progress tables and worker logs")
@@ -85,6 +88,7 @@ class Run(Command):
             max_device_hours=args.max_device_hours, estimate=not args.no_estimate, dataset=args.dataset,
             runs_dir=args.runs_dir, address=args.address, cpus_per_trial=args.cpus_per_trial,
             gpu_memory_gb=args.gpu_memory_gb, max_failures=args.max_failures, cache_dir=args.cache_dir,
+            weights_cache=args.weights_cache,
             trial_memory_cap_gb=args.trial_memory_cap_gb,
             reuse_actors=not args.fresh_actors, verbose=args.verbose, mlflow_uri=args.mlflow_uri,
             experiment=args.experiment,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pdsweep.cli._base import Command, choices, default, json_flag, positive_float
@@ -12,6 +14,7 @@ from pdsweep.errors import PdsweepError
 
 if TYPE_CHECKING:
     from pdsweep.config import Config
+    from pdsweep.training.weights import WeightFile
     from pdsweep.space import TrainingSettings
     from pdsweep.training.metrics import TrainResult
 
@@ -47,7 +50,14 @@ class Train(Command):
         parser.add_argument("--precision", choices=choices(Precision), help="bf16-mixed (GPU; a CPU uses fp32) or fp32")
         parser.add_argument("--seed", type=int, help="training seed (the data split keeps the space's seed)")
         parser.add_argument("--no-augment", action="store_true", help="no crops, flips, rotations or colour jitter")
-        parser.add_argument("--pretrained", metavar="PATH", help="local timm weights (.safetensors or .pth)")
+        parser.add_argument("--pretrained", metavar="SOURCE",
+                            help="start from these weights: a hub name (timm/deit_tiny_patch16_224.fb_in1k, read "
+                                 "from the Hugging Face cache) or a local timm .safetensors/.pth file")
+        parser.add_argument("--weights-cache", metavar="DIR",
+                            help="Hugging Face hub cache for --pretrained (default $HF_HUB_CACHE or $HF_HOME/hub)")
+        parser.add_argument("--save-weights", metavar="PATH",
+                            help="write the trained model to PATH (.safetensors, timm-loadable; an ensemble's "
+                                 "other members beside it as STEM-2, STEM-3, ...)")
         parser.add_argument("--checkpoint-dir", metavar="DIR", help="save a checkpoint each epoch; resume from it")
         parser.add_argument("--device", choices=choices(DeviceName), default="auto", help="default: a GPU if any")
         parser.add_argument("--cache-dir", metavar="DIR",
@@ -62,10 +72,9 @@ class Train(Command):
         from pdsweep.training.data import DatasetSpec, load_dataset
         from pdsweep.training.faults import fault_line, fault_status
         from pdsweep.training.loop import check_fits, train
-        from pdsweep.training.models import check_weights_file
-
         config = _config_of(args)  # validated now, before any data is read; classes come from the dataset
-        pretrained = check_weights_file(args.pretrained) if args.pretrained else None
+        pretrained = _weights_of(args, config)
+        save_to = _save_path(args.save_weights) if args.save_weights else None
         checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else None
         if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
             raise PdsweepError(f"--checkpoint-dir {str(checkpoint_dir)!r} is a file; give a folder.")
@@ -93,7 +102,8 @@ class Train(Command):
         try:
             result = train(
                 config, dataset, settings, device=args.device,
-                checkpoint_dir=checkpoint_dir, pretrained=pretrained, on_epoch_end=progress,
+                checkpoint_dir=checkpoint_dir, pretrained=pretrained, weights_cache=args.weights_cache,
+                save_weights_to=save_to, on_epoch_end=progress,
             )
         except Exception as error:
             status = fault_status(error)
@@ -133,8 +143,37 @@ def _config_of(args: argparse.Namespace) -> Config:
     return Config(
         model=args.model, resolution=args.resolution, patch_size=args.patch_size, keep_rate=keep_rate,
         depth=args.depth, ensemble_size=args.ensemble_size, sampling=args.sampling,
-        keep_mode=args.keep_mode, keep_range_low=keep_low,
+        keep_mode=args.keep_mode, keep_range_low=keep_low, init="pretrained" if args.pretrained else "random",
     )
+
+
+def _weights_of(args: argparse.Namespace, config: Config) -> WeightFile | None:
+    """The weights ``--pretrained`` names, found and checked against the model (before any data)."""
+    if not args.pretrained:
+        if args.weights_cache:
+            raise PdsweepError("--weights-cache is for --pretrained; add --pretrained SOURCE or drop it.")
+        return None
+    from pdsweep.space.weights import WeightSource
+    from pdsweep.training.weights import inspect
+
+    try:
+        weights = inspect(WeightSource.parse(args.pretrained).absolute(), args.weights_cache)
+        weights.check_fits(config.model, config.preset)
+    except PdsweepError as error:
+        raise PdsweepError(f"--pretrained for {config.model}: {error}") from None
+    return weights
+
+
+def _save_path(text: str) -> Path:
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise PdsweepError(f"--save-weights {text!r} is a folder; give a file path ending in .safetensors.")
+    if path.suffix != ".safetensors":
+        raise PdsweepError(f"--save-weights {text!r} must end in .safetensors (timm loads that format).")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise PdsweepError(f"--save-weights {text!r}: {parent} is not a writable folder; choose another path.")
+    return path
 
 
 def _settings_of(args: argparse.Namespace, base: TrainingSettings) -> TrainingSettings:
@@ -158,3 +197,8 @@ def _print_result(result: TrainResult, as_json: bool) -> None:
         print(f"{result.config.name}  test accuracy {result.test_accuracy:.1%}  (val {result.val_accuracy:.1%}, best "
               f"{result.best_val_accuracy:.1%})  {result.train_gflops:.4g} train GFLOPs  {result.seconds:.0f} s")
         print(f"robustness (test-time keep rate: accuracy): {curve}")
+        if result.weights is not None:
+            print(f"started from {result.weights.source} (sha256 {result.weights.sha256[:12]}), "
+                  f"{result.pretrained_blocks} of {result.config.blocks} blocks")
+        for path in result.saved_weights:
+            print(f"saved weights: {path}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,6 +63,7 @@ class Score:
     memory_gb: float
     values: tuple[float, ...] = ()  # the metric of each seed
     interval: tuple[float, float] | None = None  # 95% bootstrap interval of the mean (None with one seed)
+    complete: bool = True  # its seeds ran every epoch (False: only early-stopped seeds, a partial accuracy)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +104,27 @@ class TierReport:
 
 
 @dataclass(frozen=True)
+class InitPair:
+    """One config trained from pretrained weights and from random initialisation, in one tier:
+    the same architecture and keep rate, so the same cost."""
+
+    budget_gflops: float
+    pretrained: Score
+    random: Score
+    difference: tuple[float, float] | None  # 95% Welch interval of pretrained - random; None: a single seed
+
+    @property
+    def margin(self) -> float:
+        return self.pretrained.metric - self.random.metric
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budget_gflops": self.budget_gflops, "config": replace(self.random.config, init="random").name,
+                "train_gflops": self.random.train_gflops, "pretrained": self.pretrained.to_dict(),
+                "random": self.random.to_dict(), "margin": self.margin,
+                "difference": list(self.difference) if self.difference else None}
+
+
+@dataclass(frozen=True)
 class Report:
     sweep: str
     tiers: tuple[TierReport, ...]
@@ -110,6 +132,7 @@ class Report:
     pareto_inference: tuple[ResultRow, ...]
     rows: tuple[ResultRow, ...]
     compute: ComputeLedger | None = None
+    inits: tuple[InitPair, ...] = ()  # configs trained both ways, for pretrained vs random at equal cost
 
     def to_json(self) -> dict[str, Any]:
         def point(row: ResultRow) -> dict[str, Any]:
@@ -125,6 +148,7 @@ class Report:
                         "status": row.status, "predicted_memory_gb": row.predicted_memory_gb, "error": row.error}
                        for row in self.failed],
             "compute": self.compute.to_dict() if self.compute else None,
+            "init_comparison": [pair.to_dict() for pair in self.inits],
         }
 
     @property
@@ -139,16 +163,31 @@ def build(sweep: str, rows: Sequence[ResultRow], *, top_k: int = TOP_K, plan: Co
     scored = [r for r in rows if r.finished and metric(r) is not None]
     if not scored:
         raise PdsweepError(f"sweep {sweep!r} has no finished trial yet; wait for one, or `pdsweep resume {sweep}`.")
-    tiers = []
+    tiers, inits = [], []
     for budget in sorted({r.budget_gflops for r in rows}):
         tier_rows = [r for r in scored if r.budget_gflops == budget]
-        ranked = _ranked(_scores(tier_rows), repeated=any(r.phase == "repeat" for r in tier_rows))
+        scores = _scores(tier_rows)
+        inits += init_pairs(budget, scores)
+        ranked = _ranked(scores, repeated=any(r.phase == "repeat" for r in tier_rows))
         best, runner = (ranked + [None, None])[:2]
         difference = welch(best.values, runner.values) if best and runner else None
         tiers.append(TierReport(budget, sum(r.budget_gflops == budget for r in rows), best, runner,
                                 tuple(ranked[:top_k]), difference))
     return Report(sweep, tuple(tiers), tuple(pareto(scored, "train_gflops")),
-                  tuple(pareto(scored, "inference_gflops")), tuple(rows), ComputeLedger.of(rows, plan, cap))
+                  tuple(pareto(scored, "inference_gflops")), tuple(rows), ComputeLedger.of(rows, plan, cap), tuple(inits))
+
+
+def init_pairs(budget: float, scores: Sequence[Score]) -> list[InitPair]:
+    """The tier's configs trained both pretrained and random, dearest first. Only pairs whose
+    both sides ran every epoch: an early-stopped side has a partial accuracy (ASHA stops slow
+    starters, most often the random ones), which would not compare at equal cost."""
+    by_config = {score.config: score for score in scores}
+    pairs = []
+    for config, score in by_config.items():
+        other = by_config.get(replace(config, init="random"))
+        if config.init == "pretrained" and other is not None and score.complete and other.complete:
+            pairs.append(InitPair(budget, score, other, welch(score.values, other.values)))
+    return sorted(pairs, key=lambda p: (-p.random.train_gflops, p.random.config.name))
 
 
 def _ranked(scores: list[Score], *, repeated: bool) -> list[Score]:
@@ -206,7 +245,7 @@ def _scores(rows: list[ResultRow]) -> list[Score]:
             spread=statistics.stdev(metrics) if len(metrics) > 1 else None, seeds=len({r.seed for r in members}),
             test_accuracy=statistics.fmean(tests) if tests else None, train_gflops=first.train_gflops,
             inference_gflops=first.inference_gflops, memory_gb=first.predicted_memory_gb,
-            values=tuple(metrics), interval=bootstrap(metrics),
+            values=tuple(metrics), interval=bootstrap(metrics), complete=members[0].status == "completed",
         ))
     return scores
 
@@ -258,15 +297,15 @@ def markdown(report: Report) -> str:
     lines = [f"# Sweep `{report.sweep}`", "", f"{len(report.rows)} trials. Metric: best validation accuracy "
              "(mean ± standard deviation over seeds where a config was repeated).", "",
              "## Best config per budget tier", "",
-             "| budget GFLOPs | trials | best config | val | seeds | test | train GFLOPs | inference GFLOPs | memory GB | runner-up | margin | verdict |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| budget GFLOPs | trials | best config | init | val | seeds | test | train GFLOPs | inference GFLOPs | memory GB | runner-up | margin | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for tier in report.tiers:
         best, runner = tier.best, tier.runner_up
         if best is None:
-            lines.append(f"| {tier.budget_gflops:g} | {tier.trials} | no finished trial | | | | | | | | | |")
+            lines.append(f"| {tier.budget_gflops:g} | {tier.trials} | no finished trial | | | | | | | | | | |")
             continue
         lines.append(
-            f"| {tier.budget_gflops:g} | {tier.trials} | `{best.config.name}` | {_percent(best.metric, best.spread)} | "
+            f"| {tier.budget_gflops:g} | {tier.trials} | `{best.config.name}` | {best.config.init} | {_percent(best.metric, best.spread)} | "
             f"{best.seeds} | {_percent(best.test_accuracy)} | {best.train_gflops:.4g} | {best.inference_gflops:.4g} | "
             f"{best.memory_gb:.3g} | {f'`{runner.config.name}` ({_percent(runner.metric, runner.spread)})' if runner else '-'} | "
             f"{f'{tier.margin:+.1%}' if tier.margin is not None else '-'} | {tier.verdict} |"
@@ -283,6 +322,16 @@ def markdown(report: Report) -> str:
     lines.append("")
     lines += [f"- tier {tier.budget_gflops:g}: `{tier.best.config.name}`: {verdict_line(tier)}"
               for tier in report.tiers if tier.best is not None]
+    if report.inits:
+        lines += ["", "## pretrained vs random at equal cost", "",
+                  "Each config trained from the space's weights and from random initialisation (same architecture "
+                  "and keep rate, so the same train GFLOPs), both to the last epoch. The interval is the {CONFIDENCE:.0%} Welch interval of "
+                  "the difference of means (with repeated seeds).", "",
+                  "| budget GFLOPs | config | train GFLOPs | pretrained val | random val | difference | interval |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {p.budget_gflops:g} | `{p.random.config.name}` | {p.random.train_gflops:.4g} | "
+                  f"{_percent(p.pretrained.metric, p.pretrained.spread)} | {_percent(p.random.metric, p.random.spread)} | "
+                  f"{p.margin:+.1%} | {_interval(p.difference, signed=True)} |" for p in report.inits]
     if report.compute is not None:
         lines += ["", "## Compute", "", *(f"- {line}" for line in report.compute.lines())]
     lines += ["", "## Pareto frontier: validation accuracy vs train GFLOPs", "",

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pdsweep.config import Config
+from pdsweep.config import LEGACY_AXIS_VALUES, Config
 from pdsweep.config import columns as config_columns
 from pdsweep.errors import PdsweepError
 from pdsweep.paths import RESULTS_FILE
@@ -31,7 +31,7 @@ __all__ = [
     "FAILED", "FINISHED", "RESULTS_FILE", "SCHEMA", "EpochPoint", "ResultRow", "RobustnessPoint", "read", "read_rows", "to_table", "write",
 ]
 
-SCHEMA_VERSION = 3  # 1: tables written before the version was recorded; 2: before the compute ledger columns
+SCHEMA_VERSION = 4  # 1: tables written before the version was recorded; 2: before the compute ledger columns; 3: before init
 _VERSION_KEY = b"pdsweep.schema_version"
 
 Phase = Literal["search", "repeat"]
@@ -94,6 +94,10 @@ class ResultRow:
     devices: float | None = None  # how many of them
     spent_tflop: float | None = None  # train GFLOPs x 3 x train images x epochs run, in TFLOP
     device_seconds: float | None = None  # wall_seconds x devices
+    # A pretrained start (config.init == "pretrained"); empty for a random one.
+    weights_source: str | None = None  # the hub name or file, as the space names it
+    weights_sha256: str | None = None  # of the file the trial loaded
+    pretrained_blocks: int | None = None  # blocks that started from the weights (the rest: random)
 
     @property
     def finished(self) -> bool:
@@ -211,6 +215,8 @@ def read(path: Path) -> pa.Table:
     for field in SCHEMA:
         if field.name not in table.schema.names and field.nullable:
             table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+        elif field.name not in table.schema.names and field.name in LEGACY_AXIS_VALUES:  # an axis added since
+            table = table.append_column(field, pa.array([LEGACY_AXIS_VALUES[field.name]] * table.num_rows, field.type))
     foreign = PdsweepError(f"{path} does not have pdsweep's results schema; was it written by another version?")
     if set(table.schema.names) != set(SCHEMA.names):
         raise foreign

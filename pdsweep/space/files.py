@@ -10,9 +10,15 @@ A file has an ``axes`` section and an optional ``training`` section::
       depth: {low: 6, high: 12, step: 6}    # Optuna's short form: a range (step or log optional)
       ensemble_size: 1
       keep_rate: {low: 0.05, high: 1.0}
+      init: [pretrained, random]            # optional; default: pretrained where weights are given
+    weights:                                # model preset -> a hub name or a local timm state dict
+      deit_tiny: timm/deit_tiny_patch16_224.fb_in1k
     training:
       epochs: 30
       batch_size: 64
+    finetune:                               # optional: pretrained trials train so instead
+      optimizer: sgd
+      lr: 0.01
 
 Every mistake is reported with the file, the key path and what is allowed; unknown and
 duplicate keys are errors (with the nearest valid key), never silently ignored. The value
@@ -28,13 +34,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pdsweep.config import KEEP_MODES, SAMPLINGS
+from pdsweep.config import INITS, KEEP_MODES, SAMPLINGS
 from pdsweep.config import axes as config_axes
 from pdsweep.errors import PdsweepError
 from pdsweep.presets import PRESETS
 from pdsweep.space.axes import Axis, Categorical, FloatRange, IntRange
 from pdsweep.space.search_space import DEFAULT_AXES, REQUIRED_AXES, MAX_VALUES_PER_AXIS, SearchSpace
 from pdsweep.space.settings import TrainingSettings
+from pdsweep.space.weights import WeightSource
 from pdsweep.validate import describe_value, is_number, is_positive_int, is_rate
 
 
@@ -88,7 +95,7 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
         raise PdsweepError(f"{path}: not valid YAML{where}: {problem}.") from None
     except (OSError, UnicodeDecodeError) as error:
         raise PdsweepError(f"{path}: cannot read the space file ({error}).") from None
-    return parse_space(document, name=path.stem, source=str(path))
+    return parse_space(document, name=path.stem, source=str(path), base_dir=path.resolve().parent)
 
 
 def _strict_loader() -> type:
@@ -117,20 +124,32 @@ def _strict_loader() -> type:
     return StrictLoader
 
 
-def parse_space(document: Any, *, name: str, source: str = "<memory>") -> SearchSpace:
-    """Validate a space already parsed from YAML (a mapping)."""
+def parse_space(document: Any, *, name: str, source: str = "<memory>", base_dir: Path | None = None) -> SearchSpace:
+    """Validate a space already parsed from YAML (a mapping). A relative weight file is taken
+    relative to ``base_dir`` (the space file's folder; default: the working directory)."""
     where = _Where(source)
-    top = where.mapping(document, "", allowed=("description", "axes", "training"))
+    top = where.mapping(document, "", allowed=("description", "axes", "weights", "training", "finetune"))
     description = top.get("description", "")
     if not isinstance(description, str):
         where.fail("description", f"must be text, got {describe_value(description)}")
     if "axes" not in top:
         where.fail("axes", f"is missing; a space needs at least: {', '.join(REQUIRED_AXES)}")
     axes = _parse_axes(where, top["axes"])
-    training = where.mapping(top.get("training"), "training", allowed=tuple(f.name for f in fields(TrainingSettings)))
+    settings = tuple(f.name for f in fields(TrainingSettings))
+    training = where.mapping(top.get("training"), "training", allowed=settings)
+    weights = _parse_weights(where, top.get("weights"), base_dir or Path.cwd())
+    finetune = where.mapping(top.get("finetune"), "finetune", allowed=settings) if "finetune" in top else None
     try:
+        base = TrainingSettings(**training)
+        tuned = None
+        if finetune is not None:
+            try:
+                tuned = TrainingSettings(**{**training, **finetune})
+            except PdsweepError as error:
+                raise PdsweepError(str(error).replace("training.", "finetune.", 1)) from None
         return SearchSpace(
-            name=name, axes=axes, training=TrainingSettings(**training), description=description, source=source
+            name=name, axes=axes, training=base, description=description, source=source,
+            weights=weights, finetune=tuned,
         )
     except PdsweepError as error:  # the value objects' own checks, located in the file
         raise PdsweepError(f"{source}: {error}") from None
@@ -161,6 +180,20 @@ class _Where:
         return value
 
 
+def _parse_weights(where: _Where, raw: Any, base_dir: Path) -> dict[str, WeightSource]:
+    section = where.mapping(raw, "weights", allowed=tuple(PRESETS))
+    weights = {}
+    for model, text in section.items():
+        try:
+            source = WeightSource.parse(text)
+        except PdsweepError as error:
+            where.fail(f"weights.{model}", str(error).rstrip("."))
+        if source.kind == "file" and not Path(source.location).is_absolute():
+            source = WeightSource("file", str(base_dir / source.location))
+        weights[model] = source
+    return weights
+
+
 def _join(key_path: str, key: str) -> str:
     return f"{key_path}.{key}" if key_path else key
 
@@ -176,6 +209,7 @@ AXIS_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "ensemble_size": ("a positive integer", is_positive_int),
     "sampling": (f"one of {', '.join(SAMPLINGS)}", lambda v: isinstance(v, str) and v in SAMPLINGS),
     "keep_mode": (f"one of {', '.join(KEEP_MODES)}", lambda v: isinstance(v, str) and v in KEEP_MODES),
+    "init": (f"one of {', '.join(INITS)}", lambda v: isinstance(v, str) and v in INITS),
 }
 
 

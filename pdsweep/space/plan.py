@@ -62,10 +62,11 @@ def plan(
     Raises :class:`PdsweepError` when nothing fits, naming the cheapest config and its cost.
     """
     check_choice("keep policy", policy, KEEP_POLICIES)
-    setup, rates = space.training.step, space.keep_rates
+    rates = space.keep_rates
     architectures = space.architectures(num_classes)
     planned = []
     for arch in architectures:
+        setup = space.step_for(arch)
         keep_rate = largest_keep_rate(arch, budget, setup, rates)
         if keep_rate is not None:
             planned.append(PlannedConfig(estimate(replace(arch, keep_rate=keep_rate), setup), rates.low))
@@ -78,7 +79,7 @@ def plan(
 def _nothing_fits(space: SearchSpace, budget: Budget, architectures: list[Config]) -> str:
     """Which cap rules everything out, the config closest to fitting it, and what to raise."""
     low = space.keep_rate_bounds[0]
-    costs = [estimate(replace(arch, keep_rate=low), space.training.step) for arch in architectures]
+    costs = [estimate(replace(arch, keep_rate=low), space.step_for(arch)) for arch in architectures]
     cheapest = min(costs, key=lambda cost: (cost.train_gflops, cost.memory.total))
     reasons, fixes = [], []
     if cheapest.train_gflops > budget.gflops:

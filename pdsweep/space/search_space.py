@@ -6,12 +6,15 @@ import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from pdsweep.config import Config, architecture_axes
-from pdsweep.cost import KeepRates
+from pdsweep._compat import restore_with_defaults
+from pdsweep.config import Config, Init, architecture_axes
+from pdsweep.cost import KeepRates, StepSetup
 from pdsweep.errors import PdsweepError
 from pdsweep.space.axes import Axis, Categorical, FloatRange, keep_rates
 from pdsweep.space.settings import TrainingSettings
+from pdsweep.space.weights import WeightSource
 
 # A space larger than this is a typo (a range with a tiny step), not a sweep.
 MAX_VALUES_PER_AXIS = 10_000
@@ -20,18 +23,28 @@ MAX_ARCHITECTURES = 100_000
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The axes a sweep searches and how its trials train."""
+    """The axes a sweep searches and how its trials train.
+
+    ``weights`` maps a model preset to its pretrained weights. Without an ``init`` axis, a model
+    with weights starts pretrained and one without starts random. ``finetune`` is how pretrained
+    trials train (the ``training`` settings with the ``finetune`` section's on top); random
+    ones train by ``training``. Epochs, batch size, precision and seed are the same for both,
+    so pretrained and random configs compare at equal cost.
+    """
 
     name: str
     axes: Mapping[str, Axis]
     training: TrainingSettings = field(default_factory=TrainingSettings)
     description: str = ""
     source: str = "<memory>"
+    weights: Mapping[str, WeightSource] = field(default_factory=dict)
+    finetune: TrainingSettings | None = None
 
     def __post_init__(self) -> None:
         for axis in REQUIRED_AXES:
             if axis not in self.axes:
                 raise PdsweepError(f"axes.{axis}: is missing; give a value, a list, or {{low: ..., high: ...}}.")
+        self._check_weights()
         architectures = math.prod(len(self.axes[name]) for name in architecture_axes() if name in self.axes)
         if architectures > MAX_ARCHITECTURES:
             raise PdsweepError(
@@ -46,6 +59,61 @@ class SearchSpace:
                 f"axes: every patch size must divide every resolution, but {', '.join(bad)} do not; "
                 "drop those values or split the space into files."
             )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # pickled by an older pdsweep: new fields default
+        restore_with_defaults(self, state)
+
+    def _check_weights(self) -> None:
+        models = [str(m) for m in self.axes["model"].values()]
+        for model in self.weights:
+            if model not in models:
+                raise PdsweepError(f"weights.{model}: the space has no model {model!r} (axes.model: "
+                                   f"{', '.join(models)}); drop the entry or add the model.")
+        if "init" in self.axes and "pretrained" in self.axes["init"].values():
+            bare = [m for m in models if m not in self.weights]
+            if bare:
+                raise PdsweepError(
+                    f"axes.init: pretrained needs weights for every model, but {', '.join(bare)} has none; list a "
+                    f"source under weights.{bare[0]} (a hub name such as timm/deit_tiny_patch16_224.fb_in1k or a "
+                    "local .safetensors file), or drop pretrained from axes.init."
+                )
+        if self.finetune is not None and not self.starts_pretrained:
+            raise PdsweepError("finetune: applies to pretrained trials, but no trial of this space starts pretrained; "
+                               "list weights for a model, or drop the finetune section.")
+        if self.finetune is not None:
+            shared = [k for k in SHARED_SETTINGS if getattr(self.finetune, k) != getattr(self.training, k)]
+            if shared:
+                raise PdsweepError(
+                    f"finetune.{shared[0]}: is shared by pretrained and random trials (they compare at equal cost "
+                    f"and memory); set it in the training section instead."
+                )
+
+    @property
+    def inits(self) -> tuple[Init, ...]:
+        """The inits some trial of the space starts from."""
+        if "init" in self.axes:
+            return tuple(self.axes["init"].values())  # type: ignore[return-value]
+        return tuple(sorted({self.init_for(str(m)) for m in self.axes["model"].values()}, reverse=True))  # type: ignore[arg-type]
+
+    @property
+    def starts_pretrained(self) -> bool:
+        return "pretrained" in self.inits
+
+    def init_for(self, model: str) -> Init:
+        """The init of ``model``'s trials when the space has no ``init`` axis."""
+        return "pretrained" if model in self.weights else "random"
+
+    def complete(self, values: dict[str, Any]) -> dict[str, Any]:
+        """An architecture's axis values with its init filled in when the space has no init axis."""
+        return values if "init" in values else {**values, "init": self.init_for(values["model"])}
+
+    def training_for(self, init: str) -> TrainingSettings:
+        """How a trial of ``init`` trains."""
+        return TrainingSettings.of(init, self.training, self.finetune)
+
+    def step_for(self, config: Config) -> StepSetup:
+        """What the cost model needs of ``config``'s training: batch size, precision, optimizer."""
+        return self.training_for(config.init).step
 
     @property
     def keep_rate(self) -> Axis:
@@ -74,13 +142,15 @@ class SearchSpace:
         low, high = self.keep_rate_bounds
         configs = []
         for values in itertools.product(*value_lists):
-            axes = dict(zip(names, values))
+            axes = self.complete(dict(zip(names, values)))
             uniform_low = low if axes.get("keep_mode") == "uniform" else None
             configs.append(Config(keep_rate=high, keep_range_low=uniform_low, num_classes=num_classes, **axes))  # type: ignore[arg-type]
         return configs
 
 
 REQUIRED_AXES = ("model", "resolution", "patch_size", "keep_rate")
+# Training settings a finetune section may not change: pretrained and random trials share them.
+SHARED_SETTINGS = ("epochs", "batch_size", "precision", "seed")
 DEFAULT_AXES: dict[str, Axis] = {
     "ensemble_size": Categorical((1,)),
     "sampling": Categorical(("random",)),

@@ -54,6 +54,11 @@ class TrainingSettings:
             if not ok(value):
                 raise PdsweepError(f"training.{name}: must be {what}, got {describe_value(value)}.")
 
+    @staticmethod
+    def of(init: str, training: TrainingSettings, finetune: TrainingSettings | None) -> TrainingSettings:
+        """How a trial of ``init`` trains: pretrained ones by ``finetune`` where a space gives it."""
+        return finetune if init == "pretrained" and finetune is not None else training
+
     @property
     def step(self) -> StepSetup:
         """What the cost model needs of these settings: batch size, precision, optimizer."""

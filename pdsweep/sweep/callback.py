@@ -196,7 +196,7 @@ def result_row(settings: SweepSettings, trial_id: str, spec: TrialSpec, last: di
     error = error or last.get("error")
     done = status == "completed"
     epochs = sorted(history or {})
-    estimate = cost.estimate(spec.config, spec.context.training.step)
+    estimate = cost.estimate(spec.config, spec.settings.step)
     epochs_run = int(last.get("epoch", epochs[-1] if epochs else 0))
     wall_seconds = float(last.get("time_total_s", 0.0))
     images = spec.context.train_images
@@ -238,4 +238,14 @@ def result_row(settings: SweepSettings, trial_id: str, spec: TrialSpec, last: di
         devices=devices,
         spent_tflop=trial_tflop(estimate.train_gflops, images, epochs_run) if images is not None else None,
         device_seconds=wall_seconds * devices if devices is not None else None,
+        **_weights_columns(spec, last),
     )
+
+
+def _weights_columns(spec: TrialSpec, last: dict[str, Any]) -> dict[str, Any]:
+    """What a pretrained trial started from; the blocks loaded as the trial reported them."""
+    weights = spec.weights
+    if weights is None:
+        return {}
+    return {"weights_source": str(weights.source), "weights_sha256": weights.sha256,
+            "pretrained_blocks": last.get("pretrained_blocks")}

@@ -132,14 +132,14 @@ def resources_for(settings: SweepSettings, space: SearchSpace,
 
     gpus = ray.cluster_resources().get("GPU", 0)
     gpu_memory = settings.gpu_memory_gb or worker_gpu_memory_gb or (local_gpu_memory_gb() if gpus else None)
-    setup = space.training.step
 
     def resources(trial: dict[str, Any]) -> dict[str, float]:
         if not gpus:
             return {"cpu": settings.cpus_per_trial}
         if gpu_memory is None:
             return {"cpu": settings.cpus_per_trial, "gpu": 1}
-        needed = memory(TrialSpec.from_dict(trial).config, setup).gb
+        spec = TrialSpec.from_dict(trial)
+        needed = memory(spec.config, spec.settings.step).gb
         share = min(1.0, math.ceil(needed / gpu_memory * 8) / 8)  # in eighths: several small trials share a GPU
         return {"cpu": settings.cpus_per_trial, "gpu": max(share, 0.125)}
 

@@ -64,7 +64,7 @@ def _measure(space: SearchSpace, cheapest: Config, dearest: Config, cpus: int) -
     if device == "cpu":
         torch.set_num_threads(cpus)  # a trial trains on its own CPUs only
     try:
-        low, high = (1 / images_per_second(c, space.training.step, device=device, seconds=MEASURE_S) for c in (cheapest, dearest))
+        low, high = (1 / images_per_second(c, space.step_for(c), device=device, seconds=MEASURE_S) for c in (cheapest, dearest))
     finally:
         torch.set_num_threads(threads)
     return Throughput(train_gflops(cheapest), low, train_gflops(dearest), high, device,

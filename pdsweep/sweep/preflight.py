@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from pdsweep.cost import train_gflops
 from pdsweep.errors import PdsweepError
 from pdsweep.results.compute import ComputePlan, format_hours, trial_tflop
-from pdsweep.space import Plan, SearchSpace
+from pdsweep.space import Plan, SearchSpace, TrainingSettings
 from pdsweep.sweep.estimate import Throughput, measure, parallel_slots
 from pdsweep.sweep.sampler import BudgetSampler
 from pdsweep.sweep.settings import DataProbe, SweepSettings
+from pdsweep.training.weights import WeightFile
 
 Print = Callable[[str], None]
 SMALLER_START = "--space search_spaces/quickstart.yaml --budget-gflops 0.01"
@@ -19,10 +20,11 @@ DAY_HOURS = 24.0
 
 
 def preflight(settings: SweepSettings, space: SearchSpace, plans: dict[float, Plan], data: DataProbe,
-              err: Print) -> tuple[ComputePlan, Throughput | None]:
-    """What the sweep will cost, printed before it starts: feasible configs, trials, compute, and
-    (unless ``settings.estimate`` is off) the wall time from a measured throughput. A compute cap
-    below the cheapest trial is an error: no trial could run."""
+              err: Print, weights: Mapping[str, WeightFile] | None = None) -> tuple[ComputePlan, Throughput | None]:
+    """What the sweep will cost, printed before it starts: how trials start and train (per init),
+    feasible configs, trials, compute, and (unless ``settings.estimate`` is off) the wall time
+    from a measured throughput. A compute cap below the cheapest trial is an error: no trial
+    could run."""
     epochs = space.training.epochs
     images = data.train_images
     tiers: list[tuple[int, float]] = []  # (trials, mean train GFLOPs of a trial) per tier
@@ -47,6 +49,8 @@ def preflight(settings: SweepSettings, space: SearchSpace, plans: dict[float, Pl
     check_cap(settings, space, plans, data)
     err(f"sweep {settings.name!r}: space {space.name!r}, {settings.search} search, keep policy {settings.policy}, "
         f"{epochs} epochs on {images:,} images ({settings.dataset})")
+    for line in init_lines(space, weights or {}, settings.scheduler):
+        err(line)
     for line in lines:
         err(line)
     err(f"  estimated compute: ~{_flops(planned * 1e12)} (train GFLOPs x images x epochs x 3, before early stopping)")
@@ -71,6 +75,33 @@ def preflight(settings: SweepSettings, space: SearchSpace, plans: dict[float, Pl
         err(f"  that is {format_hours(hours)} on this machine's CPUs, which have no GPU; start with the smaller space: "
             f"`pdsweep run {SMALLER_START}`")
     return ComputePlan(planned, hours), throughput
+
+
+def init_lines(space: SearchSpace, weights: Mapping[str, WeightFile], scheduler: str = "none") -> list[str]:
+    """How the space's trials start and train: each init's settings, and each model's weights."""
+    inits = space.inits
+    if inits == ("random",):
+        return []
+    lines = [f"  init: {', '.join(inits)}"]
+    for model, found in weights.items():
+        lines.append(f"    {model} weights: {found.source} ({found.size_bytes / 1e6:.1f} MB, sha256 {found.sha256[:12]}, "
+                     f"{found.depth} blocks, width {found.embed_dim})")
+        deeper = sorted({c.blocks for c in space.architectures() if c.model == model and c.blocks > found.depth})
+        if deeper:
+            lines.append(f"    {model} at depth {', '.join(map(str, deeper))}: blocks after {found.depth} start random")
+    for init in inits:
+        lines.append(f"    {init} trials train with: {_training(space.training_for(init))}")
+    if len(inits) > 1 and scheduler == "asha":
+        lines.append("    note: ASHA stops slow starters (random inits, mostly) early; the report pairs pretrained and "
+                     "random only where both ran every epoch: --scheduler none compares every config")
+    return lines
+
+
+def _training(settings: TrainingSettings) -> str:
+    return (f"{settings.optimizer} lr {settings.lr:g}, weight decay {settings.weight_decay:g}, "
+            f"{settings.warmup_epochs} warm-up epoch(s), label smoothing {settings.label_smoothing:g}, "
+            f"grad clip {settings.grad_clip if settings.grad_clip is not None else 'none'}, "
+            f"augment {'on' if settings.augment else 'off'}")
 
 
 def check_cap(settings: SweepSettings, space: SearchSpace, plans: dict[float, Plan], data: DataProbe) -> None:

@@ -40,6 +40,7 @@ from pdsweep.sweep.settings import SweepSettings, SweepState, read_state
 from pdsweep.sweep.lock import SweepLock
 from pdsweep.sweep.store import RESUME_FILES, SWEEP_FILE, SweepStore, relocate, retried
 from pdsweep.sweep.tuners import repeats_tuner, search_tuner, tune_trainable
+from pdsweep.training.weights import check_unchanged, inspect_space
 
 Print = Callable[[str], None]
 
@@ -67,6 +68,7 @@ def run_sweep(settings: SweepSettings, *, out: Print = print, err: Print = _stde
     """Check, plan, and run a new sweep; nothing is written until every check has passed."""
     settings = settings.absolute()
     space = load_space(settings.space)
+    weights = inspect_space(space, settings.weights_cache)  # every pretrained start's weights, found and checked
     budgets = [Budget(g, settings.memory_gb) for g in settings.budgets]
     store = settings.store
     store.check()
@@ -87,10 +89,10 @@ def run_sweep(settings: SweepSettings, *, out: Print = print, err: Print = _stde
     tracking.check_reachable(uri)
     connect(settings.address, settings.verbose)
     warn_if_not_shared(store, err)
-    planned, throughput = preflight(settings, space, plans, data, err)
+    planned, throughput = preflight(settings, space, plans, data, err, weights)
     settings.sweep_dir.mkdir(parents=True, exist_ok=store.remote)
     with SweepLock(store, err), sigterm_as_ctrl_c():
-        state = SweepState(settings, Path(space.source).read_text(), data, compute=planned)
+        state = SweepState(settings, Path(space.source).read_text(), data, compute=planned, weights=weights)
         state.write()
         state = replace(state, mlflow=_start_tracking(state, space, uri, err))
         state.write()
@@ -113,6 +115,7 @@ def resume_sweep(name: str, runs_dir: str = DEFAULT_RUNS_DIR, *, address: str | 
     with SweepLock(store, err), sigterm_as_ctrl_c():
         store.fetch(*RESUME_FILES)
         state = read_state(store, shown=runs_dir)
+        check_unchanged(state.weights, state.settings.weights_cache)  # the weights the sweep checked, still here
         relocate(store)  # Ray's pickled searcher and callback look here for the sweep's files
         alias_legacy_modules()  # ... and sweeps of pdsweep 0.1 pickled them under their old module names
         if address is not None:

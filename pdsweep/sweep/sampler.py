@@ -66,9 +66,9 @@ class BudgetSampler:
         low, high = self.space.keep_rate_bounds
         arch = Config(
             keep_rate=high, num_classes=self.num_classes,
-            keep_range_low=low if values.get("keep_mode") == "uniform" else None, **values,  # type: ignore[arg-type]
+            keep_range_low=low if values.get("keep_mode") == "uniform" else None, **self.space.complete(values),  # type: ignore[arg-type]
         )
-        setup, rates = self.space.training.step, self.space.keep_rates
+        setup, rates = self.space.step_for(arch), self.space.keep_rates
         keep_rate = largest_keep_rate(arch, self.budget, setup, rates)
         if keep_rate is None:
             # Optuna holds a constraint > 0 as infeasible: the relative excess, however small.
@@ -97,7 +97,7 @@ class BudgetSampler:
         """The Optuna parameters that :meth:`suggest` turns into ``config`` (to enqueue it)."""
         values: dict[str, object] = {name: getattr(config, name) for name in architecture_axes() if name in self.space.axes}
         if self.policy == "search":
-            setup, rates = self.space.training.step, self.space.keep_rates
+            setup, rates = self.space.step_for(config), self.space.keep_rates
             highest = largest_keep_rate(replace(config, keep_rate=rates.high), self.budget, setup, rates)
             values["keep_fraction"] = _fraction_of(config, rates, highest or config.keep_rate)
         return values

@@ -10,7 +10,8 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,11 +22,12 @@ from pdsweep.results.tracking import TrackingIds
 from pdsweep.space import KeepPolicy
 from pdsweep.sweep.sampler import SearchKind
 from pdsweep.sweep.store import SWEEP_FILE, SweepStore
+from pdsweep.training.weights import WeightFile
 from pdsweep.validate import is_number, is_positive_int
 
 SchedulerName = Literal["asha", "none"]
 Phase = Literal["search", "repeats", "done"]
-STATE_VERSION = 3  # 1: sweep.json written before the version was recorded; 2: before the compute plan
+STATE_VERSION = 4  # 1: sweep.json written before the version was recorded; 2: before the compute plan; 3: before weights
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class SweepSettings:
     max_failures: int = 2  # retries of a trial whose worker or node was lost (from its last checkpoint)
     trial_memory_cap_gb: float | None = None  # the memory a trial's process may add on a CPU worker
     cache_dir: str | None = None
+    weights_cache: str | None = None  # the Hugging Face cache pretrained weights are read from; None: HF's default
     verbose: bool = False
     mlflow_uri: str | None = None  # None: SQLite at RUNS_DIR/mlflow.db
     experiment: str | None = None  # None: the space's name
@@ -96,7 +99,8 @@ class SweepSettings:
             return path if "://" in path else str(Path(path).expanduser().resolve())
 
         return replace(self, runs_dir=local(self.runs_dir), dataset=str(DatasetSpec.parse(self.dataset).absolute()),
-                       cache_dir=local(self.cache_dir) if self.cache_dir else None)
+                       cache_dir=local(self.cache_dir) if self.cache_dir else None,
+                       weights_cache=local(self.weights_cache) if self.weights_cache else None)
 
     @property
     def sweep_dir(self) -> Path:
@@ -130,12 +134,14 @@ class SweepState:
     phase: Phase = "search"
     mlflow: TrackingIds | None = None
     compute: ComputePlan | None = None  # None: a sweep started before the compute ledger
+    weights: Mapping[str, WeightFile] = field(default_factory=dict)  # model -> the weights its pretrained trials load
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": STATE_VERSION, "settings": asdict(self.settings), "space_text": self.space_text,
             **self.data.to_dict(), "phase": self.phase, **({"mlflow": self.mlflow.to_dict()} if self.mlflow else {}),
             **({"compute": self.compute.to_dict()} if self.compute else {}),
+            **({"weights": {m: w.to_dict() for m, w in self.weights.items()}} if self.weights else {}),
         }
 
     @classmethod
@@ -153,7 +159,8 @@ class SweepState:
         data = DataProbe(values["num_classes"], values.get("train_images", 0), values.get("worker_gpu_memory_gb"))
         mlflow = TrackingIds.from_dict(values["mlflow"]) if values.get("mlflow") else None
         compute = ComputePlan.from_dict(values["compute"]) if values.get("compute") else None
-        return cls(settings, values["space_text"], data, values["phase"], mlflow, compute)
+        weights = {m: WeightFile.from_dict(w) for m, w in (values.get("weights") or {}).items()}
+        return cls(settings, values["space_text"], data, values["phase"], mlflow, compute, weights)
 
     def write(self) -> None:
         """Atomically, then published to a remote runs dir."""

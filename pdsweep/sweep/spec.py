@@ -9,19 +9,22 @@ before the version was recorded still load.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from pdsweep._compat import restore_with_defaults
 from pdsweep.config import Config
 from pdsweep.cost import train_gflops
 from pdsweep.errors import PdsweepError
 from pdsweep.results.compute import trial_tflop
 from pdsweep.space import TrainingSettings
+from pdsweep.training.weights import WeightFile
 
 # Metric names reported to Tune; the scheduler and the searcher read these.
 METRIC = "val_accuracy"
 TIME_ATTR = "epoch"
-SPEC_VERSION = 2  # 1: trials saved before the version was recorded (the same keys)
+SPEC_VERSION = 3  # 1: trials saved before the version was recorded (the same keys); 2: before pretrained starts
 
 Phase = Literal["search", "repeat"]
 
@@ -37,6 +40,12 @@ class TrialContext:
     starts_log: str | None = None  # one line per trial start, where workers can write it
     memory_cap_gb: float | None = None  # the memory a trial's process may add (CPU workers); None: no cap
     train_images: int | None = None  # the training split's size, for the compute ledger; None: before it
+    finetune: TrainingSettings | None = None  # how pretrained trials train; None: as the others
+    weights: Mapping[str, WeightFile] = field(default_factory=dict)  # model -> the weights it starts from
+    weights_cache: str | None = None  # the Hugging Face cache on the workers; None: their default
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # pickled by an older pdsweep: new fields default
+        restore_with_defaults(self, state)
 
 
 @dataclass(frozen=True)
@@ -56,8 +65,20 @@ class TrialSpec:
 
     @property
     def settings(self) -> TrainingSettings:
-        """The training settings with this trial's seed."""
-        return replace(self.context.training, seed=self.seed)
+        """The training settings of the trial's init, with its seed."""
+        context = self.context
+        return replace(TrainingSettings.of(self.config.init, context.training, context.finetune), seed=self.seed)
+
+    @property
+    def weights(self) -> WeightFile | None:
+        """The weights a pretrained trial starts from; None for a random start."""
+        if self.config.init != "pretrained":
+            return None
+        try:
+            return self.context.weights[self.config.model]
+        except KeyError:
+            raise PdsweepError(f"trial {self.config.name} starts pretrained but the sweep has no weights for "
+                               f"{self.config.model}.") from None
 
     def to_dict(self) -> dict[str, Any]:
         context = self.context
@@ -67,6 +88,9 @@ class TrialSpec:
             "split_seed": context.split_seed, "cache_dir": context.cache_dir, "starts_log": context.starts_log,
             **({"memory_cap_gb": context.memory_cap_gb} if context.memory_cap_gb is not None else {}),
             **({"train_images": context.train_images} if context.train_images is not None else {}),
+            **({"finetune": asdict(context.finetune)} if context.finetune is not None else {}),
+            **({"weights": {m: w.to_dict() for m, w in context.weights.items()}} if context.weights else {}),
+            **({"weights_cache": context.weights_cache} if context.weights_cache else {}),
         }
 
     @classmethod
@@ -78,5 +102,8 @@ class TrialSpec:
         context = TrialContext(
             TrainingSettings(**values["training"]), values["dataset"], values["split_seed"],
             values.get("cache_dir"), values.get("starts_log"), values.get("memory_cap_gb"), values.get("train_images"),
+            TrainingSettings(**values["finetune"]) if values.get("finetune") else None,
+            {m: WeightFile.from_dict(w) for m, w in (values.get("weights") or {}).items()},
+            values.get("weights_cache"),
         )
         return cls(Config.from_dict(values["config"]), float(values["tier"]), values["phase"], int(values["seed"]), context)

@@ -60,7 +60,7 @@ def run_trial(trial_config: dict[str, Any]) -> None:
     except Exception as error:  # the trial's own: the same config fails the same way again
         status = fault_status(error)
         final = {**node, "done_training": True, "trial_status": status, "error": fault_line(error),
-                 "predicted_memory_gb": memory(trial.config, trial.context.training.step).gb,
+                 "predicted_memory_gb": memory(trial.config, trial.settings.step).gb,
                  # Tune wants the metric in every result: the last epoch's, or NaN before the first.
                  METRIC: epochs[-1].val_accuracy if epochs else float("nan"),
                  **({"epoch": epochs[-1].epoch} if epochs else {})}
@@ -101,7 +101,8 @@ def _train(trial: TrialSpec, checkpoint: Any, node: dict[str, Any], epochs: list
                 raise _ReportFailed() from error
             epochs.append(metrics)
 
-        result = train(config, dataset, trial.settings, checkpoint_dir=work_dir, on_epoch_end=report_epoch)
+        result = train(config, dataset, trial.settings, checkpoint_dir=work_dir, on_epoch_end=report_epoch,
+                       pretrained=trial.weights, weights_cache=context.weights_cache)
     last = result.history[-1]
     final = {k: v for k, v in asdict(last).items() if v is not None}
     final.update(
@@ -110,6 +111,7 @@ def _train(trial: TrialSpec, checkpoint: Any, node: dict[str, Any], epochs: list
         best_val_accuracy=result.best_val_accuracy,
         test_accuracy=result.test_accuracy,
         train_seconds=result.seconds,  # the trial's own work: model, epochs, test, robustness
+        **({"pretrained_blocks": result.pretrained_blocks} if result.pretrained_blocks is not None else {}),
         **({"test_auc": result.test_auc} if result.test_auc is not None else {}),
         **{f"robustness_{rate:g}": acc for rate, acc in result.robustness.items()},
     )

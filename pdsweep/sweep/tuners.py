@@ -5,6 +5,7 @@ Both issue their trials through the compute ledger (:mod:`pdsweep.sweep.ledger`)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pdsweep.cost import Budget
@@ -17,10 +18,13 @@ from pdsweep.sweep.estimate import Throughput
 from pdsweep.sweep.settings import SweepSettings, SweepState
 from pdsweep.sweep.spec import TrialContext, TrialSpec
 from pdsweep.sweep.store import STARTS_FILE
+from pdsweep.training.weights import WeightFile
 
 
-def trial_context(settings: SweepSettings, space: SearchSpace, train_images: int | None = None) -> TrialContext:
-    """What every trial of the sweep shares."""
+def trial_context(settings: SweepSettings, space: SearchSpace, train_images: int | None = None,
+                  weights: Mapping[str, WeightFile] | None = None) -> TrialContext:
+    """What every trial of the sweep shares (``weights``: what the pre-flight found for each
+    model that starts pretrained)."""
     return TrialContext(
         training=space.training,
         dataset=settings.dataset,
@@ -30,6 +34,9 @@ def trial_context(settings: SweepSettings, space: SearchSpace, train_images: int
         starts_log=None if settings.store.remote else str(settings.sweep_dir / STARTS_FILE),
         memory_cap_gb=settings.trial_memory_cap_gb,
         train_images=train_images,
+        finetune=space.finetune,
+        weights=dict(weights or {}),
+        weights_cache=settings.weights_cache,
     )
 
 
@@ -49,7 +56,7 @@ def search_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState,
     searcher = BudgetSearcher(
         space, [Budget(g, settings.memory_gb) for g in settings.budgets], search=settings.search,
         trials=settings.trials, policy=settings.policy, seed=space.training.seed, store=settings.store,
-        context=trial_context(settings, space, state.data.train_images), num_classes=state.data.num_classes,
+        context=trial_context(settings, space, state.data.train_images, state.weights), num_classes=state.data.num_classes,
     )
     ledger = LedgerSearcher(searcher, settings.cap, sweep=settings.name, prior=prior)
     scheduler = (
@@ -79,7 +86,7 @@ def repeats_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState
     path = settings.store.experiment("repeats")
     if restorable(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
-    points = [spec.to_dict() for spec in repeat_specs(settings, space, state.data.train_images)]
+    points = [spec.to_dict() for spec in repeat_specs(settings, space, state.data.train_images, state.weights)]
     if not points:
         return _NoTuner()
     spent = seeded_from(read_rows(settings.sweep_dir / RESULTS_FILE))  # the search's compute counts against the cap
@@ -94,12 +101,13 @@ def repeats_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState
     )
 
 
-def repeat_specs(settings: SweepSettings, space: SearchSpace, train_images: int | None = None) -> list[TrialSpec]:
+def repeat_specs(settings: SweepSettings, space: SearchSpace, train_images: int | None = None,
+                 weights: Mapping[str, WeightFile] | None = None) -> list[TrialSpec]:
     """Each tier's ``settings.top_k`` best configs again, with seeds they have not trained with,
     until each has ``settings.repeats`` completed seeds."""
     rows = read_rows(settings.sweep_dir / RESULTS_FILE)
     built = report_or_none(settings.name, rows, top_k=settings.top_k)
-    context = trial_context(settings, space, train_images)
+    context = trial_context(settings, space, train_images, weights)
     specs = []
     for tier in built.tiers if built else ():
         for score in tier.top:

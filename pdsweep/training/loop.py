@@ -1,9 +1,10 @@
 """Training one config, without Ray: data -> model(s) -> train/eval loop -> metrics.
 
-Read top to bottom: :func:`train` builds the ensemble and its optimizer, resumes from a
-checkpoint if one is there, runs the epochs (each: shuffled batches, augmentation on the
-device, :func:`train_step`, validation, a checkpoint, a callback), then tests with every patch
-and with fewer (the robustness curve). SGD with momentum 0.9 or AdamW, linear warm-up then
+Read top to bottom: :func:`train` builds the ensemble (from pretrained weights, if given) and
+its optimizer, resumes from a checkpoint if one is there, runs the epochs (each: shuffled
+batches, augmentation on the device, :func:`train_step`, validation, a checkpoint, a callback),
+then tests with every patch and with fewer (the robustness curve), and saves the weights if
+asked. SGD with momentum 0.9 or AdamW, linear warm-up then
 cosine decay per step, label smoothing, gradient clipping, bf16 autocast on a GPU, seeded. A
 non-finite loss ends the run at that step (:class:`~pdsweep.training.faults.Diverged`).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -34,9 +36,11 @@ from pdsweep.training.data import Dataset, Split
 from pdsweep.training.device import DeviceName, free_memory_gb, resolve_device
 from pdsweep.training.faults import Diverged
 from pdsweep.training.metrics import ROBUSTNESS_KEEP_RATES, EpochCallback, EpochMetrics, TrainResult
-from pdsweep.training.models import Ensemble, build_model, dropping_at_test, load_pretrained
+from pdsweep.training.models import Ensemble, build_model, dropping_at_test
+from pdsweep.training.weights import WeightFile, load_into, open_weights, save_weights
 
 MOMENTUM = 0.9
+log = logging.getLogger(__name__)
 
 
 def train(
@@ -46,18 +50,29 @@ def train(
     *,
     device: DeviceName = "auto",
     checkpoint_dir: Path | None = None,
-    pretrained: Path | None = None,
+    pretrained: WeightFile | None = None,
+    weights_cache: str | Path | None = None,
+    save_weights_to: Path | None = None,
     on_epoch_end: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train ``config`` on ``dataset``; resume from ``checkpoint_dir`` if it holds a checkpoint."""
+    """Train ``config`` on ``dataset``; resume from ``checkpoint_dir`` if it holds a checkpoint.
+
+    ``pretrained``: the weights a ``pretrained`` config starts from (found in ``weights_cache``
+    or at their file); ``save_weights_to``: write the trained members there (``.safetensors``).
+    """
     started = time.perf_counter()
     _check_matches(config, dataset)
     target = resolve_device(device)
     precision: Precision = settings.precision if target.type == "cuda" else "fp32"
     predicted_gb = check_fits(config, settings, device)
 
+    if (config.init == "pretrained") != (pretrained is not None):
+        raise PdsweepError(f"{config.name}: a pretrained config needs weights and a random one takes none; "
+                           "give weights exactly when init is pretrained.")
     batch_size = min(settings.batch_size, len(dataset.train))
-    model, optimizer, scheduler = _build(config, settings, len(dataset.train) // batch_size, target, pretrained)
+    model, optimizer, scheduler, loaded = _build(
+        config, settings, len(dataset.train) // batch_size, target, pretrained, weights_cache
+    )
     history: list[EpochMetrics] = []
     start_epoch = 0
     if checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_FILE).is_file():
@@ -91,6 +106,11 @@ def train(
 
     test = functools.partial(evaluate, model, dataset.test, batch_size=batch_size, device=target, precision=precision)
     test_accuracy, test_auc = test()
+    robustness = {1.0: test_accuracy, **robustness_curve(model, test, settings.seed)}
+    saved = ()
+    if save_weights_to is not None:
+        saved = tuple(map(str, save_weights(list(model.members), save_weights_to, model=config.model,
+                                            num_heads=config.preset.num_heads)))
     return TrainResult(
         config=config,
         dataset=dataset.name,
@@ -100,30 +120,40 @@ def train(
         history=tuple(history),
         test_accuracy=test_accuracy,
         test_auc=test_auc,
-        robustness={1.0: test_accuracy, **robustness_curve(model, test, settings.seed)},
+        robustness=robustness,
         seconds=time.perf_counter() - started,
         device=str(target),
         resumed_from_epoch=start_epoch,
         skipped_images=dataset.skipped,
         predicted_memory_gb=predicted_gb,
+        weights=pretrained,
+        pretrained_blocks=loaded,
+        saved_weights=saved,
     )
 
 
 def _build(
-    config: Config, settings: TrainingSettings, steps_per_epoch: int, device: torch.device, pretrained: Path | None
-) -> tuple[Ensemble, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The seeded model (from ``pretrained`` weights if given), its optimizer and LR schedule."""
+    config: Config, settings: TrainingSettings, steps_per_epoch: int, device: torch.device,
+    pretrained: WeightFile | None, weights_cache: str | Path | None,
+) -> tuple[Ensemble, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, int | None]:
+    """The seeded model (every member from ``pretrained`` weights if given, each with its own
+    fresh head), its optimizer and LR schedule, and how many blocks started from the weights."""
     torch.manual_seed(settings.seed)
     model = build_model(config)
+    loaded = None
     if pretrained is not None:
+        state = open_weights(pretrained, weights_cache)
         for member in model.members:
-            load_pretrained(member, pretrained)
+            loaded = load_into(member, state)
+        if loaded < config.blocks:
+            log.info("%s: blocks %d-%d start random (the weights %s have %d)", config.name, loaded + 1,
+                     config.blocks, pretrained.source, pretrained.depth)
     model.to(device)
     optimizer = make_optimizer(model, settings.optimizer, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(settings.warmup_epochs * steps_per_epoch, settings.epochs * steps_per_epoch)
     )
-    return model, optimizer, scheduler
+    return model, optimizer, scheduler, loaded
 
 
 def _check_matches(config: Config, dataset: Dataset) -> None:
@@ -157,32 +187,47 @@ def _train_epoch(
     batch_size: int,
     device: torch.device,
 ) -> tuple[float, float]:
-    """One pass over the shuffled training split; returns (mean loss, images per second)."""
+    """One pass over the shuffled training split; returns (mean loss, images per second).
+
+    Each member of an ensemble sees the split in its own order with its own augmentation.
+    """
     model.train()
-    # Order and augmentation depend only on (seed, epoch), so a resumed run replays them.
-    order_rng = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
-    augment_rng = torch.Generator(device=device).manual_seed(settings.seed * 100_019 + epoch)
-    order = torch.randperm(len(split), generator=order_rng).numpy()
+    # Order and augmentation depend only on (seed, epoch, member), so a resumed run replays them.
+    members = len(model.members)
+    orders = [torch.randperm(len(split), generator=torch.Generator().manual_seed(_stream(settings.seed * 100_003, epoch, k)))
+              .numpy() for k in range(members)]
+    augment_rngs = [torch.Generator(device=device).manual_seed(_stream(settings.seed * 100_019, epoch, k))
+                    for k in range(members)]
     losses = []
     seen = 0
     started = time.perf_counter()
-    for start in range(0, len(order) - batch_size + 1, batch_size):  # full batches only
-        images, labels = _batch(split, order[start : start + batch_size], device)
-        images = to_float(images)
-        if settings.augment:
-            images = augment(images, augment_rng)
+    for start in range(0, len(split) - batch_size + 1, batch_size):  # full batches only
+
+        def batch(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+            images, labels = _batch(split, orders[k][start : start + batch_size], device)
+            images = to_float(images)
+            if settings.augment:
+                images = augment(images, augment_rngs[k])
+            return normalize(images), labels
+
         loss = train_step(
-            model, optimizer, normalize(images), labels,
+            model, optimizer, batch,
             precision=precision, label_smoothing=settings.label_smoothing, grad_clip=settings.grad_clip,
         )
         if not math.isfinite(loss):  # stop at the first bad step: nothing after it can recover
             raise Diverged(loss, epoch, start // batch_size + 1)
         scheduler.step()
         losses.append(loss)
-        seen += len(labels)
+        seen += batch_size
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return float(np.mean(losses)), seen / (time.perf_counter() - started)
+
+
+def _stream(base: int, epoch: int, member: int) -> int:
+    """The seed of a member's data order or augmentation in an epoch (the first member's is
+    that of a single model)."""
+    return base + epoch + member * 1_000_003
 
 
 def _batch(split: Split, indices: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,21 +241,22 @@ def _batch(split: Split, indices: np.ndarray, device: torch.device) -> tuple[tor
 def train_step(
     model: Ensemble,
     optimizer: torch.optim.Optimizer,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    batch: tuple[torch.Tensor, torch.Tensor] | Callable[[int], tuple[torch.Tensor, torch.Tensor]],
     *,
     precision: Precision,
     label_smoothing: float = 0.1,
     grad_clip: float | None = None,
 ) -> float:
-    """One optimizer step on a batch; returns the members' mean loss.
+    """One optimizer step; returns the members' mean loss.
 
-    images: (B, 3, R, R), labels: (B,). Members train on the same batch one backward at a time,
-    so only one member's activations are alive at once (the memory model counts it so).
+    ``batch``: (images (B, 3, R, R), labels (B,)) for every member, or a function giving member
+    k its own. Members train one backward at a time, so only one member's activations (and
+    batch) are alive at once (the memory model counts it so).
     """
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    for member in model.members:
+    for k, member in enumerate(model.members):
+        images, labels = batch(k) if callable(batch) else batch
         with autocast(images.device, precision):
             logits = member(images)  # (B, C)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)

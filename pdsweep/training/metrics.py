@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pdsweep.config import Config
+from pdsweep.training.weights import WeightFile
 
 ROBUSTNESS_KEEP_RATES = (1.0, 0.75, 0.5, 0.25)  # the test-time keep rates of the robustness curve
 
@@ -46,6 +47,9 @@ class TrainResult:
     resumed_from_epoch: int = 0
     skipped_images: int = 0
     predicted_memory_gb: float = 0.0
+    weights: WeightFile | None = None  # what a pretrained start loaded
+    pretrained_blocks: int | None = None  # blocks that started from it (the rest: random)
+    saved_weights: tuple[str, ...] = ()  # files --save-weights wrote
 
     @property
     def epochs(self) -> int:
@@ -77,5 +81,8 @@ class TrainResult:
             "resumed_from_epoch": self.resumed_from_epoch,
             "skipped_images": self.skipped_images,
             "predicted_memory_gb": self.predicted_memory_gb,
+            "weights": self.weights.to_dict() if self.weights else None,
+            "pretrained_blocks": self.pretrained_blocks,
+            "saved_weights": list(self.saved_weights),
             "history": [asdict(m) for m in self.history],
         }

@@ -34,7 +34,7 @@ def images_per_second(config: Config, setup: StepSetup, *, device: DeviceName = 
         images = torch.randn(batch, 3, config.resolution, config.resolution, device=target)  # (B, 3, R, R)
         labels = torch.randint(0, config.num_classes, (batch,), device=target)
         started = time.perf_counter()
-        train_step(model, optimizer, images, labels, precision=precision)
+        train_step(model, optimizer, (images, labels), precision=precision)
         if target.type == "cuda":
             torch.cuda.synchronize(target)
         return time.perf_counter() - started

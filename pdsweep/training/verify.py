@@ -118,9 +118,9 @@ def measure_memory(config: Config, setup: StepSetup) -> MeasuredMemory:
     model = build_model(config).train()
     opt = make_optimizer(model, setup.optimizer, lr=0.01, weight_decay=1e-4)
     images, labels = _batch(config, setup.batch_size)
-    train_step(model, opt, images, labels, precision=setup.precision)  # creates the optimizer state
+    train_step(model, opt, (images, labels), precision=setup.precision)  # creates the optimizer state
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
-        train_step(model, opt, images, labels, precision=setup.precision)
+        train_step(model, opt, (images, labels), precision=setup.precision)
     params = list(model.parameters())
     state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t) and t.dim() > 0]
     return MeasuredMemory(
@@ -145,10 +145,10 @@ def measure_cuda_peak(config: Config, setup: StepSetup) -> int:
     model = build_model(config).to(device).train()
     opt = make_optimizer(model, setup.optimizer, lr=0.01, weight_decay=1e-4)
     images, labels = (t.to(device) for t in _batch(config, setup.batch_size))
-    train_step(model, opt, images, labels, precision=setup.precision)
+    train_step(model, opt, (images, labels), precision=setup.precision)
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
-    train_step(model, opt, images, labels, precision=setup.precision)
+    train_step(model, opt, (images, labels), precision=setup.precision)
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device) - baseline
 
