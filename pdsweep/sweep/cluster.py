@@ -8,7 +8,7 @@ import math
 import os
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from pdsweep.space import SearchSpace
 from pdsweep.sweep.settings import DataProbe
 from pdsweep.sweep.spec import TrialSpec
 from pdsweep.sweep.store import SweepStore
+from pdsweep.training.weights import WeightFile
 
 if TYPE_CHECKING:
     from pdsweep.sweep.settings import SweepSettings
@@ -41,16 +42,18 @@ def probe_dataset(settings: SweepSettings, space: SearchSpace) -> DataProbe:
 PROBE_TIMEOUT_S = 900  # an autoscaling cluster may have to start its first worker for the probe
 
 
-def probe_on_cluster(settings: SweepSettings, space: SearchSpace) -> DataProbe:
+def probe_on_cluster(settings: SweepSettings, space: SearchSpace,
+                     weights: Mapping[str, WeightFile] | None = None) -> DataProbe:
     """:func:`probe_dataset` as a Ray task placed like a trial: on a GPU node when the cluster
     has GPUs, else where a trial's CPUs are free (a head started with no CPUs never qualifies, so
     an autoscaler starts a worker). The path is resolved where the trials will read it, and that
-    node's GPU memory sizes the trials' GPU shares."""
+    node's GPU memory sizes the trials' GPU shares; the pretrained ``weights`` the driver checked
+    must be in that node's cache too, unchanged."""
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0)
     options = {"num_cpus": 0, "num_gpus": 0.01} if gpus else {"num_cpus": settings.cpus_per_trial}
-    task = ray.remote(**options)(_probe_worker).remote(settings, space)
+    task = ray.remote(**options)(_probe_worker).remote(settings, space, dict(weights or {}))
     try:
         return ray.get(task, timeout=PROBE_TIMEOUT_S)
     except ray.exceptions.GetTimeoutError:
@@ -66,7 +69,10 @@ def probe_on_cluster(settings: SweepSettings, space: SearchSpace) -> DataProbe:
         raise
 
 
-def _probe_worker(settings: SweepSettings, space: SearchSpace) -> DataProbe:
+def _probe_worker(settings: SweepSettings, space: SearchSpace, weights: Mapping[str, WeightFile]) -> DataProbe:
+    from pdsweep.training.weights import check_unchanged
+
+    check_unchanged(weights, settings.weights_cache)  # a worker reads the weights from its own cache
     memory = local_gpu_memory_gb()
     return replace(probe_dataset(settings, space), worker_gpu_memory_gb=memory or None)
 

@@ -80,7 +80,7 @@ def run_sweep(settings: SweepSettings, *, out: Print = print, err: Print = _stde
     check_address(settings.address)
     if settings.address or os.environ.get("RAY_ADDRESS"):  # the dataset path is the workers': look where they will
         connect(settings.address, settings.verbose)
-        data = probe_on_cluster(settings, space)
+        data = probe_on_cluster(settings, space, weights)
     else:
         data = probe_dataset(settings, space)
     plans = {b.gflops: plan(space, b, policy=settings.policy, num_classes=data.num_classes) for b in budgets}
