@@ -8,8 +8,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from pdsweep.cli import main
+
+# Generated cases (tests/test_bad_input.py): a fixed seed in the suite, so a run is repeatable;
+# `pytest --hypothesis-profile pdsweep-long` runs ten times as many cases from fresh seeds.
+settings.register_profile("pdsweep", derandomize=True, deadline=None, database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("pdsweep-long", deadline=None, database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("pdsweep")  # --hypothesis-profile, read after this file, overrides it
+
+
+def cases(n: int) -> int:
+    """``n`` generated cases, ten times as many under the ``pdsweep-long`` profile."""
+    return n * 10 if settings.get_current_profile_name() == "pdsweep-long" else n
 
 
 @dataclass

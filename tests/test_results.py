@@ -85,3 +85,24 @@ def test_a_table_from_a_newer_pdsweep_is_refused(tmp_path: Path) -> None:
     pq.write_table(table.replace_schema_metadata({b"pdsweep.schema_version": b"99"}), path)
     with pytest.raises(PdsweepError, match=rf"results schema version '99', newer than this pdsweep reads \({results.SCHEMA_VERSION}\)"):
         results.read(path)
+
+
+def test_a_row_table_writes_what_a_full_rewrite_would(tmp_path: Path) -> None:
+    """The driver's table converts each row once and appends; what it writes is the table of
+    every row in first-seen order, a replaced row in its place (bench/scale.py times it)."""
+    table = results.RowTable([row(trial_id="a"), row(trial_id="b")])
+    for i in range(150):  # past the chunk limit, so the chunks are combined on the way
+        table.put(row(trial_id=f"t{i}", best_val_accuracy=i / 150))
+        table.table()  # as the driver does after each trial: one chunk per row until they are combined
+        if i % 37 == 0:
+            results.write(table, tmp_path / "r.parquet")
+            assert results.read_rows(tmp_path / "r.parquet") == list(table.rows.values())
+    table.put(row(trial_id="b", status="interrupted"))
+    table.put(row(trial_id="t200"))
+    results.write(table, tmp_path / "r.parquet")
+    expected = [row(trial_id="a"), row(trial_id="b", status="interrupted"),
+                *(row(trial_id=f"t{i}", best_val_accuracy=i / 150) for i in range(150)), row(trial_id="t200")]
+    assert results.read_rows(tmp_path / "r.parquet") == expected
+    results.write(expected, tmp_path / "full.parquet")
+    assert (results.read(tmp_path / "r.parquet").equals(results.read(tmp_path / "full.parquet")))
+    assert table.table().column(0).num_chunks <= 65

@@ -13,11 +13,11 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from pdsweep.config import Config
+from pdsweep.config import Config, keep_rate_for
 from pdsweep.cost import Budget, train_gflops
 from pdsweep.space import TrainingSettings, load_space
 from pdsweep.sweep.schedulers import TieredASHA
-from pdsweep.sweep.searcher import BudgetSearcher
+from pdsweep.sweep.searcher import BudgetSearcher, _untried_nearby
 from pdsweep.sweep.spec import TrialContext
 from pdsweep.sweep.store import SweepStore
 
@@ -311,6 +311,77 @@ def test_a_tier_never_trains_a_config_twice(tmp_path: Path, search: str) -> None
     ours = [t for t in study.trials if "config" in t.user_attrs]
     assert len(ours) == 12 and all(t.state == TrialState.COMPLETE for t in ours)
     assert all(t.state == TrialState.FAIL for t in study.trials if "duplicate_of" in t.user_attrs)
+
+
+CONTINUOUS = """\
+axes:
+  model: vit_micro
+  resolution: 32
+  patch_size: [4, 8]
+  depth: [1, 2]
+  keep_rate: {low: 0.1, high: 1.0}
+"""
+
+
+def test_tpe_near_its_optimum_moves_to_the_nearest_untried_keep_count(tmp_path: Path) -> None:
+    """Under a continuous keep range TPE converges on a few token counts; each repeat draw
+    becomes the same architecture at the nearest untried count in one step, so the study does
+    not fill with redraws (at scale they made every ask slower: bench/scale.py)."""
+    (tmp_path / "continuous.yaml").write_text(CONTINUOUS)
+    space = load_space(str(tmp_path / "continuous.yaml"))
+    searcher = BudgetSearcher(space, [Budget(1.0)], search="tpe", trials=60, policy="search",
+                              seed=0, store=SweepStore(str(tmp_path), "s"), context=CONTEXT, num_classes=4)
+    assert not searcher.samplers["tier-1"].finite
+    names = []
+    while (s := searcher.suggest(f"t{len(names)}")) is not Searcher.FINISHED:
+        config = Config(**s["config"])
+        names.append(config.name)
+        # Best at the most tokens: TPE piles its draws at the top of the keep range.
+        searcher.on_trial_complete(f"t{len(names) - 1}", {"epoch": 1, "val_accuracy": _accuracy(config) + config.keep_rate,
+                                                          "done_training": True})
+    assert len(names) == 60 and len(set(names)) == 60
+    study = searcher.study("tier-1")
+    duplicates = [t for t in study.trials if "duplicate_of" in t.user_attrs]
+    assert duplicates  # TPE did draw configs it had tried ...
+    # ... and each cost one redraw, whatever TPE drew: the next trial is a config not tried
+    # before, of the drawn architecture while it has a kept-patch count left.
+    tried: set[str] = set()
+    for trial in study.trials:
+        if "config" in trial.user_attrs:
+            tried.add(trial.user_attrs["config"])
+        elif "duplicate_of" in trial.user_attrs:
+            drawn = trial.user_attrs["duplicate_of"]
+            following = study.trials[trial.number + 1].user_attrs
+            assert drawn in tried and following.get("config") not in tried | {None}
+            sampler = searcher.samplers["tier-1"]
+            left = sampler.untried_neighbour(next(c for c in sampler.grid() if c.name.rsplit("-k", 1)[0] == drawn.rsplit("-k", 1)[0]), tried)
+            if left is not None:
+                assert following["config"].rsplit("-k", 1)[0] == drawn.rsplit("-k", 1)[0]
+    assert len(study.trials) == len(names) + len(duplicates) + sum(t.state == TrialState.PRUNED for t in study.trials)
+
+
+def test_untried_neighbour_steps_one_kept_patch_at_a_time(tmp_path: Path) -> None:
+    (tmp_path / "continuous.yaml").write_text(CONTINUOUS)
+    space = load_space(str(tmp_path / "continuous.yaml"))
+    sampler = BudgetSearcher(space, [Budget(1.0)], search="tpe", trials=4, policy="search", seed=0,
+                             store=SweepStore(str(tmp_path), "s"), context=CONTEXT, num_classes=4).samplers["tier-1"]
+    config = Config(model="vit_micro", resolution=32, patch_size=4, depth=1, keep_rate=1.0, num_classes=4)
+    assert config.num_patches == 64
+    taken = {config.name}
+    seen = [config.patches_kept]
+    for _ in range(4):
+        config = sampler.untried_neighbour(config, taken)
+        assert config is not None and config.name not in taken and train_gflops(config) <= 1.0
+        seen.append(config.patches_kept)
+        taken.add(config.name)
+    assert seen == [64, 63, 62, 61, 60]  # at the top of the range, downwards one patch at a time
+    assert sampler.untried_neighbour(config, set()) is not None
+    rates = [1.0] + [max(0.1, keep_rate_for(64, k)) for k in range(6, 64)]
+    all_counts = {Config(model="vit_micro", resolution=32, patch_size=4, depth=1, keep_rate=r, num_classes=4).name for r in rates}
+    assert sampler.untried_neighbour(config, all_counts) is None  # every count of the architecture tried
+    nearby = _untried_nearby(sampler, config, all_counts)  # ... so the nearest architecture with one left
+    assert nearby is not None and nearby.name not in all_counts
+    assert (nearby.resolution, nearby.patch_size) == (32, 4) and nearby.depth == 2  # only the depth differs
 
 
 def test_a_tier_with_fewer_configs_than_trials_runs_each_once(tmp_path: Path) -> None:

@@ -75,10 +75,12 @@ class Run(Command):
         parser.add_argument("--mlflow-uri", help="an MLflow tracking server or store (default: SQLite at RUNS_DIR/mlflow.db)")
         parser.add_argument("--experiment", help="MLflow experiment name (default: the space's name)")
         parser.add_argument("--verbose", action="store_true", help="Ray Tune's own progress tables and worker logs")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="every check and the pre-flight (costs, trials, compute), then stop: nothing is written")
         json_flag(parser, "print the per-tier summary as JSON")
 
     def take_action(self, args: argparse.Namespace) -> int:
-        from pdsweep.sweep import SweepSettings, default_name, run_sweep
+        from pdsweep.sweep import SweepSettings, check_sweep, default_name, run_sweep
 
         settings = SweepSettings(
             name=args.name or default_name(), space=args.space, budgets=tuple(args.budget_gflops),
@@ -93,6 +95,14 @@ class Run(Command):
             reuse_actors=not args.fresh_actors, verbose=args.verbose, mlflow_uri=args.mlflow_uri,
             experiment=args.experiment,
         )
+        if args.dry_run:
+            planned = check_sweep(settings)
+            print("dry run: every check passed; nothing was written to the runs dir or MLflow and no trial started "
+                  "(drop --dry-run to start).",
+                  file=sys.stderr)
+            if args.json:
+                print(json.dumps({"sweep": settings.name, "dry_run": True, "planned_tflop": planned.planned_tflop}))
+            return 0
         return finish(run_sweep(settings, out=_quiet_if(args.json)), args.json)
 
 
@@ -110,13 +120,15 @@ class Resume(Command):
                                                  "back-filled into it), e.g. when the sweep's own cannot be reached")
         parser.add_argument("--no-mlflow", action="store_true",
                             help="log nothing to MLflow now; `pdsweep report --to-mlflow NAME` back-fills later")
+        parser.add_argument("--trust", action="store_true",
+                            help="resume from a sweep folder other users can write (its Ray Tune state is unpickled)")
         json_flag(parser, "print the per-tier summary as JSON")
 
     def take_action(self, args: argparse.Namespace) -> int:
         from pdsweep.sweep import resume_sweep
 
         outcome = resume_sweep(args.name, args.runs_dir, address=args.address, mlflow_uri=args.mlflow_uri,
-                               no_mlflow=args.no_mlflow, out=_quiet_if(args.json))
+                               no_mlflow=args.no_mlflow, trust=args.trust, out=_quiet_if(args.json))
         return finish(outcome, args.json)
 
 

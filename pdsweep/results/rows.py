@@ -28,7 +28,7 @@ from pdsweep.errors import PdsweepError
 from pdsweep.paths import RESULTS_FILE
 
 __all__ = [
-    "FAILED", "FINISHED", "RESULTS_FILE", "SCHEMA", "EpochPoint", "ResultRow", "RobustnessPoint", "read", "read_rows", "to_table", "write",
+    "FAILED", "FINISHED", "RESULTS_FILE", "SCHEMA", "EpochPoint", "ResultRow", "RobustnessPoint", "RowTable", "read", "read_rows", "to_table", "write",
 ]
 
 SCHEMA_VERSION = 4  # 1: tables written before the version was recorded; 2: before the compute ledger columns; 3: before init
@@ -184,10 +184,41 @@ def to_table(rows: Iterable[ResultRow]) -> pa.Table:
     return pa.Table.from_pylist([row.to_dict() for row in rows], schema=SCHEMA)
 
 
-def write(rows: Iterable[ResultRow], path: Path) -> None:
+class RowTable:
+    """A sweep's rows by trial id, in the order they first came, with their Arrow table.
+
+    The driver rewrites ``results.parquet`` after every trial. Converting every row again each
+    time made the 10,000th write 70 times the cost of the 100th (``bench/scale.py``); here each
+    row is converted once, and a new row is appended to the table. A row that replaces one
+    (an interrupted trial finished by ``resume``) rebuilds the table, in place order.
+    """
+
+    def __init__(self, rows: Iterable[ResultRow] = ()) -> None:
+        self.rows: dict[str, ResultRow] = {row.trial_id: row for row in rows}
+        self._table = to_table(self.rows.values())
+        self._new: list[dict[str, Any]] = []
+
+    def put(self, row: ResultRow) -> None:
+        replaced = row.trial_id in self.rows
+        self.rows[row.trial_id] = row
+        if replaced:
+            self._table, self._new = to_table(self.rows.values()), []
+        else:
+            self._new.append(row.to_dict())
+
+    def table(self) -> pa.Table:
+        if self._new:
+            self._table = pa.concat_tables([self._table, pa.Table.from_pylist(self._new, schema=SCHEMA)])
+            self._new = []
+            if self._table.column(0).num_chunks > 64:  # many one-row chunks slow the writer down
+                self._table = self._table.combine_chunks()
+        return self._table
+
+
+def write(rows: Iterable[ResultRow] | RowTable, path: Path) -> None:
     """Write the table atomically: a reader never sees a half-written file, and a write that
     fails (a full disk) leaves the previous table and no partial file."""
-    table = to_table(rows)
+    table = rows.table() if isinstance(rows, RowTable) else to_table(rows)
     partial = path.with_name(f".{path.name}.partial")
     try:
         pq.write_table(table, partial)

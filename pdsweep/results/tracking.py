@@ -100,9 +100,12 @@ def _first_line(error: BaseException) -> str:
 
 
 def check_reachable(uri: str) -> None:
-    """Fail fast and clearly if the tracking store cannot be used (no long HTTP retries)."""
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    """Fail fast and clearly if the tracking store cannot be used (no long HTTP retries).
+    A SQLite store not yet made is checked by its folder, and not created: a command refused
+    after this check leaves no file behind."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        _check_creatable(Path(uri.removeprefix("sqlite:///")), uri)
+        return
     try:
         with quick_requests():
             _client(uri).search_experiments(max_results=1)
@@ -111,6 +114,16 @@ def check_reachable(uri: str) -> None:
             f"cannot reach the MLflow tracking store {uri} ({_first_line(error)}); start the server or fix --mlflow-uri, "
             "or drop it to use SQLite under --runs-dir."
         ) from None
+
+
+def _check_creatable(path: Path, uri: str) -> None:
+    """``path`` can be made: its nearest existing folder is a folder this process may write."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise PdsweepError(f"cannot create the MLflow store {uri} ({folder} is not a folder this user can write); "
+                           "fix --runs-dir or --mlflow-uri.")
 
 
 def check_sweep(ids: TrackingIds, sweep: str) -> None:
@@ -148,6 +161,8 @@ def git_commit(path: Path) -> str | None:
 def start_sweep(uri: str, experiment: str, artifact_location: str | None, sweep: str,
                 params: Mapping[str, Any], files: Iterable[Path]) -> TrackingIds:
     """Create (or reuse) the experiment and the sweep's parent run; returns ids for sweep.json."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     client = _client(uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=artifact_location)

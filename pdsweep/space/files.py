@@ -20,6 +20,10 @@ A file has an ``axes`` section and an optional ``training`` section::
       optimizer: sgd
       lr: 0.01
 
+YAML anchors, aliases and merge keys work as in ``yaml.safe_load``; a top-level key beginning
+with ``x-`` is skipped, a place to define them (``x-base: &base {epochs: 30}``, then
+``training: {<<: *base, lr: 0.001}``).
+
 Every mistake is reported with the file, the key path and what is allowed; unknown and
 duplicate keys are errors (with the nearest valid key), never silently ignored. The value
 objects check themselves too, so a space built in code obeys the same rules.
@@ -43,8 +47,10 @@ from pdsweep.space.search_space import DEFAULT_AXES, REQUIRED_AXES, MAX_VALUES_P
 from pdsweep.space.settings import TrainingSettings
 from pdsweep.space.weights import WeightSource
 from pdsweep.validate import describe_value, is_number, is_positive_int, is_rate
+from pdsweep.yamlfile import read_yaml
 
 
+EXTENSION_PREFIX = "x-"  # top-level keys the parser skips, as in Compose files: `x-base: &base {...}`
 
 
 def bundled_space_dirs() -> list[Path]:
@@ -83,23 +89,15 @@ def resolve_space(name_or_path: str | Path) -> Path:
 
 def load_space(name_or_path: str | Path) -> SearchSpace:
     """Read and validate a search-space file (a path or a bundled name)."""
-    import yaml
-
     path = resolve_space(name_or_path)
-    try:
-        document = yaml.load(path.read_text(), Loader=_strict_loader())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise PdsweepError(f"{path}: not valid YAML{where}: {problem}.") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise PdsweepError(f"{path}: cannot read the space file ({error}).") from None
+    document = read_yaml(path, "the space file", _strict_loader())
     return parse_space(document, name=path.stem, source=str(path), base_dir=path.resolve().parent)
 
 
 def _strict_loader() -> type:
-    """PyYAML's safe loader, refusing duplicate keys (it keeps the last one silently)."""
+    """PyYAML's safe loader, refusing duplicate keys (it keeps the last one silently). Merge
+    keys (``<<: *base``) work as in ``yaml.safe_load``: a key given beside a merge overrides the
+    merged one, which is not a duplicate."""
     import yaml
 
     class StrictLoader(yaml.SafeLoader):
@@ -108,6 +106,8 @@ def _strict_loader() -> type:
     def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # expanded by flatten_mapping below
             key = loader.construct_object(key_node)
             try:
                 duplicate = key in seen
@@ -118,6 +118,7 @@ def _strict_loader() -> type:
             if duplicate:
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
+        loader.flatten_mapping(node)
         return loader.construct_mapping(node)
 
     StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
@@ -128,6 +129,8 @@ def parse_space(document: Any, *, name: str, source: str = "<memory>", base_dir:
     """Validate a space already parsed from YAML (a mapping). A relative weight file is taken
     relative to ``base_dir`` (the space file's folder; default: the working directory)."""
     where = _Where(source)
+    if isinstance(document, dict):  # top-level x- keys are the file's own (a place for YAML anchors)
+        document = {k: v for k, v in document.items() if not (isinstance(k, str) and k.startswith(EXTENSION_PREFIX))}
     top = where.mapping(document, "", allowed=("description", "axes", "weights", "training", "finetune"))
     description = top.get("description", "")
     if not isinstance(description, str):
@@ -176,7 +179,8 @@ class _Where:
             if key not in allowed:
                 close = difflib.get_close_matches(str(key), allowed, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
-                self.fail(_join(key_path, str(key)), f"unknown key; {hint}valid keys: {', '.join(allowed)}")
+                extension = "" if key_path else f" (or a name beginning with {EXTENSION_PREFIX}, which is ignored)"
+                self.fail(_join(key_path, str(key)), f"unknown key; {hint}valid keys: {', '.join(allowed)}{extension}")
         return value
 
 

@@ -12,6 +12,7 @@ from pdsweep._lazy import lazy_exports
 
 _EXPORTS = {
     "run_sweep": "pdsweep.sweep.run",
+    "check_sweep": "pdsweep.sweep.run",
     "resume_sweep": "pdsweep.sweep.run",
     "SweepOutcome": "pdsweep.sweep.run",
     "SweepSettings": "pdsweep.sweep.settings",

@@ -20,7 +20,7 @@ from pdsweep import cost
 from pdsweep.paths import MLFLOW_FILE
 from pdsweep.results import tracking
 from pdsweep.results.compute import trial_tflop
-from pdsweep.results.rows import RESULTS_FILE, EpochPoint, ResultRow, RobustnessPoint, read_rows, write
+from pdsweep.results.rows import RESULTS_FILE, EpochPoint, ResultRow, RobustnessPoint, RowTable, read_rows, write
 from pdsweep.results.summary import progress_line
 from pdsweep.sweep.spec import TrialSpec
 from pdsweep.sweep.store import STARTS_FILE, STUDY_FILE, relocated, retried
@@ -48,14 +48,18 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         self.err = err
         self.mlflow_ids = mlflow_ids
         self.tracker: tracking.Tracker | None = None
-        self.rows: dict[str, ResultRow] = {}
+        self.table = RowTable()  # the rows written so far, by trial id
         self.finished_before: set[str] = set()  # trials a previous driver recorded as ended
         self.history: dict[str, dict[int, EpochPoint]] = {}
         self.storage_warned = False
         self.ended: set[str] = set()  # trials this driver wrote a row for
 
+    @property
+    def rows(self) -> dict[str, ResultRow]:
+        return self.table.rows
+
     def setup(self, **info: Any) -> None:
-        self.rows = {row.trial_id: row for row in read_rows(self.sweep_dir / RESULTS_FILE)}
+        self.table = RowTable(read_rows(self.sweep_dir / RESULTS_FILE))
         self.finished_before = {trial_id for trial_id, row in self.rows.items() if row.status != "interrupted"}
         self.tracker = tracking.Tracker(self.mlflow_ids) if self.mlflow_ids else None
 
@@ -97,7 +101,7 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         last = {**(trial.last_result or {}), **({"trial_status": status} if status else {})}
         row = result_row(self.settings, trial.trial_id, TrialSpec.from_dict(trial.config), last,
                          _analysis(trial), error, self.history.get(trial.trial_id, {}))
-        self.rows[trial.trial_id] = row
+        self.table.put(row)
         self.ended.add(trial.trial_id)
         self._save()
         if self.tracker is not None:
@@ -111,7 +115,7 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         name a trial the published studies lack). Storage that fails is retried with backoff;
         if it still fails, one warning, and the rows stay in memory for the next write."""
         def save() -> None:
-            write(self.rows.values(), self.sweep_dir / RESULTS_FILE)
+            write(self.table, self.sweep_dir / RESULTS_FILE)
             self.settings.store.publish(STUDY_FILE, STARTS_FILE, RESULTS_FILE)
 
         self.warn_storage(retried(save))
@@ -131,11 +135,14 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         state = self.__dict__.copy()
         state["err"] = None  # a print function from the original process
         state["tracker"] = None  # rebuilt in setup()
-        state["rows"] = {}  # read again in setup()
+        state["table"] = None  # read again in setup()
+        state.pop("rows", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update({"storage_warned": False, "ended": set(), **state})
+        self.__dict__.pop("rows", None)  # pickled by pdsweep before RowTable: a plain dict, empty
+        self.table = RowTable()  # read again in setup()
         _UNPICKLED[self.settings.name] = self
         if isinstance(self.mlflow_ids, dict):  # pickled by a sweep started before TrackingIds
             self.mlflow_ids = tracking.TrackingIds.from_dict(self.mlflow_ids)

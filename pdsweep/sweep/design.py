@@ -109,8 +109,12 @@ def nearest_unseen(config: Config, candidates: Sequence[Config], seen: set[str])
     """The candidate not in ``seen`` (config names) closest to ``config``; None if all were seen."""
     if all(c.name in seen for c in candidates):
         return None
+    return next(c for c in nearest_first(config, candidates) if c.name not in seen)
+
+
+def nearest_first(config: Config, candidates: Sequence[Config]) -> list[Config]:
+    """``candidates`` from the closest to ``config`` to the farthest (ties by name)."""
     # Coordinates over every candidate, so the scale does not change as the untried ones run out.
     points = coordinates([config, *candidates])
-    unseen = [i for i, c in enumerate(candidates) if c.name not in seen]
-    closest = min(unseen, key=lambda i: (_distance(points[0], points[i + 1]), candidates[i].name))
-    return candidates[closest]
+    order = sorted(range(len(candidates)), key=lambda i: (_distance(points[0], points[i + 1]), candidates[i].name))
+    return [candidates[i] for i in order]

@@ -179,7 +179,9 @@ class LedgerSearcher(Searcher):
     # ---- Tune's checkpointing: the ledger and the inner searcher's own state, in one file ---
 
     def save(self, checkpoint_path: str) -> None:
-        handle, inner_path = tempfile.mkstemp(dir=os.path.dirname(checkpoint_path) or ".", prefix=".ledger-inner-")
+        # The inner searcher's file is made outside the checkpoint's folder: Tune syncs that
+        # folder in a background thread, and a file that vanishes mid-copy fails the sync.
+        handle, inner_path = tempfile.mkstemp(prefix="pdsweep-ledger-inner-")
         os.close(handle)
         try:
             self.inner.save(inner_path)
@@ -200,7 +202,7 @@ class LedgerSearcher(Searcher):
         self.refused = state.get("refused", self.stopped)
         if self.stopped:
             _STOPPED[self.sweep] = self.stopped
-        handle_no, inner_path = tempfile.mkstemp(dir=os.path.dirname(checkpoint_path) or ".", prefix=".ledger-inner-")
+        handle_no, inner_path = tempfile.mkstemp(prefix="pdsweep-ledger-inner-")
         try:
             with os.fdopen(handle_no, "wb") as inner_file:
                 inner_file.write(state["inner"])

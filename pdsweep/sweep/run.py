@@ -15,11 +15,13 @@ start), and Tune's experiments ``search/`` and ``repeats/``.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from pdsweep._compat import alias_legacy_modules, tune_interruption
 from pdsweep.cost import Budget
@@ -36,11 +38,12 @@ from pdsweep.sweep.cluster import check_address, connect, probe_dataset, probe_o
 from pdsweep.sweep.estimate import Throughput
 from pdsweep.sweep.ledger import forget_stop, stopped_by
 from pdsweep.sweep.preflight import check_cap, preflight
-from pdsweep.sweep.settings import SweepSettings, SweepState, read_state
+from pdsweep.sweep.settings import DataProbe, SweepSettings, SweepState, read_state
 from pdsweep.sweep.lock import SweepLock
 from pdsweep.sweep.store import RESUME_FILES, SWEEP_FILE, SweepStore, relocate, retried
+from pdsweep.sweep.trust import check_private
 from pdsweep.sweep.tuners import repeats_tuner, search_tuner, tune_trainable
-from pdsweep.training.weights import check_unchanged, inspect_space
+from pdsweep.training.weights import WeightFile, check_unchanged, inspect_space
 
 Print = Callable[[str], None]
 
@@ -66,6 +69,44 @@ def _stderr(line: str) -> None:
 
 def run_sweep(settings: SweepSettings, *, out: Print = print, err: Print = _stderr) -> SweepOutcome:
     """Check, plan, and run a new sweep; nothing is written until every check has passed."""
+    ready = _prepare(settings, err)
+    settings, store = ready.settings, ready.settings.store
+    settings.sweep_dir.mkdir(parents=True, exist_ok=store.remote)
+    tracked = False
+    try:
+        with SweepLock(store, err), sigterm_as_ctrl_c():
+            state = SweepState(settings, Path(ready.space.source).read_text(), ready.data, compute=ready.planned,
+                               weights=ready.weights)
+            state.write()
+            state = replace(state, mlflow=_start_tracking(state, ready.space, ready.tracking_uri, err))
+            tracked = True
+            state.write()
+            return _execute(state, ready.space, restore=False, out=out, err=err, prior=ready.throughput)
+    finally:
+        if not tracked and not store.remote:  # MLflow refused the new store: no half-made sweep is left
+            shutil.rmtree(settings.sweep_dir, ignore_errors=True)
+
+
+def check_sweep(settings: SweepSettings, *, err: Print = _stderr) -> ComputePlan:
+    """Every check ``run_sweep`` makes and its pre-flight (printed to ``err``), then stop:
+    nothing is written and no trial runs (``pdsweep run --dry-run``). Returns the planned compute."""
+    return _prepare(settings, err).planned
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A new sweep that passed every check: what the pre-flight found."""
+
+    settings: SweepSettings
+    space: SearchSpace
+    weights: dict[str, WeightFile]
+    data: DataProbe
+    planned: ComputePlan
+    throughput: Throughput | None
+    tracking_uri: str
+
+
+def _prepare(settings: SweepSettings, err: Print) -> _Ready:
     settings = settings.absolute()
     space = load_space(settings.space)
     weights = inspect_space(space, settings.weights_cache)  # every pretrained start's weights, found and checked
@@ -90,28 +131,31 @@ def run_sweep(settings: SweepSettings, *, out: Print = print, err: Print = _stde
     connect(settings.address, settings.verbose)
     warn_if_not_shared(store, err)
     planned, throughput = preflight(settings, space, plans, data, err, weights)
-    settings.sweep_dir.mkdir(parents=True, exist_ok=store.remote)
-    with SweepLock(store, err), sigterm_as_ctrl_c():
-        state = SweepState(settings, Path(space.source).read_text(), data, compute=planned, weights=weights)
-        state.write()
-        state = replace(state, mlflow=_start_tracking(state, space, uri, err))
-        state.write()
-        return _execute(state, space, restore=False, out=out, err=err, prior=throughput)
+    return _Ready(settings, space, dict(weights), data, planned, throughput, uri)
 
 
 def resume_sweep(name: str, runs_dir: str = DEFAULT_RUNS_DIR, *, address: str | None = None,
-                 mlflow_uri: str | None = None, no_mlflow: bool = False,
+                 mlflow_uri: str | None = None, no_mlflow: bool = False, trust: bool = False,
                  out: Print = print, err: Print = _stderr) -> SweepOutcome:
     """Continue a sweep whose driver stopped: finished trials are kept, the rest run once.
 
     ``mlflow_uri``: log to this tracking store from now on (the finished trials are back-filled
-    into it); ``no_mlflow``: log nothing now (``pdsweep report --to-mlflow`` back-fills later).
+    into it); ``no_mlflow``: log nothing now (``pdsweep report --to-mlflow`` back-fills later);
+    ``trust``: resume from a local sweep folder that other users can write (Tune's state in it is
+    unpickled: :mod:`pdsweep.sweep.trust`).
     """
     if mlflow_uri and no_mlflow:
         raise PdsweepError("give --mlflow-uri or --no-mlflow, not both.")
     store = SweepStore(runs_dir if is_uri(runs_dir) else str(Path(runs_dir).expanduser().resolve()), name)
     if not store.remote or not store.exists():
         store.require(shown=runs_dir)  # no such sweep: say so before anything is locked or written
+    if not trust and (not store.remote or runs_dir.startswith("file://")):
+        # A file:// runs dir is a local folder too: Tune restores from it directly.
+        local = store.local_dir if not store.remote else Path(urlparse(runs_dir).path) / name
+        if local.is_dir():
+            check_private(local)
+    if not store.remote:
+        read_state(store, shown=runs_dir)  # a damaged sweep.json is refused before the lock file is made
     with SweepLock(store, err), sigterm_as_ctrl_c():
         store.fetch(*RESUME_FILES)
         state = read_state(store, shown=runs_dir)

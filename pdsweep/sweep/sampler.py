@@ -32,7 +32,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Literal, get_args
 
 from pdsweep.config import Config, architecture_axes
-from pdsweep.config import patches_kept
+from pdsweep.config import keep_rate_for, patches_kept
 from pdsweep.cost import Budget, excess, keep_rate_between, largest_keep_rate
 from pdsweep.errors import PdsweepError
 from pdsweep.space import Categorical, FloatRange, IntRange, KeepPolicy, SearchSpace, plan
@@ -101,6 +101,30 @@ class BudgetSampler:
             highest = largest_keep_rate(replace(config, keep_rate=rates.high), self.budget, setup, rates)
             values["keep_fraction"] = _fraction_of(config, rates, highest or config.keep_rate)
         return values
+
+    def untried_neighbour(self, config: Config, taken: set[str]) -> Config | None:
+        """Under a continuous keep range (policy ``search``): ``config``'s architecture at the
+        untried keep count nearest its own (``config`` itself if untried), within what the budget
+        affords; None if every count was tried. TPE near its optimum draws the same few token
+        counts again and again; this turns such a draw into a new config at once, not after
+        many redraws."""
+        rates = self.space.keep_rates
+        if self.policy != "search" or rates.values is not None:
+            return None
+        n = config.num_patches
+        highest = largest_keep_rate(replace(config, keep_rate=rates.high), self.budget, self.space.step_for(config), rates)
+        if highest is None:
+            return None
+        low, high = patches_kept(n, rates.low), patches_kept(n, highest)
+        drawn = min(max(patches_kept(n, config.keep_rate), low), high)
+        for distance in range(0, high - low + 1):
+            for count in sorted({drawn - distance, drawn + distance}):
+                if low <= count <= high:
+                    rate = highest if count == high else max(rates.low, keep_rate_for(n, count))
+                    candidate = replace(config, keep_rate=rate)
+                    if candidate.name not in taken:
+                        return candidate
+        return None
 
     def grid(self) -> list[Config]:
         """Every feasible config once: each architecture at its ``fill`` keep rate, or at each

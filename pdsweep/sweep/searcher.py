@@ -31,13 +31,16 @@ from pdsweep._compat import optuna_number, optuna_trial
 from pdsweep.config import Config
 from pdsweep.cost import Budget, inference_gflops, train_gflops
 from pdsweep.space import KeepPolicy, SearchSpace, TrainingSettings
-from pdsweep.sweep.design import nearest_unseen, startup_design
+from pdsweep.sweep.design import nearest_first, nearest_unseen, startup_design
 from pdsweep.sweep.sampler import (
     BudgetSampler, SearchKind, ask_feasible, make_optuna_sampler, quiet_experimental, startup_trials,
 )
 from pdsweep.sweep.spec import METRIC, TIME_ATTR, TrialContext, TrialSpec
 from pdsweep.sweep.store import STUDY_FILE, SweepStore, relocated, retried
 
+# Redraws of a config already trained, under a continuous keep range, once every keep count of
+# every architecture was tried (before that, the nearest untried one is taken at once).
+MAX_REDRAWS = 20
 STATE_VERSION = 2  # 1: searcher states that held Optuna's storage ids, not trial numbers
 
 # A trial that ended so is told to its study as infeasible, with this constraint value (> 0;
@@ -232,14 +235,16 @@ class BudgetSearcher(Searcher):
     def _ask_new(self, key: str, study: optuna.Study, taken: set[str]) -> tuple[optuna.Trial, Config]:
         """The study's next feasible config that is not in ``taken`` (config names). A draw of a
         config already trained is closed as failed (TPE ignores failed trials) and the untried
-        config nearest to it is asked instead; once every config was tried, the draw stands (a
-        replicate with the next seed)."""
+        config nearest to it is asked instead (under a continuous keep range: the same
+        architecture at the nearest untried keep count); once every config was tried, the draw
+        stands (a replicate with the next seed)."""
         sampler = self.samplers[key]
         trial, config = ask_feasible(study, sampler)
-        for _ in range(len(sampler.candidates) if sampler.finite else 100):
+        for _ in range(len(sampler.candidates) if sampler.finite else MAX_REDRAWS):
             if config.name not in taken:
                 break
-            substitute = nearest_unseen(config, sampler.candidates, taken) if sampler.finite else None
+            substitute = (nearest_unseen(config, sampler.candidates, taken) if sampler.finite
+                          else _untried_nearby(sampler, config, taken))
             if substitute is None and sampler.finite:
                 break
             trial.set_user_attr("duplicate_of", config.name)
@@ -369,6 +374,21 @@ def cost_rank(config: Config) -> tuple[float, float]:
 def longest_first(configs: list[Config]) -> list[Config]:
     """Configs by training cost, highest first (ties keep their order)."""
     return sorted(configs, key=cost_rank)
+
+
+def _untried_nearby(sampler: BudgetSampler, config: Config, taken: set[str]) -> Config | None:
+    """Under a continuous keep range: ``config``'s architecture at its nearest untried keep count;
+    once that architecture has none left, the nearest architecture that has one, at the count
+    nearest ``config``'s keep rate; None once every count of every architecture was tried."""
+    found = sampler.untried_neighbour(config, taken)
+    if found is not None:
+        return found
+    for architecture in nearest_first(config, sampler.candidates):  # each feasible architecture once
+        rate = min(config.keep_rate, architecture.keep_rate)  # its keep rate here: the most it affords
+        found = sampler.untried_neighbour(replace(architecture, keep_rate=rate), taken)
+        if found is not None:
+            return found
+    return None
 
 
 class ListSearcher(Searcher):

@@ -179,9 +179,12 @@ def read_state(store: SweepStore, shown: str | None = None) -> SweepState:
     runs dir as the user gave it, for the message when there is no such sweep."""
     path = store.require(shown)
     try:
-        return SweepState.from_dict(json.loads(path.read_text()), runs_dir=store.runs_dir)
+        values = json.loads(path.read_text())
+        if not isinstance(values, dict):
+            raise TypeError(f"a JSON object was expected, not {type(values).__name__}")
+        return SweepState.from_dict(values, runs_dir=store.runs_dir)
     except PdsweepError:
         raise
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise PdsweepError(f"{path} is damaged ({type(error).__name__}: {error}); "
                            "it cannot be resumed, start a new sweep.") from None

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from pdsweep.errors import PdsweepError
+from pdsweep.yamlfile import read_yaml
 
 EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 130}
 
@@ -138,15 +139,10 @@ def finish(jobs: Any, job_id: str, out: Any) -> int:
 def _runtime_env(working_dir: str | None, runtime_env: str | None) -> dict[str, Any]:
     env: dict[str, Any] = {}
     if runtime_env:
-        import yaml
-
         path = Path(runtime_env)
         if not path.is_file():
             raise PdsweepError(f"--runtime-env {runtime_env!r} not found; give a YAML or JSON file of a Ray runtime env.")
-        try:
-            env = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise PdsweepError(f"--runtime-env {runtime_env}: not valid YAML or JSON ({error}).") from None
+        env = read_yaml(path, "a runtime env (YAML or JSON)") or {}
         if not isinstance(env, dict):
             raise PdsweepError(f"--runtime-env {runtime_env}: must be a mapping (pip, env_vars, working_dir, ...).")
     if working_dir:
