@@ -1,14 +1,15 @@
 """Benchmark: what 1,000 (or 10,000) trials cost the driver, and whether a row is ever lost.
 
     python bench/scale.py [--trials 1000] [--concurrency 8] [--epochs 3] [--sleep 0.05]
-                          [--tracking sqlite,server] [--no-record]
+                          [--tracking sqlite,server] [--checkpoint-every-s 60] [--no-record]
     python bench/scale.py --trials 10000 --tracking sqlite   # the long mode
 
 Runs ``run_sweep`` as a user's sweep runs: local Ray, the real TPE searcher over Optuna's
 journal, the tiered ASHA scheduler, the compute ledger, the driver's callback, MLflow (the
 sweep's own SQLite store, and a real ``mlflow server`` on 127.0.0.1) and ``results.parquet``.
 Only the training is replaced: a stand-in trainable sleeps ``--sleep`` seconds per epoch and
-reports each epoch with a checkpoint, then a last report, as ``pdsweep.sweep.trainable`` does.
+reports each epoch (with a checkpoint once ``--checkpoint-every-s`` has passed since its last),
+then a last report, as ``pdsweep.sweep.trainable`` does.
 Its accuracy is a smooth function of the config, so TPE has something to model.
 
 Prints, per tracking store:
@@ -17,7 +18,8 @@ Prints, per tracking store:
 - the driver's time per trial in the first and the last tenth of the sweep: the wall time
   between trial ends (everything the driver does, Ray Tune's loop included) and the part spent
   in pdsweep's own driver code (searcher, ledger, scheduler, callback), timed by wrapping their
-  Tune hooks;
+  Tune hooks, and in Ray Tune's saves of its experiment state (which hold every trial's state,
+  so each grows with the sweep; Tune saves on its adaptive period and at each trial checkpoint);
 - the driver's resident memory at the start and the end;
 - the size of each file the sweep wrote;
 - rows lost: trials Tune ran minus rows in ``results.parquet``, and minus MLflow child runs
@@ -81,7 +83,7 @@ def stand_in(sleep_s: float) -> Callable[[dict[str, Any]], None]:
         config, epochs = spec.config, spec.context.training.epochs
         context = ray.get_runtime_context()
         node = {"node_id": context.get_node_id(), "started_at": time.time(), "device_kind": "cpu", "devices": 1.0}
-        began = time.perf_counter()
+        began = saved = time.perf_counter()
         # Accuracy: more tokens and blocks help, with noise, so TPE has a landscape to model.
         tokens = (config.resolution / config.patch_size) ** 2 * config.keep_rate
         ceiling = 0.5 + 0.4 * (1 - math.exp(-tokens / 40)) * (1 - math.exp(-config.depth / 2))
@@ -89,11 +91,13 @@ def stand_in(sleep_s: float) -> Callable[[dict[str, Any]], None]:
         for epoch in range(1, epochs + 1):
             time.sleep(sleep_s)
             accuracy = ceiling * (1 - 0.5 ** epoch) + noise
+            due = time.perf_counter() - saved >= spec.context.checkpoint_every_s  # as pdsweep.training.loop
             with tempfile.TemporaryDirectory() as folder:
                 Path(folder, "state.txt").write_text(f"{epoch}\n")
                 tune.report({"epoch": epoch, "train_loss": 2.0 / epoch, "val_accuracy": accuracy, **node,
                              "reported_at": time.time(), "done_training": False},
-                            checkpoint=tune.Checkpoint.from_directory(folder))
+                            checkpoint=tune.Checkpoint.from_directory(folder) if due else None)
+            saved = time.perf_counter() if due else saved
         tune.report({"epoch": epochs, "train_loss": 2.0 / epochs, "val_accuracy": accuracy, **node,
                      "done_training": True, "best_val_accuracy": accuracy, "test_accuracy": accuracy - 0.01,
                      "train_seconds": time.perf_counter() - began, "reported_at": time.time()})
@@ -107,12 +111,14 @@ class Timer:
     def __init__(self) -> None:
         self.originals: list[tuple[type, str, Any]] = []  # what wrap() replaced, for restore()
         self.calls: list[tuple[int, float]] = []  # (trials ended when the call began, seconds)
+        self.saves: list[tuple[int, float]] = []  # the same for Ray Tune's saves of its experiment state
         self.ends: list[float] = []  # perf_counter at each trial's end, as the callback saw it
         self.rss: list[int] = []  # the driver's resident bytes at each trial's end
 
-    def wrap(self, cls: type, name: str) -> None:
+    def wrap(self, cls: type, name: str, into: list[tuple[int, float]] | None = None) -> None:
         original = cls.__dict__.get(name, getattr(cls, name))
         self.originals.append((cls, name, original))
+        calls = self.calls if into is None else into
 
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -121,7 +127,7 @@ class Timer:
             try:
                 return original(*args, **kwargs)
             finally:
-                self.calls.append((ended, time.perf_counter() - began))
+                calls.append((ended, time.perf_counter() - began))
 
         setattr(cls, name, timed)
 
@@ -137,11 +143,13 @@ class Timer:
         self.ends.append(time.perf_counter())
         self.rss.append(psutil.Process().memory_info().rss)
 
-    def window(self, first: int, last: int) -> tuple[float, float]:
-        """Wall seconds per trial between ends ``first`` and ``last``, and pdsweep's share."""
+    def window(self, first: int, last: int) -> tuple[float, float, float]:
+        """Wall seconds per trial between ends ``first`` and ``last``, pdsweep's share, and the
+        share of Tune's saves of its state."""
         wall = (self.ends[last] - self.ends[first]) / (last - first)
         own = sum(s for ended, s in self.calls if first < ended <= last) / (last - first)
-        return wall, own
+        saves = sum(s for ended, s in self.saves if first < ended <= last) / (last - first)
+        return wall, own, saves
 
 
 def instrument(timer: Timer) -> None:
@@ -156,6 +164,9 @@ def instrument(timer: Timer) -> None:
         timer.wrap(TieredASHA, name)
     for name in ("on_trial_result", "on_trial_error", "on_experiment_end"):
         timer.wrap(SweepCallback, name)
+    from ray.tune.execution.tune_controller import TuneController
+
+    timer.wrap(TuneController, "save_to_dir", into=timer.saves)  # the whole state, the searcher's with it
     record_row = SweepCallback._record
     timer.originals.append((SweepCallback, "_record", record_row))
 
@@ -221,6 +232,7 @@ def sweep(root: Path, tracking: str, args: argparse.Namespace) -> dict[str, Any]
         name=name, space=str(root / "space.yaml"), budgets=(0.5,), search="tpe", trials=args.trials,
         scheduler="asha", dataset="synthetic:200", runs_dir=str(root / "runs"), cache_dir=str(root / "cache"),
         concurrency=args.concurrency, mlflow_uri=uri, policy="search", estimate=False,
+        checkpoint_every_s=args.checkpoint_every_s,
     )
     lines: list[str] = []
     began = time.perf_counter()
@@ -255,6 +267,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--sleep", type=float, default=0.05, help="seconds per stand-in epoch")
     parser.add_argument("--tracking", default="sqlite,server", help="sqlite and/or server, comma-separated")
+    parser.add_argument("--checkpoint-every-s", type=float, default=SweepSettings.checkpoint_every_s,
+                        help="as `pdsweep run --checkpoint-every-s` (default pdsweep's, %(default)g; 0: every epoch)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     import ray
@@ -270,14 +284,17 @@ def main() -> None:
         results.append(result)
     ray.shutdown()
     mb = 1e6
-    table = ["| tracking | trials | trials/s | driver s/trial, first tenth (pdsweep's part) | last tenth (pdsweep's part) "
-             "| last / first | driver RSS MB, start -> end | rows lost (Parquet, MLflow) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    table = ["| tracking | checkpoints | trials | trials/s | driver s/trial, first tenth (pdsweep's hooks; Tune's saves) "
+             "| last tenth (pdsweep's hooks; Tune's saves) | last / first | driver RSS MB, start -> end "
+             "| rows lost (Parquet, MLflow) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    every = f"every {args.checkpoint_every_s:g} s" if args.checkpoint_every_s else "every epoch"
     for r in results:
-        (w0, o0), (w1, o1) = r["first"], r["last"]
+        (w0, o0, t0), (w1, o1, t1) = r["first"], r["last"]
         table.append(
-            f"| {'mlflow server' if r['tracking'] == 'server' else 'SQLite'} | {r['trials']} | {r['trials'] / r['seconds']:.2f} "
-            f"| {w0:.3f} ({o0:.3f}) | {w1:.3f} ({o1:.3f}) | {w1 / w0:.2f} | {r['rss'][0] / mb:.0f} -> {r['rss'][1] / mb:.0f} "
+            f"| {'mlflow server' if r['tracking'] == 'server' else 'SQLite'} | {every} | {r['trials']} "
+            f"| {r['trials'] / r['seconds']:.2f} | {w0:.3f} ({o0:.3f}; {t0:.3f}) | {w1:.3f} ({o1:.3f}; {t1:.3f}) "
+            f"| {w1 / w0:.2f} | {r['rss'][0] / mb:.0f} -> {r['rss'][1] / mb:.0f} "
             f"| {r['trials'] - r['rows']}, {r['trials'] - r['children']} |")
     files = ["| file | " + " | ".join(r["tracking"] for r in results) + " |", "| --- |" + " --- |" * len(results)]
     for key in results[0]["files"]:
@@ -287,8 +304,10 @@ def main() -> None:
         f"{platform.machine()} CPU, {os.cpu_count()} cores)", "",
         f"{args.trials} trials through `run_sweep` (TPE over Optuna's journal, tiered ASHA, the ledger, the callback, "
         f"MLflow, results.parquet), {args.concurrency} at a time, with a stand-in trainable that sleeps {args.sleep:g} s "
-        f"per epoch for {args.epochs} epochs and reports each with a checkpoint. Driver s/trial: wall time between trial "
-        "ends (Ray Tune's loop included); in brackets the time in pdsweep's hooks. Goal: 0 rows lost, last / first <= 2.",
+        f"per epoch for {args.epochs} epochs and reports each, with a checkpoint when one is due (as the trainable: "
+        "`--checkpoint-every-s`). Driver s/trial: wall time between trial ends (Ray Tune's loop included); in brackets "
+        "the time in pdsweep's hooks (searcher, ledger, scheduler, callback) and in Ray Tune's saves of its experiment "
+        "state (the searcher's state with it). Goal: 0 rows lost, last / first <= 2.",
         "", *table, "", *files,
     ])
     print(section)

@@ -334,6 +334,7 @@ run_flags = flag_set(
                                        "fashion-mnist:/nonexistent", "imagenet", ""]), st.just("synthetic:64"), required=True),
     sometimes(flag("--name", st.one_of(st.sampled_from(["ok", "../evil", "a/b", ".hidden", "", "é"]), st.text(max_size=8)))),
     sometimes(flag("--cpus-per-trial", numbers, st.sampled_from(["1", "2", "64"]))), sometimes(flag("--max-failures", numbers, st.sampled_from(["0", "3"]))), sometimes(flag("--trial-memory-cap-gb", rates, st.sampled_from(["0.001", "4"]))),
+    sometimes(flag("--checkpoint-every-s", rates, st.sampled_from(["0", "60"]))),
     sometimes(flag("--keep-policy", st.sampled_from(["fill", "search", "none"]))),
     st.integers(0, 9).flatmap(lambda i: st.just([]) if i < 8 else flag(
         "--address", st.sampled_from(["127.0.0.1:1", "nohost", "ray://127.0.0.1:1", "auto:x", ":"]))),

@@ -184,7 +184,8 @@ def test_a_killed_worker_resumes_its_trial_from_the_last_checkpoint(tmp_path: Pa
                      .replace("epochs: 3", "epochs: 4").replace("keep_rate: [0.5, 1.0]", "keep_rate: 1.0"))
     runs = tmp_path / "runs"
     run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "1", "--search", "grid", "--scheduler", "none",
-           "--dataset", "synthetic:3000", "--cache-dir", str(tmp_path / "cache"), "--name", "w", "--runs-dir", str(runs)]
+           "--dataset", "synthetic:3000", "--cache-dir", str(tmp_path / "cache"), "--name", "w", "--runs-dir", str(runs),
+           "--checkpoint-every-s", "0"]  # a checkpoint every epoch: the retry starts where the kill fell
     driver = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     starts = runs / "w" / "starts.log"
     deadline = time.monotonic() + 240
@@ -348,7 +349,11 @@ def test_a_driver_stopped_with_sigterm_closes_its_runs_and_resumes(tmp_path: Pat
     runs = tmp_path / "runs"
     driver = _start_driver(tmp_path, runs, "t")
     _wait_for_rows(driver, runs / "t" / results.RESULTS_FILE)
-    time.sleep(1.0)  # well into the next trial
+    first = results.read_rows(runs / "t" / results.RESULTS_FILE)[0].epochs_run
+    deadline = time.monotonic() + 120
+    while _epochs_logged(runs) <= first:  # into the next trial: its first epoch reached the driver
+        assert driver.poll() is None and time.monotonic() < deadline, "the next trial reported no epoch in time"
+        time.sleep(0.1)
     started = _descendants(driver.pid)  # its local Ray
     driver.send_signal(signal.SIGTERM)  # `kill PID`
     _, err = driver.communicate(timeout=60)

@@ -99,6 +99,37 @@ def test_the_device_hours_cap_predicts_from_the_rate_seen(tmp_path: Path) -> Non
     assert not list(tmp_path.glob(".ledger-inner-*"))
 
 
+def test_a_restored_ledger_counts_the_trials_that_ended_after_its_save(tmp_path: Path) -> None:
+    # Tune saves its state on a period; the driver died after t1 ended and t3 was issued and
+    # ended, before the next save. Their rows (written as the callback writes them) say what
+    # they spent, and the list does not propose t3's point again.
+    from pdsweep.sweep.callback import result_row
+    from pdsweep.sweep.store import SweepStore
+
+    store = SweepStore(str(tmp_path), "s")
+    store.local_dir.mkdir(parents=True)
+    per_trial = _tflop(train_gflops(CONFIG), 100, 2)
+    cap = ComputeCap(max_tflop=4.5 * per_trial)
+    specs = _specs(5)
+    ledger = LedgerSearcher(ListSearcher(specs, store), cap, sweep="unit5", store=store)
+    ledger.suggest("t1"), ledger.suggest("t2")
+    ledger.save(str(tmp_path / "state.pkl"))
+    assert ledger.suggest("t3") == specs[2]
+    ended = {"epoch": 2, "done_training": True, "time_total_s": 3.0, "devices": 1.0}
+    settings = SweepSettings(name="s", runs_dir=str(tmp_path))
+    rows = [result_row(settings, trial_id, TrialSpec.from_dict(spec), ended, {}, None) for trial_id, spec in
+            (("t1", specs[0]), ("t3", specs[2]))]
+    results.write(rows, store.local_dir / results.RESULTS_FILE)
+
+    again = LedgerSearcher(ListSearcher(specs, store), cap, sweep="unit5", store=store)
+    again.restore(str(tmp_path / "state.pkl"))
+    assert again.spent_tflop == pytest.approx(2 * per_trial) and again.spent_device_s == pytest.approx(6.0)
+    assert set(again.running) == {"t2"}  # t1 ended; Tune's restored copy of it is stopped, not run
+    # 2 spent + t2 committed + one more fits under 4.5; it is the next point, not t3's again.
+    assert again.suggest("t4") == specs[3]
+    assert again.suggest("t5") == "FINISHED" and again.stopped == "max_tflop"
+
+
 # ---- a real sweep ----------------------------------------------------------------------------
 
 

@@ -80,6 +80,52 @@ def test_save_restore_continues_and_closes_orphans(tmp_path: Path) -> None:
     assert [restored.suggest(f"n{i}")["tier"] for i in range(5)] == [4.6, 1.3, 4.6, 1.3, 4.6]
 
 
+def test_trials_that_ended_after_the_save_count_on_restore(tmp_path: Path) -> None:
+    # Tune saves its state on a period: a driver killed after trials ended, before the next
+    # save, leaves a state that lacks them. Their results are in the journal, so they count:
+    # the quota is not issued again and their configs are not trained twice.
+    searcher = _searcher(tmp_path, trials=4)
+    searcher.suggest("t0")
+    searcher.save(str(tmp_path / "state.pkl"))
+    tiers = [searcher.suggest(f"t{i}")["tier"] for i in (1, 2, 3)]  # the tiers take turns
+    assert tiers == [4.6, 1.3, 4.6]
+    searcher.on_trial_complete("t1", {"epoch": 2, "val_accuracy": 0.4, "done_training": True})
+    searcher.on_trial_complete("t2", {"epoch": 1, "val_accuracy": 0.2})  # stopped early: pruned
+    # t3 is still running when the driver dies: lost.
+    trained = {key: {t.user_attrs["config"] for t in searcher.study(key).trials
+                     if t.state in (TrialState.COMPLETE, TrialState.PRUNED)} for key in ("tier-1.3", "tier-4.6")}
+    assert [len(trained["tier-1.3"]), len(trained["tier-4.6"])] == [1, 1]
+    restored = _searcher(tmp_path, trials=4)
+    restored.restore(str(tmp_path / "state.pkl"))
+    assert restored.issued == {"tier-1.3": 2, "tier-4.6": 1}  # t0 (saved), t2 and t1 (from the journal); not t3
+    lost = [t for t in restored.study("tier-4.6").trials if t.user_attrs.get("ray_trial_id") == "t3"]
+    assert [(t.state, t.user_attrs.get("lost")) for t in lost] == [(TrialState.FAIL, True)]
+    after = _issue_all(restored, "n")
+    assert len(after) == 8 - 3
+    for key, tier in (("tier-1.3", 1.3), ("tier-4.6", 4.6)):
+        again = {Config(**s["config"]).name for s in after if s["tier"] == tier}
+        assert not again & trained[key]  # nothing that ended is trained again
+    # Killed again before any save: restored once more from the same state, the same trials count
+    # (the ones the second driver issued were lost too), none twice.
+    twice = _searcher(tmp_path, trials=4)
+    twice.restore(str(tmp_path / "state.pkl"))
+    assert twice.issued == {"tier-1.3": 2, "tier-4.6": 1}
+
+
+def test_a_random_draw_that_ended_after_the_save_is_not_drawn_again(tmp_path: Path) -> None:
+    first = _searcher(tmp_path, search="random", trials=4)
+    [first.suggest(f"t{i}") for i in range(3)]
+    first.save(str(tmp_path / "state.pkl"))
+    done = first.suggest("t3")  # issued from the drawn queue after the save, and finished
+    first.on_trial_complete("t3", {"epoch": 2, "val_accuracy": 0.4, "done_training": True})
+    second = _searcher(tmp_path, search="random", trials=4)
+    second.restore(str(tmp_path / "state.pkl"))
+    after = _issue_all(second, "n")
+    assert len(after) == 8 - 4
+    names = [Config(**s["config"]).name for s in after if s["tier"] == done["tier"]]
+    assert Config(**done["config"]).name not in names
+
+
 def test_grid_search_issues_each_feasible_config_once(tmp_path: Path) -> None:
     searcher = BudgetSearcher(
         load_space("quickstart"), [Budget(0.002)], search="grid", trials=1, policy="fill", seed=0,
@@ -92,6 +138,26 @@ def test_grid_search_issues_each_feasible_config_once(tmp_path: Path) -> None:
     cost_of = {c.name: train_gflops(c) for c in searcher.grids["tier-0.002"]}  # recomputed, not read back
     costs = [cost_of[name] for name in issued]  # issued longest first
     assert costs == sorted(costs, reverse=True) and costs[0] > costs[-1]
+
+
+def test_a_grid_resumed_from_an_old_save_runs_the_lost_point_and_no_ended_one_again(tmp_path: Path) -> None:
+    def grid() -> BudgetSearcher:
+        return BudgetSearcher(load_space("quickstart"), [Budget(0.002)], search="grid", trials=1, policy="fill", seed=0,
+                              store=SweepStore(str(tmp_path), "s"), context=CONTEXT, num_classes=4)
+
+    first = grid()
+    names = [c.name for c in first.grids["tier-0.002"]]
+    assert len(names) >= 5
+    first.suggest("t0")
+    first.save(str(tmp_path / "state.pkl"))
+    for i in (1, 2, 3):
+        first.suggest(f"t{i}")
+    for i in (1, 3):  # t2 is still running when the driver dies
+        first.on_trial_complete(f"t{i}", {"epoch": 2, "val_accuracy": 0.4, "done_training": True})
+    second = grid()
+    second.restore(str(tmp_path / "state.pkl"))
+    after = [Config(**s["config"]).name for s in _issue_all(second, "n")]
+    assert after == [names[2]] + names[4:]  # t2's point again, then the ones never issued, once each
 
 
 def _issue_all(searcher: BudgetSearcher, prefix: str) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -254,6 +255,57 @@ def test_killed_driver_resumes_and_runs_each_trial_once(tmp_path: Path) -> None:
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(runs / "k" / "optuna.journal")))
     states = Counter(t.state.name for t in optuna.load_study(study_name="tier-0.0008", storage=storage).trials)
     assert states["COMPLETE"] == 4 and set(states) <= {"COMPLETE", "FAIL"}
+
+
+def test_a_driver_killed_long_after_tunes_last_save_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    # Tune saves its state on a period (and at trial checkpoints). Here it saves once, at its first
+    # step, knowing only the first trial: the kill comes after two trials ended and a third began.
+    space = tmp_path / "slow.yaml"
+    space.write_text(SLOW_SPACE)
+    runs = tmp_path / "runs"
+    common = ["--runs-dir", str(runs)]
+    run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", "4", "--concurrency", "1",
+           "--scheduler", "none", "--dataset", "synthetic:2000", "--cache-dir", str(tmp_path / "cache"), "--name", "p",
+           "--checkpoint-every-s", "3600", *common]
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "3600"}
+    driver = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=env)
+    table, starts_log = runs / "p" / results.RESULTS_FILE, runs / "p" / "starts.log"
+    deadline = time.monotonic() + 300
+    while not (table.is_file() and len(results.read_rows(table)) >= 2 and len(starts_log.read_text().splitlines()) >= 3):
+        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "two trials did not finish in time"
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    finished_before = {r.trial_id: r for r in results.read_rows(table)}
+    assert len(finished_before) == 2
+    saved = json.loads(next((runs / "p" / "search").glob("experiment_state-*.json")).read_text())
+    assert len(saved["trial_data"]) == 1  # Tune's state knows one trial of the three
+
+    resumed = subprocess.run([_pdsweep(), "resume", "p", *common], capture_output=True, text=True, timeout=420, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = results.read_rows(table)
+    # Four trials, as asked, each a different config (a tier trains each once), none trained twice.
+    assert len(rows) == 4 and len({r.trial_id for r in rows}) == 4 and all(r.status == "completed" for r in rows)
+    assert len({r.config.name for r in rows}) == 4
+    for trial_id, before in finished_before.items():
+        assert next(r for r in rows if r.trial_id == trial_id) == before
+    starts = Counter(line.split()[0] for line in starts_log.read_text().splitlines())
+    assert all(starts[trial_id] == 1 for trial_id in finished_before)  # the one Tune restored was not run again
+    assert "had ended before the interruption" in resumed.stderr
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(runs / "p" / "optuna.journal")))
+    trials = optuna.load_study(study_name="tier-0.0008", storage=storage).trials
+    assert Counter(t.state.name for t in trials)["COMPLETE"] == 4
+    lost = [t for t in trials if t.user_attrs.get("lost")]
+    assert len(lost) == 1 and lost[0].state.name == "FAIL"  # the third trial's run, killed with its driver
+    assert lost[0].user_attrs["ray_trial_id"] not in {r.trial_id for r in rows}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    children = client.search_runs([client.get_experiment_by_name("slow").experiment_id], "tags.`mlflow.parentRunId` != ''")
+    status = {r.data.tags["pdsweep.trial_id"]: r.info.status for r in children}
+    assert {status[r.trial_id] for r in rows} == {"FINISHED"}
+    assert status.get(lost[0].user_attrs["ray_trial_id"], "KILLED") == "KILLED"  # the lost run is closed, not left running
 
 
 def test_killed_sweep_on_a_uri_resumes_from_another_machine(tmp_path: Path) -> None:

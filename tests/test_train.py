@@ -86,6 +86,20 @@ def test_checkpoint_round_trip_resumes_the_same_loss_curve(tmp_path: Path) -> No
         train(config, dataset, replace(settings, epochs=5), device="cpu", checkpoint_dir=tmp_path)
 
 
+def test_checkpoints_are_saved_once_their_interval_has_passed(tmp_path: Path) -> None:
+    dataset = _corner_dataset(n=32)
+    config = Config("vit_micro", 32, 8, depth=1, num_classes=4)
+    for every, folder in ((0.0, tmp_path / "every"), (3600.0, tmp_path / "hourly")):
+        folder.mkdir()
+        handed = []
+        train(config, dataset, replace(FAST, epochs=3), device="cpu", checkpoint_dir=folder,
+              on_epoch_end=lambda m, d: handed.append(d), checkpoint_every_s=every)
+        if every == 0:
+            assert handed == [folder] * 3 and (folder / CHECKPOINT_FILE).is_file()
+        else:  # three short epochs in an hour's interval: none is due
+            assert handed == [None] * 3 and not (folder / CHECKPOINT_FILE).exists()
+
+
 def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
     dataset = _corner_dataset(n=32)
     train(Config("vit_micro", 32, 8, depth=1, num_classes=4), dataset, replace(FAST, epochs=1), device="cpu", checkpoint_dir=tmp_path)

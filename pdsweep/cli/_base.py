@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
+from collections.abc import Callable
 from dataclasses import MISSING, fields
 from typing import Any, ClassVar, NoReturn, get_args
 
@@ -69,14 +70,22 @@ def choices(literal: Any) -> list[str]:
     return list(get_args(literal))
 
 
-def positive_float(text: str) -> float:
+def _number(text: str, holds: Callable[[float], bool], rule: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text!r}")
+    if not (math.isfinite(value) and holds(value)):
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
     return value
+
+
+def positive_float(text: str) -> float:
+    return _number(text, lambda value: value > 0, "a positive, finite number")
+
+
+def non_negative_float(text: str) -> float:
+    return _number(text, lambda value: value >= 0, "a finite number >= 0")
 
 
 def budget_list(text: str) -> list[float]:

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from pdsweep.cli._base import Command, choices, default, json_flag, positive_float, runs_dir_flag
+from pdsweep.cli._base import Command, choices, default, json_flag, non_negative_float, positive_float, runs_dir_flag
 
 if TYPE_CHECKING:
     from pdsweep.sweep import SweepOutcome
@@ -62,6 +62,11 @@ class Run(Command):
                             help="retries of a trial whose worker or node was lost, from its last checkpoint "
                                  "(default %(default)s); a trial that fails in its own code, runs out of memory or "
                                  "diverges is recorded, not retried")
+        parser.add_argument("--checkpoint-every-s", type=non_negative_float, default=of("checkpoint_every_s"),
+                            metavar="S", help="a trial saves a checkpoint at the first epoch end S seconds after its "
+                                              "last (default %(default)g; 0: every epoch): a retried or resumed "
+                                              "trial redoes at most S seconds, and the driver saves Ray Tune's state "
+                                              "at each checkpoint")
         parser.add_argument("--trial-memory-cap-gb", type=positive_float, metavar="GB",
                             help="let each trial's process grow by at most GB of memory (Linux, CPU workers); "
                                  "a trial past it ends `oom` instead of pushing the node into swap")
@@ -90,6 +95,7 @@ class Run(Command):
             max_device_hours=args.max_device_hours, estimate=not args.no_estimate, dataset=args.dataset,
             runs_dir=args.runs_dir, address=args.address, cpus_per_trial=args.cpus_per_trial,
             gpu_memory_gb=args.gpu_memory_gb, max_failures=args.max_failures, cache_dir=args.cache_dir,
+            checkpoint_every_s=args.checkpoint_every_s,
             weights_cache=args.weights_cache,
             trial_memory_cap_gb=args.trial_memory_cap_gb,
             reuse_actors=not args.fresh_actors, verbose=args.verbose, mlflow_uri=args.mlflow_uri,

@@ -296,6 +296,23 @@ class Tracker:
 
                 if self._guard(trial_id, close, force=True):
                     self.ended.add(trial_id)
+        self._guard(PARENT, lambda: self._close_strays(status), force=True)
+
+    def _close_strays(self, status: str) -> None:
+        """Child runs that an earlier driver left open: it was killed, and their trials were lost
+        with it (or wait to resume, which reopens them)."""
+        client = _client(self.ids.uri)
+        query = f"tags.`mlflow.parentRunId` = '{self.ids.parent_run_id}' and attributes.status = 'RUNNING'"
+        strays, token = [], None
+        while True:
+            page = client.search_runs([self.ids.experiment_id], query, max_results=1000, page_token=token)
+            strays += page
+            token = page.token
+            if not token:
+                break
+        for run in strays:  # closed after the search: a page is not changed under its own query
+            client.set_tag(run.info.run_id, "pdsweep.status", "interrupted")
+            client.set_terminated(run.info.run_id, status=status)
 
     def artifacts(self, files: Iterable[Path]) -> None:
         """Files onto the sweep's parent run (the report)."""

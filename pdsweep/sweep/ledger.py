@@ -14,7 +14,8 @@ A trial's device-seconds are known only once it ran, so they are predicted: the 
 rate so far (device-seconds per TFLOP of the epochs it has seen), or, before its first epoch,
 the pre-flight's measured throughput (:mod:`pdsweep.sweep.estimate`); without either, only
 what was seen counts. The ledger is saved with Tune's searcher state, so a resumed sweep goes
-on counting from where it stopped, under the caps it started with.
+on counting from where it stopped, under the caps it started with; what trials that ended after
+that save spent is taken from their rows in ``results.parquet``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,8 +31,10 @@ from ray.tune.search import Searcher
 
 from pdsweep.cost import train_gflops
 from pdsweep.results.compute import CapName, ComputeCap
+from pdsweep.results.rows import RESULTS_FILE, read_rows
 from pdsweep.sweep.estimate import Throughput
 from pdsweep.sweep.spec import TIME_ATTR, TrialSpec
+from pdsweep.sweep.store import SweepStore, relocated, relocated_name
 
 STATE_VERSION = 1
 
@@ -75,9 +79,12 @@ class LedgerSearcher(Searcher):
     """Issues ``inner``'s trials until the next one would pass ``cap``."""
 
     def __init__(self, inner: Searcher, cap: ComputeCap, *, sweep: str, spent_tflop: float = 0.0,
-                 spent_device_s: float = 0.0, prior: Throughput | None = None) -> None:
+                 spent_device_s: float = 0.0, prior: Throughput | None = None, store: SweepStore | None = None,
+                 counted: Iterable[str] = ()) -> None:
         super().__init__(metric=inner.metric, mode=inner.mode)
         self.inner = inner
+        self.store = store  # where the sweep's rows are, for a resume
+        self.counted = set(counted)  # the ended trials whose compute ``spent_*`` holds
         self.cap = cap
         self.sweep = sweep
         self.prior = prior
@@ -151,6 +158,7 @@ class LedgerSearcher(Searcher):
         if ended is not None:
             self.spent_tflop += ended.seen_tflop
             self.spent_device_s += ended.seen_device_s
+            self.counted.add(trial_id)
         self.inner.on_trial_complete(trial_id, result=result, error=error)
 
     def _seen(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -190,7 +198,8 @@ class LedgerSearcher(Searcher):
         finally:
             os.unlink(inner_path)
         state = {"version": STATE_VERSION, "spent_tflop": self.spent_tflop, "spent_device_s": self.spent_device_s,
-                 "running": self.running, "stopped": self.stopped, "refused": self.refused, "inner": inner}
+                 "running": self.running, "stopped": self.stopped, "refused": self.refused, "inner": inner,
+                 "counted": self.counted}
         with open(checkpoint_path, "wb") as handle_out:
             pickle.dump(state, handle_out)
 
@@ -206,15 +215,43 @@ class LedgerSearcher(Searcher):
         try:
             with os.fdopen(handle_no, "wb") as inner_file:
                 inner_file.write(state["inner"])
+            if getattr(self.inner, "store", False) is None:  # a list pickled before it knew the sweep's folder
+                self.inner.store = self.store
             self.inner.restore(inner_path)
         finally:
             os.unlink(inner_path)
+        self._count_rows(state.get("counted"))
+
+    def _count_rows(self, counted: set[str] | None) -> None:
+        """After a restore: trials that ended after Tune's last save of this state have rows but
+        are not among ``counted``; they no longer run (Tune's restored copies are stopped, see
+        :class:`pdsweep.sweep.schedulers.InPlace`) and what their rows say they spent counts.
+        ``counted`` None: a state saved before it was kept, at every step, so every row is in it."""
+        ended = ([row for row in read_rows(self.store.local_dir / RESULTS_FILE) if row.status != "interrupted"]
+                 if self.store is not None else [])
+        if counted is None:
+            self.counted = {row.trial_id for row in ended}
+            return
+        self.counted = set(counted)
+        missed = [row for row in ended if row.trial_id not in self.counted]
+        for row in missed:
+            self.running.pop(row.trial_id, None)
+        spent = seeded_from(missed)
+        self.spent_tflop += spent["spent_tflop"]
+        self.spent_device_s += spent["spent_device_s"]
+        self.counted |= spent["counted"]
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickled before the ledger knew its sweep's folder: the one `pdsweep resume` found for its name.
+        self.__dict__.update({"store": relocated_name(state["sweep"]), "counted": set(), **state})
+        if self.store is not None:
+            self.store = relocated(self.store)
 
 
-def seeded_from(rows: list[Any]) -> dict[str, float]:
-    """What earlier phases spent, from their results rows (``spent_tflop``, ``spent_device_s``)."""
+def seeded_from(rows: list[Any]) -> dict[str, Any]:
+    """What the trials of ``rows`` spent (``spent_tflop``, ``spent_device_s``), and their ids (``counted``)."""
     return {"spent_tflop": sum(r.spent_tflop or 0.0 for r in rows),
-            "spent_device_s": sum(r.device_seconds or 0.0 for r in rows)}
+            "spent_device_s": sum(r.device_seconds or 0.0 for r in rows), "counted": {r.trial_id for r in rows}}
 
 
 __all__ = ["LedgerSearcher", "Running", "forget_stop", "seeded_from", "stopped_by"]

@@ -230,8 +230,12 @@ def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print
     """Run the sweep's phases (``log``: to MLflow; ``prior``: the pre-flight's measured
     throughput); on every way out the MLflow runs are closed with a true status."""
     settings = state.settings
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # save Tune's state at every step: resume loses nothing
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # ... on purpose
+    # Tune saves its experiment state (every trial's, so a save grows with the sweep) on its own
+    # adaptive period, max(10 s, 19 x a save's time), and at each trial checkpoint (num_to_keep;
+    # trials checkpoint every --checkpoint-every-s). A driver killed between saves loses nothing:
+    # the searcher, the ledger and the scheduler reconcile what Tune's state lacks with the journal
+    # and results.parquet on resume (pdsweep.sweep.searcher, .ledger, .schedulers).
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # the checkpoints' saves
     if not settings.verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the engine that honours verbose=0
     active = [SweepCallback(settings, err, state.mlflow if log else None)]  # the callback Tune calls, as it changes

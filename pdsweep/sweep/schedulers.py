@@ -14,14 +14,45 @@ from typing import Any
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
 from pdsweep._compat import asha_trial_ids, rebase_trial_storage
+from pdsweep.results.rows import RESULTS_FILE, read_rows
 from pdsweep.sweep.searcher import recorded_epochs
 from pdsweep.sweep.spec import METRIC, TIME_ATTR
-from pdsweep.sweep.store import SweepStore, relocated
+from pdsweep.sweep.store import SweepStore, relocated, resuming
 
 
 class InPlace(FIFOScheduler):
     """First in, first out, with each new trial stored where the experiment is now (a sweep
-    resumed after its folder moved; see :func:`pdsweep._compat.rebase_trial_storage`)."""
+    resumed after its folder moved; see :func:`pdsweep._compat.rebase_trial_storage`).
+
+    On resume, before any trial starts, a trial that Tune restored as unfinished but whose row
+    ``results.parquet`` holds (it ended after Tune's last save of its state, before the driver
+    died) is stopped, not run again: its row is its record (``store``: where the sweep is)."""
+
+    def __init__(self, store: SweepStore | None = None) -> None:
+        super().__init__()
+        self.store = store
+        self.settled = store is None
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        if not self.settled:  # first called once Tune has added the trials it restored
+            self.settled = True
+            self.stop_ended(tune_controller)
+        return super().choose_trial_to_run(tune_controller)
+
+    def stop_ended(self, tune_controller: Any) -> None:
+        from ray.tune.experiment import Trial
+
+        ended = ended_trials(self.store)
+        for trial in tune_controller.get_trials():
+            if trial.status in (Trial.PENDING, Trial.PAUSED) and trial.trial_id in ended:
+                tune_controller.stop_trial(trial)  # tells the scheduler, the searcher and the callback
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "store" not in state:  # pickled before it knew its sweep: the one this process resumes
+            state = {**state, "store": resuming()}
+        self.__dict__.update({"settled": state["store"] is None, **state})
+        if self.store is not None:
+            self.store = relocated(self.store)
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         if tune_controller is not None:
@@ -38,7 +69,7 @@ class TieredASHA(InPlace):
 
     def __init__(self, tiers: list[float], *, max_t: int, grace_period: int, reduction_factor: float,
                  store: SweepStore | None = None) -> None:
-        super().__init__()
+        super().__init__(store)
         self.max_t = max_t
         self.store = store  # where the studies are, to rebuild the rungs on resume
         self.seeded = store is None
@@ -64,9 +95,10 @@ class TieredASHA(InPlace):
         self.tiers[trial.trial_id] = trial.config["tier"]
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
-        # First called before any trial runs, once Tune has added the trials it restored.
+        # First called before any trial runs, once Tune has added the trials it restored; trials
+        # that ended after Tune's last save of its state are not among those, but have rows.
         if not self.seeded:
-            self.seed_rungs({trial.trial_id for trial in tune_controller.get_trials()})
+            self.seed_rungs({trial.trial_id for trial in tune_controller.get_trials()} | ended_trials(self.store))
         return super().choose_trial_to_run(tune_controller)
 
     def seed_rungs(self, trial_ids: set[str]) -> None:
@@ -107,8 +139,13 @@ class TieredASHA(InPlace):
             self._for(trial).on_trial_remove(tune_controller, trial)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"store": None, "seeded": True, **state})  # sweeps started before the replay lack both
+        super().__setstate__({"seeded": True, **state})  # sweeps started before the replay lack it (and a store)
         if "tiers" not in state:  # pickled before the scheduler kept its own map of trials
             self.tiers = {trial_id: tier for tier, scheduler in self.by_tier.items() for trial_id in asha_trial_ids(scheduler)}
-        if self.store is not None:
-            self.store = relocated(self.store)
+
+
+def ended_trials(store: SweepStore | None) -> set[str]:
+    """The trials ``results.parquet`` records as ended (an interrupted one goes on)."""
+    if store is None:
+        return set()
+    return {row.trial_id for row in read_rows(store.local_dir / RESULTS_FILE) if row.status != "interrupted"}

@@ -30,10 +30,16 @@ from ray.tune.search import Searcher
 from pdsweep._compat import optuna_number, optuna_trial
 from pdsweep.config import Config
 from pdsweep.cost import Budget, inference_gflops, train_gflops
+from pdsweep.results.rows import RESULTS_FILE, read_rows
 from pdsweep.space import KeepPolicy, SearchSpace, TrainingSettings
 from pdsweep.sweep.design import nearest_first, nearest_unseen, startup_design
 from pdsweep.sweep.sampler import (
-    BudgetSampler, SearchKind, ask_feasible, make_optuna_sampler, quiet_experimental, startup_trials,
+    BudgetSampler,
+    SearchKind,
+    ask_feasible,
+    make_optuna_sampler,
+    quiet_experimental,
+    startup_trials,
 )
 from pdsweep.sweep.spec import METRIC, TIME_ATTR, TrialContext, TrialSpec
 from pdsweep.sweep.store import STUDY_FILE, SweepStore, relocated, retried
@@ -41,7 +47,7 @@ from pdsweep.sweep.store import STUDY_FILE, SweepStore, relocated, retried
 # Redraws of a config already trained, under a continuous keep range, once every keep count of
 # every architecture was tried (before that, the nearest untried one is taken at once).
 MAX_REDRAWS = 20
-STATE_VERSION = 2  # 1: searcher states that held Optuna's storage ids, not trial numbers
+STATE_VERSION = 3  # 1: searcher states that held Optuna's storage ids, not trial numbers; 2: before issued_numbers
 
 # A trial that ended so is told to its study as infeasible, with this constraint value (> 0;
 # Optuna ranks the infeasible by it): the predicted memory of a config that ran out of memory
@@ -118,6 +124,9 @@ class BudgetSearcher(Searcher):
         self.issued = {key: 0 for key in self.samplers}
         self.seen: dict[str, dict[str, int]] = {key: {} for key in self.samplers}  # config -> times issued
         self.running: dict[str, tuple[str, int]] = {}  # Ray trial id -> (tier, Optuna trial number)
+        # The Optuna trials issued (as Ray trials), by tier: what this state has counted. None: a
+        # state saved before it was kept, which cannot tell the trials it missed.
+        self.issued_numbers: dict[str, set[int]] | None = {key: set() for key in self.samplers}
         # Random search: drawn (asked) but not yet issued, longest first, as (Optuna trial number, config).
         self.queued: dict[str, list[tuple[int, Config]]] = {key: [] for key in self.samplers}
         self._studies: dict[str, optuna.Study] = {}
@@ -146,16 +155,33 @@ class BudgetSearcher(Searcher):
                     for config in startup_design(self.samplers[key].candidates, startup, self.seed + index):
                         study.enqueue_trial(self.samplers[key].params(config))
             self.queued[key] = self._requeue(key, study)
-            # Trials asked after Tune's last checkpoint never became Ray trials (the driver died in
-            # between): close them, so they count as nothing.
+            # Trials still open that this state does not know were asked or issued after Tune's last
+            # save of it (the driver died in between): their runs are lost; closed, they count as nothing.
             known = {number for tier, number in self.running.values() if tier == key}
             known |= {number for number, _ in self.queued[key]}
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if trial.number not in known:
-                    study.tell(trial.number, state=TrialState.FAIL)
+                    _close_lost(study, trial.number)
                     if self.search == "tpe" and trial.system_attrs.get("fixed_params") and "duplicate_of" not in trial.user_attrs:
                         with quiet_experimental():  # a point of the start-up design: asked again, not lost
                             study.enqueue_trial(trial.system_attrs["fixed_params"])
+            self._count_ended_unknown(key, study)
+
+    def _count_ended_unknown(self, key: str, study: optuna.Study) -> None:
+        """Trials issued and ended after Tune's last save of this state (their rows and results are
+        in the sweep; Tune's restored state lacks them, so it never runs them again): counted as
+        issued, their configs as tried, as if the state had been saved after them."""
+        if self.issued_numbers is None:
+            return
+        counted = self.issued_numbers[key]
+        for trial in study.get_trials(deepcopy=False):
+            if ("ray_trial_id" in trial.user_attrs and trial.number not in counted and trial.state != TrialState.RUNNING
+                    and not trial.user_attrs.get("lost")):
+                counted.add(trial.number)
+                self.issued[key] += 1
+                name = trial.user_attrs.get("config")
+                if name is not None:
+                    self.seen[key][name] = self.seen[key].get(name, 0) + 1
 
     def _requeue(self, key: str, study: optuna.Study) -> list[tuple[int, Config]]:
         """The saved queue of drawn trials, checked against the journal. A queued trial that was
@@ -171,8 +197,10 @@ class BudgetSearcher(Searcher):
             if frozen.state == TrialState.RUNNING and "ray_trial_id" not in frozen.user_attrs:
                 queue.append((number, config))
                 continue
+            if frozen.state != TrialState.RUNNING and "ray_trial_id" in frozen.user_attrs and not frozen.user_attrs.get("lost"):
+                continue  # issued and ended after the save: counted by _count_ended_unknown
             if frozen.state == TrialState.RUNNING:
-                study.tell(frozen.number, state=TrialState.FAIL)
+                _close_lost(study, frozen.number)
             with quiet_experimental():
                 study.enqueue_trial(frozen.params)
                 again = study.ask()
@@ -192,7 +220,7 @@ class BudgetSearcher(Searcher):
         study = self.study(key)
         with quiet_experimental():
             if self.search == "grid":  # the searcher's own order, so a resume re-issues exactly what is missing
-                study.enqueue_trial({"grid_index": self.issued[key]})
+                study.enqueue_trial({"grid_index": self._next_grid_index(key, study)})
                 trial = study.ask()
                 config: Config = self.grids[key][trial.suggest_categorical("grid_index", list(range(self.quota[key])))]
             elif self.search == "random":
@@ -202,12 +230,23 @@ class BudgetSearcher(Searcher):
         trial.set_user_attr("config", config.name)
         trial.set_user_attr("ray_trial_id", trial_id)  # how a resumed ASHA finds the trial's epochs
         self.issued[key] += 1
+        if self.issued_numbers is not None:
+            self.issued_numbers[key].add(trial.number)
         self.running[trial_id] = (key, trial.number)
         # A config suggested again trains with the next seed: a replicate, not an identical rerun.
         replicate = self.seen[key].get(config.name, 0)
         self.seen[key][config.name] = replicate + 1
         seed = self.context.training.seed + replicate
         return TrialSpec(config, self.budgets[key].gflops, "search", seed, self.context).to_dict()
+
+    def _next_grid_index(self, key: str, study: optuna.Study) -> int:
+        """The tier's first grid point not issued yet (a resume may have counted later ones that ended)."""
+        if self.issued_numbers is None:
+            return self.issued[key]
+        trials = study.get_trials(deepcopy=False)
+        issued = {trials[n].params.get("grid_index") for n in self.issued_numbers[key]
+                  if n < len(trials) and not trials[n].user_attrs.get("lost")}
+        return next(i for i in range(self.quota[key]) if i not in issued)
 
     def _next_drawn(self, key: str, study: optuna.Study) -> tuple[optuna.Trial, Config]:
         """The tier's next random trial. Random draws do not depend on one another, so the tier's
@@ -302,7 +341,7 @@ class BudgetSearcher(Searcher):
         journal_file = self.store.local_dir / STUDY_FILE
         stamp = (journal_file.stat().st_size, journal_file.stat().st_mtime_ns) if journal_file.is_file() else None
         state = pickle.dumps({"version": STATE_VERSION, "issued": self.issued, "running": self.running,
-                              "seen": self.seen, "queued": self.queued})
+                              "seen": self.seen, "queued": self.queued, "issued_numbers": self.issued_numbers})
         if stamp != getattr(self, "_published", None):
             if retried(lambda: self.store.publish(STUDY_FILE), attempts=2) is None:
                 self._published = stamp
@@ -321,11 +360,16 @@ class BudgetSearcher(Searcher):
             state = pickle.load(handle)
         self.issued, self.running, self.seen = state["issued"], state["running"], state["seen"]
         self.queued = state.get("queued", {key: [] for key in self.samplers})  # absent in sweeps saved before it
+        self.issued_numbers = state.get("issued_numbers")
         if state.get("version", 1) < 2:
             self._numbers_from_ids()
         self._studies = {}
         for key in self.samplers:
             self._open(key)
+        if self.issued_numbers is None:  # saved at every step by an older pdsweep: it missed nothing
+            self.issued_numbers = {key: {t.number for t in self.study(key).get_trials(deepcopy=False)
+                                         if "ray_trial_id" in t.user_attrs and not t.user_attrs.get("lost")}
+                                   for key in self.samplers}
 
     def _numbers_from_ids(self) -> None:
         """A state saved before trials were kept by number held Optuna's storage ids: map them."""
@@ -356,8 +400,14 @@ class BudgetSearcher(Searcher):
             training = TrainingSettings(**fields["training"])
             state["context"] = TrialContext(replace(training, seed=fields["seed"]), fields["dataset"],
                                             fields["split_seed"], fields["cache_dir"], fields["starts_log"])
-        self.__dict__.update(state)
+        self.__dict__.update({"issued_numbers": None, **state})  # pickled before it: see restore()
         self.store = relocated(self.store)
+
+
+def _close_lost(study: optuna.Study, number: int) -> None:
+    """Close an open trial whose run was lost with its driver, marked so it is never counted."""
+    optuna_trial(study, number).set_user_attr("lost", True)
+    study.tell(number, state=TrialState.FAIL)
 
 
 def _frozen(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial | None:
@@ -392,14 +442,21 @@ def _untried_nearby(sampler: BudgetSampler, config: Config, taken: set[str]) -> 
 
 
 class ListSearcher(Searcher):
-    """Suggests the given trial configs in order, once each (the repeats of the best configs)."""
+    """Suggests the given trial configs in order, once each (the repeats of the best configs).
 
-    def __init__(self, points: list[dict[str, Any]]) -> None:
+    Restored from a state Tune saved before some of them were issued, it skips those whose rows
+    ``results.parquet`` already holds (``store``: where the sweep is); a lost one runs again."""
+
+    def __init__(self, points: list[dict[str, Any]], store: SweepStore | None = None) -> None:
         super().__init__(metric=METRIC, mode="max")
         self.points = points
         self.next = 0
+        self.store = store
+        self.ended: set[tuple[str, str, int, float]] = set()  # (phase, config, seed, tier) of rows, after a restore
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        while self.next < len(self.points) and _point_key(self.points[self.next]) in self.ended:
+            self.next += 1
         if self.next >= len(self.points):
             return Searcher.FINISHED
         self.next += 1
@@ -415,3 +472,16 @@ class ListSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
             self.next = pickle.load(handle)
+        if self.store is not None:
+            rows = read_rows(self.store.local_dir / RESULTS_FILE)
+            self.ended = {(r.phase, r.config.name, r.seed, r.budget_gflops) for r in rows if r.status != "interrupted"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"store": None, "ended": set(), **state})  # pickled before these
+        if self.store is not None:
+            self.store = relocated(self.store)
+
+
+def _point_key(point: dict[str, Any]) -> tuple[str, str, int, float]:
+    spec = TrialSpec.from_dict(point)
+    return spec.phase, spec.config.name, spec.seed, spec.tier

@@ -56,6 +56,11 @@ class SweepSettings:
     cpus_per_trial: int = 1
     gpu_memory_gb: float | None = None
     max_failures: int = 2  # retries of a trial whose worker or node was lost (from its last checkpoint)
+    # A trial checkpoints at the first epoch end this long after its last checkpoint (0: every epoch).
+    # Each checkpoint makes Ray Tune save the whole experiment's state (with num_to_keep, see
+    # tuners.run_config), which grows with the trials: per epoch, that bounds a long sweep's driver
+    # by the epoch rate (bench/scale.py); a retried or resumed trial redoes at most this much.
+    checkpoint_every_s: float = 60.0
     trial_memory_cap_gb: float | None = None  # the memory a trial's process may add on a CPU worker
     cache_dir: str | None = None
     weights_cache: str | None = None  # the Hugging Face cache pretrained weights are read from; None: HF's default
@@ -80,6 +85,8 @@ class SweepSettings:
             value = getattr(self, name)
             if value is not None and not (is_number(value) and value > 0):
                 raise PdsweepError(f"`--{name.replace('_', '-')}` must be a positive number, got {value!r}.")
+        if not (is_number(self.checkpoint_every_s) and 0 <= self.checkpoint_every_s < float("inf")):
+            raise PdsweepError(f"`--checkpoint-every-s` must be a number of seconds >= 0, got {self.checkpoint_every_s!r}.")
         if self.max_failures < 0:
             raise PdsweepError(f"`--max-failures >= 0` must hold, got {self.max_failures!r}.")
 

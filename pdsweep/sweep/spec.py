@@ -24,7 +24,8 @@ from pdsweep.training.weights import WeightFile
 # Metric names reported to Tune; the scheduler and the searcher read these.
 METRIC = "val_accuracy"
 TIME_ATTR = "epoch"
-SPEC_VERSION = 3  # 1: trials saved before the version was recorded (the same keys); 2: before pretrained starts
+SPEC_VERSION = 4  # 1: trials saved before the version was recorded (the same keys); 2: before pretrained starts;
+# 3: before checkpoint intervals (a trial of version <= 3 checkpoints every epoch)
 
 Phase = Literal["search", "repeat"]
 
@@ -43,6 +44,7 @@ class TrialContext:
     finetune: TrainingSettings | None = None  # how pretrained trials train; None: as the others
     weights: Mapping[str, WeightFile] = field(default_factory=dict)  # model -> the weights it starts from
     weights_cache: str | None = None  # the Hugging Face cache on the workers; None: their default
+    checkpoint_every_s: float = 0.0  # a checkpoint at the first epoch end this long after the last; 0: every epoch
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # pickled by an older pdsweep: new fields default
         restore_with_defaults(self, state)
@@ -91,6 +93,7 @@ class TrialSpec:
             **({"finetune": asdict(context.finetune)} if context.finetune is not None else {}),
             **({"weights": {m: w.to_dict() for m, w in context.weights.items()}} if context.weights else {}),
             **({"weights_cache": context.weights_cache} if context.weights_cache else {}),
+            **({"checkpoint_every_s": context.checkpoint_every_s} if context.checkpoint_every_s else {}),
         }
 
     @classmethod
@@ -104,6 +107,6 @@ class TrialSpec:
             values.get("cache_dir"), values.get("starts_log"), values.get("memory_cap_gb"), values.get("train_images"),
             TrainingSettings(**values["finetune"]) if values.get("finetune") else None,
             {m: WeightFile.from_dict(w) for m, w in (values.get("weights") or {}).items()},
-            values.get("weights_cache"),
+            values.get("weights_cache"), float(values.get("checkpoint_every_s", 0.0)),
         )
         return cls(Config.from_dict(values["config"]), float(values["tier"]), values["phase"], int(values["seed"]), context)

@@ -53,6 +53,16 @@ def relocated(store: SweepStore) -> SweepStore:
     return _RELOCATED.get(store.name, store)
 
 
+def relocated_name(name: str) -> SweepStore | None:
+    """Where ``pdsweep resume`` found sweep ``name`` in this process, if it did."""
+    return _RELOCATED.get(name)
+
+
+def resuming() -> SweepStore | None:
+    """The sweep this process resumed last (one driver runs one sweep at a time), if any."""
+    return next(reversed(_RELOCATED.values()), None)
+
+
 @dataclass(frozen=True)
 class SweepStore:
     runs_dir: str  # a local folder (made absolute by SweepSettings) or a URI

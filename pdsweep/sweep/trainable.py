@@ -94,15 +94,16 @@ def _train(trial: TrialSpec, checkpoint: Any, node: dict[str, Any], epochs: list
 
         def report_epoch(metrics: Any, checkpoint_dir: Path | None) -> None:
             values = {k: v for k, v in asdict(metrics).items() if v is not None}
+            saved = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
             try:
-                tune.report({**values, **node, "reported_at": time.time(), "done_training": False},
-                            checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+                tune.report({**values, **node, "reported_at": time.time(), "done_training": False}, checkpoint=saved)
             except Exception as error:
                 raise _ReportFailed() from error
             epochs.append(metrics)
 
         result = train(config, dataset, trial.settings, checkpoint_dir=work_dir, on_epoch_end=report_epoch,
-                       pretrained=trial.weights, weights_cache=context.weights_cache)
+                       pretrained=trial.weights, weights_cache=context.weights_cache,
+                       checkpoint_every_s=context.checkpoint_every_s)
     last = result.history[-1]
     final = {k: v for k, v in asdict(last).items() if v is not None}
     final.update(

@@ -37,6 +37,7 @@ def trial_context(settings: SweepSettings, space: SearchSpace, train_images: int
         finetune=space.finetune,
         weights=dict(weights or {}),
         weights_cache=settings.weights_cache,
+        checkpoint_every_s=settings.checkpoint_every_s,
     )
 
 
@@ -58,11 +59,11 @@ def search_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState,
         trials=settings.trials, policy=settings.policy, seed=space.training.seed, store=settings.store,
         context=trial_context(settings, space, state.data.train_images, state.weights), num_classes=state.data.num_classes,
     )
-    ledger = LedgerSearcher(searcher, settings.cap, sweep=settings.name, prior=prior)
+    ledger = LedgerSearcher(searcher, settings.cap, sweep=settings.name, prior=prior, store=settings.store)
     scheduler = (
         TieredASHA(list(settings.budgets), max_t=space.training.epochs, grace_period=settings.grace_period,
                    reduction_factor=settings.reduction_factor, store=settings.store)
-        if settings.scheduler == "asha" else InPlace()
+        if settings.scheduler == "asha" else InPlace(settings.store)
     )
     return tune.Tuner(
         trainable,
@@ -90,12 +91,12 @@ def repeats_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState
     if not points:
         return _NoTuner()
     spent = seeded_from(read_rows(settings.sweep_dir / RESULTS_FILE))  # the search's compute counts against the cap
-    ledger = LedgerSearcher(ListSearcher(points), settings.cap, sweep=settings.name, **spent)
+    ledger = LedgerSearcher(ListSearcher(points, settings.store), settings.cap, sweep=settings.name, store=settings.store, **spent)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(ledger, max_concurrent=settings.concurrency or slots(settings)),
-            scheduler=InPlace(), num_samples=len(points), reuse_actors=settings.reuse_actors,
+            scheduler=InPlace(settings.store), num_samples=len(points), reuse_actors=settings.reuse_actors,
         ),
         run_config=run_config(settings, "repeats", callback),
     )

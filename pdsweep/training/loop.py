@@ -54,8 +54,13 @@ def train(
     weights_cache: str | Path | None = None,
     save_weights_to: Path | None = None,
     on_epoch_end: EpochCallback | None = None,
+    checkpoint_every_s: float = 0.0,
 ) -> TrainResult:
     """Train ``config`` on ``dataset``; resume from ``checkpoint_dir`` if it holds a checkpoint.
+
+    A checkpoint is saved at the end of an epoch once ``checkpoint_every_s`` seconds have passed
+    since the last one (or the start; 0: every epoch); ``on_epoch_end`` gets ``checkpoint_dir``
+    after an epoch that saved one, else None.
 
     ``pretrained``: the weights a ``pretrained`` config starts from (found in ``weights_cache``
     or at their file); ``save_weights_to``: write the trained members there (``.safetensors``).
@@ -78,6 +83,7 @@ def train(
     if checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_FILE).is_file():
         start_epoch, history = load_checkpoint(checkpoint_dir / CHECKPOINT_FILE, config, settings, model, optimizer, scheduler)
 
+    last_saved = time.perf_counter()
     for epoch in range(start_epoch + 1, settings.epochs + 1):
         epoch_started = time.perf_counter()
         if target.type == "cuda":
@@ -99,10 +105,12 @@ def train(
             peak_memory_gb=torch.cuda.max_memory_allocated(target) / 1e9 if target.type == "cuda" else None,
         )
         history.append(metrics)
-        if checkpoint_dir is not None:
+        saved_to = None
+        if checkpoint_dir is not None and time.perf_counter() - last_saved >= checkpoint_every_s:
             save_checkpoint(checkpoint_dir / CHECKPOINT_FILE, config, settings, epoch, model, optimizer, scheduler, history)
+            saved_to, last_saved = checkpoint_dir, time.perf_counter()
         if on_epoch_end is not None:
-            on_epoch_end(metrics, checkpoint_dir)
+            on_epoch_end(metrics, saved_to)
 
     test = functools.partial(evaluate, model, dataset.test, batch_size=batch_size, device=target, precision=precision)
     test_accuracy, test_auc = test()
