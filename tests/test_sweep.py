@@ -216,14 +216,20 @@ def _pdsweep() -> str:
     return str(Path(sys.executable).parent / "pdsweep")
 
 
-def test_killed_driver_resumes_and_runs_each_trial_once(tmp_path: Path) -> None:
+def _slow_driver(tmp_path: Path, name: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    """`pdsweep run` of four SLOW_SPACE trials, one at a time, in its own session (to be killed)."""
     space = tmp_path / "slow.yaml"
     space.write_text(SLOW_SPACE)
+    run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", "4", "--concurrency", "1",
+           "--scheduler", "none", "--dataset", "synthetic:2000", "--cache-dir", str(tmp_path / "cache"), "--name", name,
+           "--runs-dir", str(tmp_path / "runs"), *extra]
+    return subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=env)
+
+
+def test_killed_driver_resumes_and_runs_each_trial_once(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     common = ["--runs-dir", str(runs)]
-    run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", "4", "--concurrency", "1",
-           "--scheduler", "none", "--dataset", "synthetic:2000", "--cache-dir", str(tmp_path / "cache"), "--name", "k", *common]
-    driver = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    driver = _slow_driver(tmp_path, "k")
     table = runs / "k" / results.RESULTS_FILE
     deadline = time.monotonic() + 240
     while not (table.is_file() and len(results.read_rows(table)) >= 1):
@@ -260,15 +266,10 @@ def test_killed_driver_resumes_and_runs_each_trial_once(tmp_path: Path) -> None:
 def test_a_driver_killed_long_after_tunes_last_save_loses_and_repeats_nothing(tmp_path: Path) -> None:
     # Tune saves its state on a period (and at trial checkpoints). Here it saves once, at its first
     # step, knowing only the first trial: the kill comes after two trials ended and a third began.
-    space = tmp_path / "slow.yaml"
-    space.write_text(SLOW_SPACE)
     runs = tmp_path / "runs"
     common = ["--runs-dir", str(runs)]
-    run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", "4", "--concurrency", "1",
-           "--scheduler", "none", "--dataset", "synthetic:2000", "--cache-dir", str(tmp_path / "cache"), "--name", "p",
-           "--checkpoint-every-s", "3600", *common]
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "3600"}
-    driver = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=env)
+    driver = _slow_driver(tmp_path, "p", "--checkpoint-every-s", "3600", env=env)
     table, starts_log = runs / "p" / results.RESULTS_FILE, runs / "p" / "starts.log"
     deadline = time.monotonic() + 300
     while not (table.is_file() and len(results.read_rows(table)) >= 2 and len(starts_log.read_text().splitlines()) >= 3):
