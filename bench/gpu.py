@@ -60,6 +60,7 @@ class Sizes:
     step_repeats: int
     packing: tuple[str, int, int]  # model, px, patch of the packing sweep
     packing_dataset: str
+    packing_cpus: int  # local Ray's CPUs: 4 trials at once on the GPU; the dry run fits its host's 2 cores
 
 
 GPU = Sizes(
@@ -81,6 +82,7 @@ GPU = Sizes(
     step_repeats=10,
     packing=("deit_tiny", 64, 16),
     packing_dataset="synthetic:512",
+    packing_cpus=4,
 )
 DRY = Sizes(
     memory=[
@@ -92,6 +94,7 @@ DRY = Sizes(
     step_repeats=2,
     packing=("vit_micro", 32, 8),
     packing_dataset="synthetic:64",
+    packing_cpus=2,
 )
 
 
@@ -233,7 +236,7 @@ def check_packing(sizes: Sizes, on_gpu: bool, gpu_memory_gb: float | None) -> di
                                  cache_dir=str(root / "cache"), estimate=False, concurrency=4,
                                  gpu_memory_gb=gpu_memory_gb)
         lines: list[str] = []
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=sizes.packing_cpus, include_dashboard=False, log_to_driver=False)
         try:
             from pdsweep.sweep.cluster import resources_for
             from pdsweep.space import load_space

@@ -297,7 +297,17 @@ def test_generated_flops_flags(work: Path, flags: list[str], as_json: bool) -> N
 
 
 good_budgets = st.sampled_from(["1", "4.6", "17.6", "1.3,4.6", "0.05"])
+# --set KEY.PATH=VALUE: keys of every section, and paths that go too far; YAML values, good and bad.
+override_keys = st.sampled_from(["training.epochs", "training.lr", "training.epoch", "axes.model", "axes.resolution",
+                                 "axes.resolution.0", "axes.keep_rate.low", "axes.patch_size.x", "weights.deit_tiny",
+                                 "finetune.lr", "description", "nope", "training..epochs", "", "axes"])
+override_values = st.one_of(st.sampled_from(["2", "0", "-1", "1e-3", "[32, 64]", "[]", "{low: 0.9, high: 0.5}", "[1,",
+                                             "deit_tiny", "null", "''", "true", "0x10", "*a", "{a: 1}"]), st.text(max_size=8))
+good_overrides = st.sampled_from(["training.epochs=2", "axes.patch_size=16", "axes.keep_rate={low: 0.3, high: 1}",
+                                  "training.lr=1e-3"])
+overrides = st.one_of(st.tuples(override_keys, override_values).map(lambda kv: f"{kv[0]}={kv[1]}"), st.text(max_size=12))
 plan_flags = flag_set(
+    sometimes(flag("--set", overrides, good_overrides)), sometimes(flag("--set", overrides, good_overrides)),
     flag("--budget-gflops", budgets, good_budgets, required=True),
     flag("--budget-memory-gb", st.one_of(numbers, rates), st.sampled_from(["1", "8", "80"])),
     flag("--space", st.sampled_from(["paper", "tiny", "nope", ""]), st.sampled_from(["paper", "finetune"])),

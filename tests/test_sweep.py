@@ -221,14 +221,13 @@ def _slow_driver(tmp_path: Path, name: str, *extra: str, env: dict | None = None
     space = tmp_path / "slow.yaml"
     space.write_text(SLOW_SPACE)
     run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", "4", "--concurrency", "1",
-           "--scheduler", "none", "--dataset", "synthetic:2000", "--cache-dir", str(tmp_path / "cache"), "--name", name,
+           "--scheduler", "none", "--no-estimate", "--dataset", "synthetic:1000", "--cache-dir", str(tmp_path / "cache"), "--name", name,
            "--runs-dir", str(tmp_path / "runs"), *extra]
     return subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=env)
 
 
-def test_killed_driver_resumes_and_runs_each_trial_once(tmp_path: Path) -> None:
+def test_killed_driver_resumes_moved_and_runs_each_trial_once(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    common = ["--runs-dir", str(runs)]
     driver = _slow_driver(tmp_path, "k")
     table = runs / "k" / results.RESULTS_FILE
     deadline = time.monotonic() + 240
@@ -236,31 +235,58 @@ def test_killed_driver_resumes_and_runs_each_trial_once(tmp_path: Path) -> None:
         assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
         assert time.monotonic() < deadline, "no trial finished in time"
         time.sleep(0.2)
+    # A second driver while the first is alive: refused, in seconds, naming the holder.
+    asked = time.monotonic()
+    second = subprocess.run([_pdsweep(), "resume", "k", "--runs-dir", str(runs)], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2 and time.monotonic() - asked < 10, second.stderr
+    assert second.stderr.count("\n") == 1 and f"being driven by pid {driver.pid} on " in second.stderr
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started, mid-trial
     driver.wait()
     finished_before = {r.trial_id: r for r in results.read_rows(table)}
     assert 1 <= len(finished_before) < 4
+    moved = tmp_path / "elsewhere" / "runs"
+    moved.parent.mkdir()
+    runs.rename(moved)  # `mv`: the sweep folder and its SQLite store together
+    table = moved / "k" / results.RESULTS_FILE
 
-    resumed = subprocess.run([_pdsweep(), "resume", "k", *common], capture_output=True, text=True, timeout=420)
+    resumed = subprocess.run([_pdsweep(), "resume", "k", "--runs-dir", str(moved)], capture_output=True, text=True, timeout=420)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"taking over the lock of sweep 'k' from pid {driver.pid}" in resumed.stderr
+    assert "resuming sweep 'k'" in resumed.stderr
+    assert not runs.exists()  # nothing written where the sweep was
     rows = results.read_rows(table)
     assert len(rows) == 4 and len({r.trial_id for r in rows}) == 4
     assert all(r.status == "completed" for r in rows)
     for trial_id, before in finished_before.items():  # kept as they were, not trained again
         assert next(r for r in rows if r.trial_id == trial_id) == before
-    lines = [line.split() for line in (runs / "k" / "starts.log").read_text().splitlines()]
+    lines = [line.split() for line in (moved / "k" / "starts.log").read_text().splitlines()]
     starts = Counter(trial_id for trial_id, *_ in lines)
-    # (A trial started in the instant before the kill, before Tune recorded it, may be replaced.)
+    # (A trial started after Tune's last save of its state and running at the kill is lost, and
+    # another takes its place.)
     assert set(starts) >= {r.trial_id for r in rows}
     # A finished trial never starts afresh again. (If the kill fell between its row and Tune's own
     # save of its end, Tune restarts it once from its last checkpoint: the row above is still the first.)
     fresh = Counter(trial_id for trial_id, how, *_ in lines if how == "fresh")
     assert all(fresh[trial_id] == 1 and starts[trial_id] <= 2 for trial_id in finished_before)
-    assert "resuming sweep 'k'" in resumed.stderr
     # Optuna heard of each trial once: four complete, anything else closed as failed.
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(runs / "k" / "optuna.journal")))
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(moved / "k" / "optuna.journal")))
     states = Counter(t.state.name for t in optuna.load_study(study_name="tier-0.0008", storage=storage).trials)
     assert states["COMPLETE"] == 4 and set(states) <= {"COMPLETE", "FAIL"}
+    # MLflow, moved with the folder: one finished child run per row under a finished parent. The
+    # trial killed mid-run goes on under its own id if Tune's state had saved it; else it was lost
+    # and its child run is closed and tagged so.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{moved / 'mlflow.db'}")
+    found = client.search_runs([client.get_experiment_by_name("slow").experiment_id])
+    parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in found if "mlflow.parentRunId" in r.data.tags]
+    kept = [c for c in children if c.data.tags["pdsweep.status"] != "lost"]
+    lost = [c for c in children if c.data.tags["pdsweep.status"] == "lost"]
+    assert Counter(c.data.tags["pdsweep.trial_id"] for c in kept) == Counter(r.trial_id for r in rows)
+    assert all(c.info.status == "FINISHED" for c in kept) and [p.info.status for p in parents] == ["FINISHED"]
+    assert len(lost) <= 1 and all(c.info.status == "KILLED" for c in lost)
+    assert not {c.data.tags["pdsweep.trial_id"] for c in lost} & {r.trial_id for r in rows}
 
 
 def test_a_driver_killed_long_after_tunes_last_save_loses_and_repeats_nothing(tmp_path: Path) -> None:
@@ -306,7 +332,9 @@ def test_a_driver_killed_long_after_tunes_last_save_loses_and_repeats_nothing(tm
     children = client.search_runs([client.get_experiment_by_name("slow").experiment_id], "tags.`mlflow.parentRunId` != ''")
     status = {r.data.tags["pdsweep.trial_id"]: r.info.status for r in children}
     assert {status[r.trial_id] for r in rows} == {"FINISHED"}
-    assert status.get(lost[0].user_attrs["ray_trial_id"], "KILLED") == "KILLED"  # the lost run is closed, not left running
+    tags = {r.data.tags["pdsweep.trial_id"]: r.data.tags["pdsweep.status"] for r in children}
+    # The lost run is closed, not left running, and says it was lost.
+    assert (status.get(lost[0].user_attrs["ray_trial_id"], "KILLED"), tags.get(lost[0].user_attrs["ray_trial_id"], "lost")) == ("KILLED", "lost")
 
 
 def test_killed_sweep_on_a_uri_resumes_from_another_machine(tmp_path: Path) -> None:
@@ -317,7 +345,7 @@ def test_killed_sweep_on_a_uri_resumes_from_another_machine(tmp_path: Path) -> N
     # above), and ASHA, which Tune restores from the pickle it made when the sweep started.
     run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", "3", "--concurrency", "1",
            "--scheduler", "asha", "--grace-period", "1", "--search", "random", "--keep-policy", "search",
-           "--dataset", "synthetic:2000", "--cache-dir", str(tmp_path / "cache"), "--name", "u", "--runs-dir", remote]
+           "--no-estimate", "--dataset", "synthetic:1000", "--cache-dir", str(tmp_path / "cache"), "--name", "u", "--runs-dir", remote]
     first_machine = {**os.environ, "PDSWEEP_CACHE": str(tmp_path / "machine-a")}
     driver = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=first_machine)
     table = tmp_path / "remote" / "u" / results.RESULTS_FILE  # as published to the runs dir

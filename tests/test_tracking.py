@@ -24,7 +24,8 @@ def _sweep(tmp_path: Path, **overrides) -> SweepSettings:
     space = tmp_path / "tiny.yaml"
     space.write_text(SPACE)
     values = dict(name="m", space=str(space), budgets=(0.0003, 0.0008), trials=2, dataset="synthetic:40",
-                  runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), concurrency=2, scheduler="none")
+                  runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), concurrency=2, scheduler="none",
+                  estimate=False)  # the measured estimate has its own test (tests/test_ledger.py)
     return SweepSettings(**{**values, **overrides})
 
 
@@ -83,6 +84,27 @@ def test_a_store_lost_mid_sweep_is_reported_once_and_back_filled(tmp_path: Path)
     assert tracking.backfill(ids, rows) == 0  # nothing missing now
     logged = MlflowClient(f"sqlite:///{good}").search_runs([ids.experiment_id], filter_string="tags.`mlflow.parentRunId` != ''")
     assert sorted(r.data.metrics["best_val_accuracy"] for r in logged) == pytest.approx([0.5, 0.6, 0.7])
+
+
+def test_child_runs_a_killed_driver_left_open_are_closed_interrupted_or_lost(tmp_path: Path) -> None:
+    ids = tracking.start_sweep(f"sqlite:///{tmp_path / 'm.db'}", "x", (tmp_path / "art").as_uri(), "s", {}, files=[])
+    killed = tracking.Tracker(ids)  # the driver that was killed: it opened two runs, closed neither
+    for trial_id in ("a", "b"):
+        killed.child(trial_id, trial_id, {})
+    client = MlflowClient(ids.uri)
+
+    def state() -> dict[str, tuple[str, str | None]]:
+        found = client.search_runs([ids.experiment_id], filter_string="tags.`mlflow.parentRunId` != ''")
+        return {r.data.tags[tracking.TRIAL_TAG]: (r.info.status, r.data.tags.get("pdsweep.status")) for r in found}
+
+    tracking.Tracker(ids).close_open()  # a resume that was itself interrupted: they may still go on
+    assert state() == {"a": ("KILLED", "interrupted"), "b": ("KILLED", "interrupted")}
+    resumed = tracking.Tracker(ids)
+    resumed.child("a", "a", {})  # Tune restored trial a: its run is reopened
+    assert state()["a"] == ("RUNNING", "running")
+    client.update_run(killed.runs["b"], status="RUNNING")  # as a driver killed outright leaves it
+    resumed.close_open(sweep_done=True)  # the sweep ended; b never came back
+    assert state() == {"a": ("KILLED", "interrupted"), "b": ("KILLED", "lost")}
 
 
 def test_unreachable_tracking_server_is_one_line(cli, tmp_path: Path) -> None:

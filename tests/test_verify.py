@@ -10,12 +10,13 @@ from pdsweep.cost import StepSetup, inference_flops, memory, train_flops
 from pdsweep.training.verify import fvcore_flops, measure_cuda_peak, measure_memory
 
 # All four paper models, both patch sizes, resolutions 64-896, keep rates 0.05-1, depths
-# 12-48, ensembles 1-4. fvcore traces on the meta device, so even 12,545 tokens are cheap.
+# 12-48, ensembles 1-4. fvcore traces on the meta device, so even 12,545 tokens are cheap; a
+# trace costs seconds per block traced (depth x ensemble), so the deepest configs are single models.
 FVCORE_GRID = [
     Config("deit_tiny", 64, 8, keep_rate=0.05),
     Config("deit_tiny", 64, 16, keep_rate=1.0, ensemble_size=4),
     Config("deit_tiny", 896, 16, keep_rate=0.3, depth=24),
-    Config("deit_tiny", 448, 8, keep_rate=0.11, depth=48, ensemble_size=2),
+    Config("deit_tiny", 448, 8, keep_rate=0.11, depth=48),
     Config("deit_tiny", 112, 16, keep_rate=0.2041),
     Config("deit_small", 112, 8, keep_rate=0.5, ensemble_size=2),
     Config("deit_small", 128, 16, keep_rate=0.75, depth=24),
@@ -28,7 +29,7 @@ FVCORE_GRID = [
     Config("deit_base", 896, 16, keep_rate=1.0, depth=48),
     Config("deit_base", 128, 8, keep_rate=0.6),
     Config("deit_large", 224, 16, keep_rate=0.1),
-    Config("deit_large", 896, 8, keep_rate=0.05, depth=48, ensemble_size=4),
+    Config("deit_large", 896, 8, keep_rate=0.05, depth=48),
     Config("deit_large", 112, 8, keep_rate=1.0, depth=12, ensemble_size=2),
     Config("deit_large", 448, 8, keep_rate=0.07, depth=24),
     Config("deit_large", 64, 16, keep_rate=0.5, depth=48, num_classes=1000),

@@ -126,6 +126,7 @@ def flag_groups() -> dict[str, argparse.ArgumentParser]:
                          help="peak training memory cap in GB (10^9 bytes)")
     budgets.add_argument("--space", default=default(SweepSettings, "space"),
                          help="a space file, or a bundled space name (default: %(default)s)")
+    set_flag(budgets)
     budgets.add_argument("--keep-policy", choices=choices(KeepPolicy), default=default(SweepSettings, "policy"),
                          help="fill: the largest keep rate that fits (default); search: sampled below it")
 
@@ -133,6 +134,12 @@ def flag_groups() -> dict[str, argparse.ArgumentParser]:
     cluster.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS"),
                          help="the cluster's dashboard, e.g. http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)")
     return {"common": common, "one_config": one_config, "budgets": budgets, "cluster": cluster}
+
+
+def set_flag(parser: argparse.ArgumentParser, what: str = "a value of the space file") -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
+                        help=f"change {what} before it is checked, e.g. --set training.epochs=2 --set "
+                             "axes.resolution=[32,64] (YAML values; repeatable, the later wins)")
 
 
 def runs_dir_flag(parser: argparse.ArgumentParser) -> None:

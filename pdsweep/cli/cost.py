@@ -121,7 +121,7 @@ class Plan(Command):
         from pdsweep.cost import Budget
         from pdsweep.space import load_space, plan
 
-        space = load_space(args.space)
+        space = load_space(args.space, args.overrides)
         plans = [
             plan(space, Budget(gflops, args.budget_memory_gb), policy=args.keep_policy, num_classes=args.num_classes)
             for gflops in args.budget_gflops

@@ -88,7 +88,8 @@ class Run(Command):
         from pdsweep.sweep import SweepSettings, check_sweep, default_name, run_sweep
 
         settings = SweepSettings(
-            name=args.name or default_name(), space=args.space, budgets=tuple(args.budget_gflops),
+            name=args.name or default_name(), space=args.space, overrides=tuple(args.overrides),
+            budgets=tuple(args.budget_gflops),
             memory_gb=args.budget_memory_gb, policy=args.keep_policy, search=args.search, trials=args.trials,
             concurrency=args.concurrency, scheduler=args.scheduler, grace_period=args.grace_period,
             reduction_factor=args.reduction_factor, repeats=args.repeats, top_k=args.top_k, max_tflop=args.max_tflop,

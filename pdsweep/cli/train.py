@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pdsweep.cli._base import Command, choices, default, json_flag, positive_float
+from pdsweep.cli._base import Command, choices, default, json_flag, positive_float, set_flag
 from pdsweep.errors import PdsweepError
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ class Train(Command):
         parser.add_argument("--dataset", default=default(SweepSettings, "dataset"),
                             help="synthetic[:N] (default), folder:PATH, npz:PATH or parquet:PATH")
         parser.add_argument("--space", help="take training settings from this space file or name")
+        set_flag(parser, "a training setting (training.KEY) of --space or of the defaults")
         parser.add_argument("--epochs", type=int, help="epochs")
         parser.add_argument("--batch-size", type=int, help="batch size")
         parser.add_argument("--warmup-epochs", type=int, help="epochs of linear learning-rate warm-up")
@@ -68,7 +69,7 @@ class Train(Command):
         from dataclasses import asdict, replace
         from pathlib import Path
 
-        from pdsweep.space import TrainingSettings, load_space
+        from pdsweep.space import load_training
         from pdsweep.training.data import DatasetSpec, load_dataset
         from pdsweep.training.faults import fault_line, fault_status
         from pdsweep.training.loop import check_fits, train
@@ -78,7 +79,7 @@ class Train(Command):
         checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else None
         if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
             raise PdsweepError(f"--checkpoint-dir {str(checkpoint_dir)!r} is a file; give a folder.")
-        base = load_space(args.space).training if args.space else TrainingSettings()
+        base = load_training(args.space, args.overrides)
         settings = _settings_of(args, base)
         spec = DatasetSpec.parse(args.dataset)
         check_fits(config, settings, args.device)  # before minutes of decoding; the head's size hardly matters

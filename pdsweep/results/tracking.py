@@ -285,8 +285,11 @@ class Tracker:
             self.ended.add(trial_id)
             self.unlogged.discard(trial_id)
 
-    def close_open(self, status: str = "KILLED") -> None:
-        """End the child runs of trials that never finished (their sweep was interrupted)."""
+    def close_open(self, status: str = "KILLED", *, sweep_done: bool = False) -> None:
+        """End the child runs of trials that never finished (their sweep was interrupted). With
+        ``sweep_done``, child runs an earlier driver left open belong to trials that were lost
+        with it (Tune's state had not saved them; the search ran their budget again) and are
+        tagged ``lost``; otherwise a later resume may still reopen them."""
         for trial_id, run_id in self.runs.items():
             if trial_id not in self.ended and trial_id not in self.finished:
                 def close(run_id: str = run_id) -> None:
@@ -296,9 +299,10 @@ class Tracker:
 
                 if self._guard(trial_id, close, force=True):
                     self.ended.add(trial_id)
-        self._guard(PARENT, lambda: self._close_strays(status), force=True)
+        tag = "lost" if sweep_done else "interrupted"
+        self._guard(PARENT, lambda: self._close_strays(status, tag), force=True)
 
-    def _close_strays(self, status: str) -> None:
+    def _close_strays(self, status: str, tag: str) -> None:
         """Child runs that an earlier driver left open: it was killed, and their trials were lost
         with it (or wait to resume, which reopens them)."""
         client = _client(self.ids.uri)
@@ -311,7 +315,7 @@ class Tracker:
             if not token:
                 break
         for run in strays:  # closed after the search: a page is not changed under its own query
-            client.set_tag(run.info.run_id, "pdsweep.status", "interrupted")
+            client.set_tag(run.info.run_id, "pdsweep.status", tag)
             client.set_terminated(run.info.run_id, status=status)
 
     def artifacts(self, files: Iterable[Path]) -> None:

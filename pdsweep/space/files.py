@@ -20,7 +20,8 @@ A file has an ``axes`` section and an optional ``training`` section::
       optimizer: sgd
       lr: 0.01
 
-YAML anchors, aliases and merge keys work as in ``yaml.safe_load``; a top-level key beginning
+``--set KEY.PATH=VALUE`` on the command line changes a value before the file is checked
+(:mod:`pdsweep.space.overrides`). YAML anchors, aliases and merge keys work as in ``yaml.safe_load``; a top-level key beginning
 with ``x-`` is skipped, a place to define them (``x-base: &base {epochs: 30}``, then
 ``training: {<<: *base, lr: 0.001}``).
 
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
@@ -43,6 +44,7 @@ from pdsweep.config import axes as config_axes
 from pdsweep.errors import PdsweepError
 from pdsweep.presets import PRESETS
 from pdsweep.space.axes import Axis, Categorical, FloatRange, IntRange
+from pdsweep.space.overrides import apply_overrides, described, parse_overrides
 from pdsweep.space.search_space import DEFAULT_AXES, REQUIRED_AXES, MAX_VALUES_PER_AXIS, SearchSpace
 from pdsweep.space.settings import TrainingSettings
 from pdsweep.space.weights import WeightSource
@@ -87,11 +89,34 @@ def resolve_space(name_or_path: str | Path) -> Path:
     )
 
 
-def load_space(name_or_path: str | Path) -> SearchSpace:
-    """Read and validate a search-space file (a path or a bundled name)."""
+def load_space(name_or_path: str | Path, overrides: Iterable[str] = ()) -> SearchSpace:
+    """Read and validate a search-space file (a path or a bundled name), with ``overrides``
+    (``--set KEY.PATH=VALUE``, :mod:`pdsweep.space.overrides`) applied before it is checked."""
     path = resolve_space(name_or_path)
-    document = read_yaml(path, "the space file", _strict_loader())
-    return parse_space(document, name=path.stem, source=str(path), base_dir=path.resolve().parent)
+    changes = parse_overrides(overrides)
+    document = apply_overrides(read_yaml(path, "the space file", _strict_loader()), changes)
+    return parse_space(document, name=path.stem, source=str(path), base_dir=path.resolve().parent,
+                       shown=described(str(path), changes))
+
+
+def load_training(name_or_path: str | Path | None, overrides: Iterable[str] = ()) -> TrainingSettings:
+    """The training settings of a space file (or the defaults, without one) with ``training.KEY``
+    overrides: what ``pdsweep train`` takes, whose config its own flags give."""
+    changes = parse_overrides(overrides)
+    for change in changes:
+        if change.path[0] != "training":
+            raise PdsweepError(f"--set {change.key}: train trains the config its flags give (--model, --resolution, "
+                               "...); here --set takes training.KEY=VALUE.")
+    if name_or_path:
+        return load_space(name_or_path, overrides).training
+    where = _Where(described("the default training settings", changes))
+    settings = tuple(f.name for f in fields(TrainingSettings))
+    document = apply_overrides({"training": {}}, changes)
+    training = where.mapping(document["training"], "training", allowed=settings)
+    try:
+        return TrainingSettings(**training)
+    except PdsweepError as error:
+        raise PdsweepError(f"{where.source}: {error}") from None
 
 
 def _strict_loader() -> type:
@@ -125,10 +150,13 @@ def _strict_loader() -> type:
     return StrictLoader
 
 
-def parse_space(document: Any, *, name: str, source: str = "<memory>", base_dir: Path | None = None) -> SearchSpace:
+def parse_space(document: Any, *, name: str, source: str = "<memory>", base_dir: Path | None = None,
+                shown: str | None = None) -> SearchSpace:
     """Validate a space already parsed from YAML (a mapping). A relative weight file is taken
-    relative to ``base_dir`` (the space file's folder; default: the working directory)."""
-    where = _Where(source)
+    relative to ``base_dir`` (the space file's folder; default: the working directory);
+    ``shown``: how messages name the file (default ``source``)."""
+    shown = shown or source
+    where = _Where(shown)
     if isinstance(document, dict):  # top-level x- keys are the file's own (a place for YAML anchors)
         document = {k: v for k, v in document.items() if not (isinstance(k, str) and k.startswith(EXTENSION_PREFIX))}
     top = where.mapping(document, "", allowed=("description", "axes", "weights", "training", "finetune"))
@@ -155,7 +183,7 @@ def parse_space(document: Any, *, name: str, source: str = "<memory>", base_dir:
             weights=weights, finetune=tuned,
         )
     except PdsweepError as error:  # the value objects' own checks, located in the file
-        raise PdsweepError(f"{source}: {error}") from None
+        raise PdsweepError(f"{shown}: {error}") from None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from pdsweep.results.compute import ComputePlan
 from pdsweep.results.rows import FAILED, RESULTS_FILE, ResultRow, read_rows
 from pdsweep.results.summary import report_or_none, summary_lines
 from pdsweep.space import SearchSpace, load_space, parse_space, plan
+from pdsweep.space.overrides import apply_overrides, described, parse_overrides
 from pdsweep.sweep.callback import SweepCallback, driving
 from pdsweep.sweep.cluster import check_address, connect, probe_dataset, probe_on_cluster, warn_if_not_shared
 from pdsweep.sweep.estimate import Throughput
@@ -108,7 +109,7 @@ class _Ready:
 
 def _prepare(settings: SweepSettings, err: Print) -> _Ready:
     settings = settings.absolute()
-    space = load_space(settings.space)
+    space = load_space(settings.space, settings.overrides)
     weights = inspect_space(space, settings.weights_cache)  # every pretrained start's weights, found and checked
     budgets = [Budget(g, settings.memory_gb) for g in settings.budgets]
     store = settings.store
@@ -165,7 +166,7 @@ def resume_sweep(name: str, runs_dir: str = DEFAULT_RUNS_DIR, *, address: str | 
         if address is not None:
             state = replace(state, settings=replace(state.settings, address=address))
         settings = state.settings
-        space = parse_space(_yaml(state.space_text), name=Path(settings.space).stem, source=str(store.local_dir / SWEEP_FILE))
+        space = space_of(state, str(store.local_dir / SWEEP_FILE))
         check_address(settings.address)
         state = _resume_tracking(state, space, mlflow_uri, no_mlflow, err)
         connect(settings.address, settings.verbose)
@@ -178,7 +179,8 @@ def resume_sweep(name: str, runs_dir: str = DEFAULT_RUNS_DIR, *, address: str | 
 def _start_tracking(state: SweepState, space: SearchSpace, uri: str, err: Print) -> tracking.TrackingIds:
     settings = state.settings
     store = settings.store
-    params = {**{k: v for k, v in asdict(settings).items() if v is not None}, "space": space.name, **state.data.to_dict()}
+    params = {**{k: v for k, v in asdict(settings).items() if v is not None}, "space": space.name, **state.data.to_dict(),
+              "overrides": " ".join(settings.overrides)}
     experiment = settings.experiment or space.name
     ids = tracking.start_sweep(
         uri, experiment, None if settings.mlflow_uri else tracking.artifact_root(store.tracking_root),
@@ -326,7 +328,7 @@ def _close_tracking(state: SweepState, callback: SweepCallback, status: str) -> 
     if ids is None:
         return
     tracker = callback.tracker or tracking.Tracker(ids)  # no trial ran under this driver
-    tracker.close_open("KILLED")
+    tracker.close_open("KILLED", sweep_done=status == "FINISHED")
     tracker.end_sweep(status)
     store = state.settings.store
     if store.remote and not state.settings.mlflow_uri:
@@ -349,7 +351,11 @@ def _fit(tuner: Any) -> bool:
     return stopped[0] or (grid is not None and grid.num_terminated + grid.num_errors < len(grid))
 
 
-def _yaml(text: str) -> Any:
+def space_of(state: SweepState, source: str | None = None) -> SearchSpace:
+    """The space a sweep searches: the file's text it kept when it started, with its overrides."""
     import yaml
 
-    return yaml.safe_load(text)
+    changes = parse_overrides(state.settings.overrides)
+    document = apply_overrides(yaml.safe_load(state.space_text), changes)
+    source = source or str(state.settings.sweep_dir / SWEEP_FILE)
+    return parse_space(document, name=Path(state.settings.space).stem, source=source, shown=described(source, changes))

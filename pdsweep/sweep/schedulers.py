@@ -26,7 +26,8 @@ class InPlace(FIFOScheduler):
 
     On resume, before any trial starts, a trial that Tune restored as unfinished but whose row
     ``results.parquet`` holds (it ended after Tune's last save of its state, before the driver
-    died) is stopped, not run again: its row is its record (``store``: where the sweep is)."""
+    died) is stopped, not run again: its row is its record (``store``: where the sweep is). The
+    other restored trials log their starts where the sweep folder is now."""
 
     def __init__(self, store: SweepStore | None = None) -> None:
         super().__init__()
@@ -43,9 +44,12 @@ class InPlace(FIFOScheduler):
         from ray.tune.experiment import Trial
 
         ended = ended_trials(self.store)
+        starts_log = self.store.starts_log
         for trial in tune_controller.get_trials():
             if trial.status in (Trial.PENDING, Trial.PAUSED) and trial.trial_id in ended:
                 tune_controller.stop_trial(trial)  # tells the scheduler, the searcher and the callback
+            elif trial.config.get("starts_log") not in (None, starts_log):  # as Tune's PBT edits a config
+                trial.set_config({**trial.config, "starts_log": starts_log})
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "store" not in state:  # pickled before it knew its sweep: the one this process resumes

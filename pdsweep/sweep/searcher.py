@@ -402,6 +402,8 @@ class BudgetSearcher(Searcher):
                                             fields["split_seed"], fields["cache_dir"], fields["starts_log"])
         self.__dict__.update({"issued_numbers": None, **state})  # pickled before it: see restore()
         self.store = relocated(self.store)
+        if self.context.starts_log:  # the sweep folder may have moved: new trials log where it is now
+            self.context = replace(self.context, starts_log=self.store.starts_log)
 
 
 def _close_lost(study: optuna.Study, number: int) -> None:

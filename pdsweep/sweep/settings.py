@@ -20,6 +20,7 @@ from pdsweep.paths import DEFAULT_RUNS_DIR
 from pdsweep.results.compute import ComputeCap, ComputePlan
 from pdsweep.results.tracking import TrackingIds
 from pdsweep.space import KeepPolicy
+from pdsweep.space.overrides import parse_overrides
 from pdsweep.sweep.sampler import SearchKind
 from pdsweep.sweep.store import SWEEP_FILE, SweepStore
 from pdsweep.training.weights import WeightFile
@@ -36,6 +37,7 @@ class SweepSettings:
 
     name: str
     space: str = "paper"
+    overrides: tuple[str, ...] = ()  # --set KEY.PATH=VALUE on the space file, in order
     budgets: tuple[float, ...] = (17.6,)
     memory_gb: float | None = None
     policy: KeepPolicy = "fill"
@@ -89,6 +91,7 @@ class SweepSettings:
             raise PdsweepError(f"`--checkpoint-every-s` must be a number of seconds >= 0, got {self.checkpoint_every_s!r}.")
         if self.max_failures < 0:
             raise PdsweepError(f"`--max-failures >= 0` must hold, got {self.max_failures!r}.")
+        parse_overrides(self.overrides)  # each a KEY.PATH=VALUE; what it sets is checked with the space
 
     @property
     def store(self) -> SweepStore:
@@ -162,7 +165,8 @@ class SweepState:
         if missing:
             raise KeyError(missing[0])
         saved = values["settings"]
-        settings = SweepSettings(**{**saved, "budgets": tuple(saved["budgets"]), "runs_dir": runs_dir or saved["runs_dir"]})
+        settings = SweepSettings(**{**saved, "budgets": tuple(saved["budgets"]), "overrides": tuple(saved.get("overrides", ())),
+                                    "runs_dir": runs_dir or saved["runs_dir"]})
         data = DataProbe(values["num_classes"], values.get("train_images", 0), values.get("worker_gpu_memory_gb"))
         mlflow = TrackingIds.from_dict(values["mlflow"]) if values.get("mlflow") else None
         compute = ComputePlan.from_dict(values["compute"]) if values.get("compute") else None

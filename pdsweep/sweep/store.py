@@ -78,6 +78,11 @@ class SweepStore:
         return local_root(self.runs_dir) / self.name
 
     @property
+    def starts_log(self) -> str | None:
+        """Where trials log their starts: the sweep folder when it is local (workers can write it)."""
+        return None if self.remote else str(self.local_dir / STARTS_FILE)
+
+    @property
     def storage_path(self) -> str:
         """The sweep folder as Ray Tune's ``storage_path`` (a path or a URI)."""
         return f"{self.runs_dir.rstrip('/')}/{self.name}" if self.remote else str(self.local_dir)

@@ -17,7 +17,6 @@ from pdsweep.sweep.cluster import resources_for, slots
 from pdsweep.sweep.estimate import Throughput
 from pdsweep.sweep.settings import SweepSettings, SweepState
 from pdsweep.sweep.spec import TrialContext, TrialSpec
-from pdsweep.sweep.store import STARTS_FILE
 from pdsweep.training.weights import WeightFile
 
 
@@ -30,8 +29,7 @@ def trial_context(settings: SweepSettings, space: SearchSpace, train_images: int
         dataset=settings.dataset,
         split_seed=space.training.seed,
         cache_dir=settings.cache_dir,
-        # Trial starts are logged where workers can write: the sweep folder when it is local.
-        starts_log=None if settings.store.remote else str(settings.sweep_dir / STARTS_FILE),
+        starts_log=settings.store.starts_log,
         memory_cap_gb=settings.trial_memory_cap_gb,
         train_images=train_images,
         finetune=space.finetune,
