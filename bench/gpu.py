@@ -55,7 +55,7 @@ SDPA_OPS = {"flash": "_scaled_dot_product_flash_attention", "memory-efficient": 
 class Sizes:
     """What one run measures: the GPU's sizes, or the dry run's toys."""
 
-    memory: list[tuple[str, int, int, float, int, int, str, str]]  # model, px, patch, keep, ensemble, batch, precision, optimizer
+    memory: list[tuple[Any, ...]]  # model, px, patch, keep, ensemble, batch, precision, optimizer[, attention]
     step: tuple[str, int, tuple[int, ...], int, str]  # model, patch, resolutions, batch, precision
     step_repeats: int
     packing: tuple[str, int, int]  # model, px, patch of the packing sweep
@@ -77,6 +77,10 @@ GPU = Sizes(
         ("deit_base", 224, 16, 0.25, 2, 64, "bf16-mixed", "sgd"),
         ("deit_base", 448, 16, 0.5, 1, 32, "bf16-mixed", "adamw"),
         ("deit_base", 448, 16, 0.25, 1, 64, "fp32", "sgd"),
+        # timm's unfused attention (training.attention: eager): each block keeps its T x T matrices
+        ("deit_small", 448, 16, 1.0, 1, 32, "bf16-mixed", "adamw", "eager"),
+        ("deit_base", 224, 16, 0.5, 1, 64, "bf16-mixed", "adamw", "eager"),
+        ("deit_base", 224, 16, 1.0, 1, 32, "fp32", "sgd", "eager"),
     ],
     step=("deit_base", 16, (224, 448), 64, "bf16-mixed"),
     step_repeats=10,
@@ -89,6 +93,7 @@ DRY = Sizes(
         ("vit_micro", 32, 8, 1.0, 1, 8, "fp32", "adamw"),
         ("vit_micro", 64, 8, 0.5, 2, 4, "fp32", "sgd"),
         ("vit_micro", 64, 8, 0.25, 1, 8, "fp32", "adamw"),
+        ("vit_micro", 64, 4, 1.0, 1, 8, "fp32", "adamw", "eager"),
     ],
     step=("vit_micro", 8, (32, 64), 8, "fp32"),
     step_repeats=2,
@@ -112,15 +117,16 @@ def check_memory(sizes: Sizes, on_gpu: bool) -> list[dict[str, Any]]:
     from pdsweep.training.verify import measure_cuda_peak, measure_memory
 
     rows = []
-    for model, px, patch, keep, ensemble, batch, precision, optimizer in sizes.memory:
+    for model, px, patch, keep, ensemble, batch, precision, optimizer, *kernel in sizes.memory:
         config = _config(model, px, patch, keep, ensemble)
-        setup = StepSetup(batch, precision, optimizer)  # type: ignore[arg-type]
+        attention = kernel[0] if kernel else "fused"
+        setup = StepSetup(batch, precision, optimizer, attention)  # type: ignore[arg-type]
         predicted = memory(config, setup).gb
         measured = (measure_cuda_peak(config, setup) if on_gpu else measure_memory(config, setup).peak) / 1e9
         if on_gpu:
             torch.cuda.empty_cache()
         rows.append({"config": config.name, "batch": batch, "precision": precision, "optimizer": optimizer,
-                     "predicted_gb": predicted, "measured_gb": measured, "error": predicted / measured - 1})
+                     "attention": attention, "predicted_gb": predicted, "measured_gb": measured, "error": predicted / measured - 1})
     return rows
 
 
@@ -270,9 +276,10 @@ def _markdown(result: dict[str, Any]) -> str:
     out = [head, ""]
     if result.get("memory"):
         out += ["Memory model vs measured peak of one training step (goal: within 15%):", "",
-                "| config | batch | precision | optimizer | predicted GB | measured GB | error |",
-                "| --- | --- | --- | --- | --- | --- | --- |"]
-        out += [f"| {r['config']} | {r['batch']} | {r['precision']} | {r['optimizer']} | {r['predicted_gb']:.3f} "
+                "| config | batch | precision | optimizer | attention | predicted GB | measured GB | error |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        out += [f"| {r['config']} | {r['batch']} | {r['precision']} | {r['optimizer']} | {r.get('attention', 'fused')} "
+                f"| {r['predicted_gb']:.3f} "
                 f"| {r['measured_gb']:.3f} | {r['error']:+.1%} |" for r in result["memory"]]
         out.append("")
     if result.get("step"):

@@ -21,7 +21,8 @@ def test_the_dry_run_measures_every_check_on_the_cpu(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["dry_run"] is True and set(result["seconds"]) == {"memory", "step", "packing"}
     # Memory: the model's prediction beside a measured peak, for each toy config.
-    assert len(result["memory"]) == 3
+    assert len(result["memory"]) == 4
+    assert [row["attention"] for row in result["memory"]] == ["fused", "fused", "fused", "eager"]
     for row in result["memory"]:
         assert row["predicted_gb"] > 0 and row["measured_gb"] > 0
         assert row["error"] == pytest.approx(row["predicted_gb"] / row["measured_gb"] - 1)

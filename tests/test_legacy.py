@@ -40,12 +40,13 @@ def _bundled(text: str) -> str:
 
 
 def _without_added_axes(value: object) -> object:
-    """JSON with the axes added since the golden file, where they hold their legacy value, removed."""
+    """JSON with the axes (and step settings) added since the golden file, where they hold their
+    legacy value, removed."""
     from pdsweep.config import LEGACY_AXIS_VALUES
 
+    added = {**LEGACY_AXIS_VALUES, "attention": "fused"}  # the memory model's attention kernel: fused until eager came
     if isinstance(value, dict):
-        return {k: _without_added_axes(v) for k, v in value.items()
-                if not (k in LEGACY_AXIS_VALUES and v == LEGACY_AXIS_VALUES[k])}
+        return {k: _without_added_axes(v) for k, v in value.items() if not (k in added and v == added[k])}
     if isinstance(value, list):
         return [_without_added_axes(v) for v in value]
     return value

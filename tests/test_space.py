@@ -68,7 +68,7 @@ def test_stepped_keep_rate_range_lists_its_values() -> None:
     [
         ("axes: [1, 2]\n", r"space.yaml: axes: this section must be a mapping"),
         ("- just a list\n", r"space.yaml: the file must be a mapping of keys"),
-        (VALID + "extras: 1\n", r"space.yaml: extras: unknown key; valid keys: description, axes, weights, training, finetune"),
+        (VALID + "extras: 1\n", r"space.yaml: extras: unknown key; valid keys: description, axes, configs, weights, training, finetune"),
         (VALID + "weights:\n  deit_tiny: deit tiny\n", r"weights.deit_tiny: weight source 'deit tiny' is neither a hub name"),
         (VALID + "weights:\n  deit_huge: timm/x\n", r"weights.deit_huge: unknown key; did you mean 'deit_large'\?"),
         (VALID + "weights:\n  deit_base: timm/x\n", r"weights.deit_base: the space has no model 'deit_base' \(axes.model: deit_tiny, deit_small\)"),
@@ -139,7 +139,7 @@ def test_weights_init_and_finetune_sections(tmp_path: Path) -> None:
 
 
 def test_missing_space_file_lists_the_bundled_spaces(tmp_path: Path) -> None:
-    with pytest.raises(PdsweepError, match=r"space file '.*nope.yaml' not found; .*bundled space name \(finetune, paper, quickstart\)"):
+    with pytest.raises(PdsweepError, match=r"space file '.*nope.yaml' not found; .*bundled space name \(finetune, paper, quickstart; the study.s recipes: paper/depth, "):
         load_space(tmp_path / "nope.yaml")
     with pytest.raises(PdsweepError, match=r"is a directory"):
         load_space(tmp_path)

@@ -102,26 +102,19 @@ def flag_groups() -> dict[str, argparse.ArgumentParser]:
     """Flag groups shared by several commands (argparse parents)."""
     import os
 
-    from pdsweep.config import Config
-    from pdsweep.presets import PRESETS
     from pdsweep.space import KeepPolicy
     from pdsweep.sweep.settings import SweepSettings
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks")
 
-    one_config = argparse.ArgumentParser(add_help=False)  # flops and train: one config
-    one_config.add_argument("--model", required=True, help=f"model preset: {', '.join(PRESETS)}")
-    one_config.add_argument("--resolution", type=int, required=True, help="image side in pixels")
-    one_config.add_argument("--patch-size", type=int, required=True, help="patch side in pixels")
-    one_config.add_argument("--keep-rate", type=float, help="fraction of patches kept in training (default 1)")
-    one_config.add_argument("--depth", type=int, help="transformer blocks (default: the preset's)")
-    one_config.add_argument("--ensemble-size", type=int, default=default(Config, "ensemble_size"),
-                            help="ensemble members (default %(default)s)")
+    one_config = argparse.ArgumentParser(add_help=False)  # train: one config
+    config_flags(one_config)
 
     budgets = argparse.ArgumentParser(add_help=False)  # plan and run: a space under budget tiers
-    budgets.add_argument("--budget-gflops", type=budget_list, required=True, metavar="B[,B...]",
-                         help="train GFLOPs per image; several comma-separated values are budget tiers")
+    budgets.add_argument("--budget-gflops", type=budget_list, metavar="B[,B...]",
+                         help="train GFLOPs per image; several comma-separated values are budget tiers (required "
+                              "unless the space lists its configs: then every listed config runs)")
     budgets.add_argument("--budget-memory-gb", type=positive_float, metavar="M",
                          help="peak training memory cap in GB (10^9 bytes)")
     budgets.add_argument("--space", default=default(SweepSettings, "space"),
@@ -134,6 +127,21 @@ def flag_groups() -> dict[str, argparse.ArgumentParser]:
     cluster.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS"),
                          help="the cluster's dashboard, e.g. http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)")
     return {"common": common, "one_config": one_config, "budgets": budgets, "cluster": cluster}
+
+
+def config_flags(parser: argparse.ArgumentParser, *, shape_required: bool = True, shape_note: str = "") -> None:
+    """The flags of one config; ``shape_required=False`` leaves --resolution and --patch-size
+    optional (``flops --curve`` spans them), with ``shape_note`` in their help."""
+    from pdsweep.config import Config
+    from pdsweep.presets import PRESETS
+
+    parser.add_argument("--model", required=True, help=f"model preset: {', '.join(PRESETS)}")
+    parser.add_argument("--resolution", type=int, required=shape_required, help="image side in pixels" + shape_note)
+    parser.add_argument("--patch-size", type=int, required=shape_required, help="patch side in pixels" + shape_note)
+    parser.add_argument("--keep-rate", type=float, help="fraction of patches kept in training (default 1)")
+    parser.add_argument("--depth", type=int, help="transformer blocks (default: the preset's)")
+    parser.add_argument("--ensemble-size", type=int, default=default(Config, "ensemble_size"),
+                        help="ensemble members (default %(default)s)")
 
 
 def set_flag(parser: argparse.ArgumentParser, what: str = "a value of the space file") -> None:

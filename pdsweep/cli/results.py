@@ -22,6 +22,9 @@ class Report(Command):
         runs_dir_flag(parser)
         parser.add_argument("--out", metavar="DIR", help="where to write report.md and report.png (default: the sweep folder)")
         parser.add_argument("--to-mlflow", action="store_true", help="back-fill MLflow with trials it is missing")
+        parser.add_argument("--layout", choices=["tiers", "paper"], default="tiers",
+                            help="tiers: best config per budget tier (default); paper: a recipe's listed configs side "
+                                 "by side with the difference against each group's baseline, and robustness curves")
         json_flag(parser, "print the report as JSON")
 
     def take_action(self, args: argparse.Namespace) -> int:
@@ -30,6 +33,8 @@ class Report(Command):
         from pdsweep.results import report, tracking
         from pdsweep.sweep.files import load_sweep
 
+        if args.layout == "paper":
+            return _paper(args)
         sweeps = [load_sweep(name, args.runs_dir) for name in args.names]
         reports = [report.build(s.name, s.rows, **s.options) for s in sweeps]
         outputs = []
@@ -56,6 +61,41 @@ class Report(Command):
             for md, png in outputs:
                 print(f"wrote {md} and {png}", file=sys.stderr)
         return 0
+
+
+def _paper(args: argparse.Namespace) -> int:
+    """``report --layout paper``: each recipe's table, ``paper.md`` and ``robustness.png``."""
+    from pathlib import Path
+
+    from pdsweep.results import tracking
+    from pdsweep.results.paper import paper_markdown, paper_table, write_paper
+    from pdsweep.sweep.files import load_sweep, sweep_space
+
+    tables = []
+    for name in args.names:
+        sweep = load_sweep(name, args.runs_dir)
+        space = sweep_space(name, args.runs_dir)
+        if not space.configs:
+            raise PdsweepError(f"sweep {name!r} searched the axes of space {space.name!r}; --layout paper is for a "
+                               "recipe (a space that lists its configs, e.g. search_spaces/paper/keep_rate.yaml); "
+                               "drop --layout for the per-tier report.")
+        table = paper_table(name, space.name, space.description, space.configs, sweep.rows)
+        out_dir = Path(args.out) / name if args.out and len(args.names) > 1 else Path(args.out or sweep.folder / "report")
+        written = write_paper(table, out_dir)
+        if sweep.mlflow:
+            try:
+                tracking.log_artifacts(sweep.mlflow, written)
+            except Exception as error:  # the report stands without MLflow
+                print(f"pdsweep: warning: could not log the report to MLflow ({error}).", file=sys.stderr)
+        tables.append((table, written))
+    if args.json:
+        payload = [table.to_json() for table, _ in tables]
+        print(json.dumps(payload[0] if len(payload) == 1 else {"sweeps": payload}, indent=2, allow_nan=False))
+    else:
+        print("\n".join(paper_markdown(table) for table, _ in tables))
+        for _, written in tables:
+            print(f"wrote {' and '.join(map(str, written))}", file=sys.stderr)
+    return 0
 
 
 class Ui(Command):

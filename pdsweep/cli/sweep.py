@@ -89,7 +89,7 @@ class Run(Command):
 
         settings = SweepSettings(
             name=args.name or default_name(), space=args.space, overrides=tuple(args.overrides),
-            budgets=tuple(args.budget_gflops),
+            budgets=tuple(args.budget_gflops or ()),  # none: a space of listed configs runs them all
             memory_gb=args.budget_memory_gb, policy=args.keep_policy, search=args.search, trials=args.trials,
             concurrency=args.concurrency, scheduler=args.scheduler, grace_period=args.grace_period,
             reduction_factor=args.reduction_factor, repeats=args.repeats, top_k=args.top_k, max_tflop=args.max_tflop,

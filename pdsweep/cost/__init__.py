@@ -1,4 +1,5 @@
-"""The cost of training a config, in closed form: FLOPs, memory, budgets and feasibility.
+"""The cost of training a config, in closed form: FLOPs, memory, budgets and feasibility, and the
+compute curve (relative cost against the patch count).
 
 Imports no torch: the planner and the sampler call this thousands of times a second. fvcore's
 count of the real model (the reference these formulas are tested against) is in
@@ -6,6 +7,14 @@ count of the real model (the reference these formulas are tested against) is in
 """
 
 from pdsweep.cost.budget import Budget, Cost, estimate
+from pdsweep.cost.curve import (
+    DEFAULT_KEEP_RATES,
+    STANDARD_RESOLUTIONS,
+    ComputeCurve,
+    CurvePoint,
+    CurveRow,
+    compute_curve,
+)
 from pdsweep.cost.feasibility import (
     KeepRates,
     excess,
@@ -24,11 +33,12 @@ from pdsweep.cost.flops import (
     train_gflops,
 )
 from pdsweep.cost.memory import MemoryEstimate, memory
-from pdsweep.cost.setup import OPTIMIZERS, PRECISIONS, OptimizerName, Precision, StepSetup
+from pdsweep.cost.setup import ATTENTIONS, OPTIMIZERS, PRECISIONS, Attention, OptimizerName, Precision, StepSetup
 
 __all__ = [
-    "GIGA", "OPTIMIZERS", "PRECISIONS", "Budget", "Cost", "KeepRates", "MemoryEstimate", "OptimizerName",
-    "Precision", "StepSetup", "eq1_flops", "estimate", "excess", "fits", "inference_flops", "inference_gflops",
-    "keep_rate_between", "largest_keep_rate", "max_keep_count", "memory", "param_count", "train_flops",
-    "train_gflops",
+    "ATTENTIONS", "DEFAULT_KEEP_RATES", "GIGA", "OPTIMIZERS", "PRECISIONS", "STANDARD_RESOLUTIONS", "Attention",
+    "Budget", "ComputeCurve", "Cost", "CurvePoint", "CurveRow", "KeepRates", "MemoryEstimate", "OptimizerName",
+    "Precision", "StepSetup", "compute_curve", "eq1_flops", "estimate", "excess", "fits", "inference_flops",
+    "inference_gflops", "keep_rate_between", "largest_keep_rate", "max_keep_count", "memory", "param_count",
+    "train_flops", "train_gflops",
 ]

@@ -2,8 +2,10 @@
 
 Memory is the peak of one training step (parameters, gradients, optimizer state, activations
 saved for backward, the largest transient; see :class:`MemoryEstimate`) for timm's ViT trained
-by pdsweep's training step:
-fused attention (no T x T matrix is stored), fp32 weights, and either fp32 or bf16 autocast.
+by pdsweep's training step: fp32 weights, fp32 or bf16 autocast, and fused attention (no T x T
+matrix is stored) or eager attention (timm's explicit path: each block keeps its H x T x T
+attention probabilities, and the backward holds two such matrices in flight; on long sequences
+that is several times the fused figure).
 An ensemble trains its members on the same batch one backward at a time with one optimizer,
 so it holds every member's weights, gradients and state but one member's activations.
 
@@ -28,7 +30,20 @@ def _weight_matrix_params(a: _Arch) -> int:
     return 3 * a.p * a.p * a.D + a.L * (4 * a.D * a.D + 2 * a.D * a.M) + a.D * a.C
 
 
-def _activation_bytes(a: _Arch, T: int, batch_size: int, precision: str) -> int:
+def _attention_matrix_bytes(a: _Arch, T: int, precision: str) -> tuple[int, int]:
+    """Per image, what eager attention keeps of its H x T x T matrices for backward, and what its
+    backward holds in flight (the gradients of the probabilities and of the logits).
+
+    The softmax runs in fp32 (autocast's fp32 list) and keeps its output; under bf16 autocast
+    ``attn @ v`` keeps a bf16 copy too, and the backward a bf16 gradient of it.
+    """
+    act = _ACTIVATION_BYTES[precision]
+    copy = act if act != _FP32 else 0
+    matrix = a.H * T * T
+    return (_FP32 + copy) * matrix, (2 * _FP32 + copy) * matrix
+
+
+def _activation_bytes(a: _Arch, T: int, batch_size: int, precision: str, attention: str = "fused") -> int:
     """Bytes autograd saves for backward in one member's forward on a batch.
 
     The residual stream and LayerNorm inputs stay fp32 under autocast; linear inputs and
@@ -40,8 +55,8 @@ def _activation_bytes(a: _Arch, T: int, batch_size: int, precision: str) -> int:
     per_block = (
         2 * (_FP32 * T * D + 2 * _FP32 * T)  # LayerNorm inputs, their mean and rstd
         + act * T * (6 * D + 2 * M)  # qkv in/out, attention out, fc1 in, GELU in, fc2 in
-        + _FP32 * a.H * T  # attention logsumexp
-    )
+        + (_FP32 * a.H * T if attention == "fused" else _attention_matrix_bytes(a, T, precision)[0])  # logsumexp, or
+    )                                                                                            # the probabilities
     image = _FP32 * 3 * a.R * a.R + (act * 3 * a.R * a.R if act != _FP32 else 0)
     dropout_index = _INT64 * (n + 1) if n < N else 0
     final_norm = _FP32 * T * D + 2 * _FP32 * T
@@ -100,18 +115,28 @@ class MemoryEstimate:
         return self.total / GIGA
 
 
-def _memory(a: _Arch, T: int, batch_size: int, precision: str, optimizer: str) -> MemoryEstimate:
+def _backward_transient(a: _Arch, T: int, batch_size: int, precision: str, attention: str) -> int:
+    """Gradients in flight as the backward starts: through the last MLP (the gradient of the GELU
+    output and of the residual stream; under autocast also a bf16 weight gradient before its cast
+    into the fp32 .grad), or, with eager attention, through the last block's attention matrices,
+    by when that block's MLP activations are freed."""
+    act = _ACTIVATION_BYTES[precision]
+    mlp = batch_size * T * (act * a.M + _FP32 * a.D) + (act * a.D * a.M if act != _FP32 else 0)
+    if attention == "fused":
+        return mlp
+    freed = batch_size * T * (act * (a.D + 2 * a.M) + _FP32 * a.D)  # fc1, GELU and fc2 inputs, the norm's input
+    return max(mlp, batch_size * _attention_matrix_bytes(a, T, precision)[1] - freed)
+
+
+def _memory(a: _Arch, T: int, batch_size: int, precision: str, optimizer: str, attention: str = "fused") -> MemoryEstimate:
     params = a.K * _member_params(a)
     act = _ACTIVATION_BYTES[precision]
     return MemoryEstimate(
         params=_FP32 * params,
         grads=_FP32 * params,
         optimizer_state=_FP32 * _OPTIMIZER_STATES[optimizer] * params,
-        activations=_activation_bytes(a, T, batch_size, precision),
-        # The gradient of the GELU output and of the residual stream; under autocast also a
-        # bf16 weight gradient before its cast into the fp32 .grad.
-        backward_transient=batch_size * T * (act * a.M + _FP32 * a.D)
-        + (act * a.D * a.M if act != _FP32 else 0),
+        activations=_activation_bytes(a, T, batch_size, precision, attention),
+        backward_transient=_backward_transient(a, T, batch_size, precision, attention),
         # The gradient of the (B, N + 1, D) tokens, the zeros PatchDropout's backward scatters
         # into, the gradient of the patch embedding's output, and the input batch, still held.
         embedding_transient=batch_size
@@ -130,4 +155,4 @@ def memory(config: Config, setup: StepSetup = StepSetup()) -> MemoryEstimate:
 
 def member_memory(a: _Arch, T: int, setup: StepSetup) -> MemoryEstimate:
     """:func:`memory` from an architecture's numbers and its token count (no config built)."""
-    return _memory(a, T, setup.batch_size, setup.precision, setup.optimizer)
+    return _memory(a, T, setup.batch_size, setup.precision, setup.optimizer, setup.attention)

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pdsweep.config import Config
 from pdsweep.errors import PdsweepError
 from pdsweep.results.compute import ComputeCap, ComputeLedger, ComputePlan
+from pdsweep.results.figures import pyplot, save
 from pdsweep.results.rows import FAILED, ResultRow
 
 METRIC = "best_val_accuracy"
@@ -229,6 +230,11 @@ def bootstrap(first: Sequence[float], second: Sequence[float] | None = None,
     return stats[int(tail * RESAMPLES)], stats[int((1 - tail) * RESAMPLES) - 1]
 
 
+def scores_by_name(rows: Sequence[ResultRow]) -> dict[str, Score]:
+    """Each config's :class:`Score` over its rows (seeds), by config name."""
+    return {score.config.name: score for score in _scores(list(rows))}
+
+
 def _scores(rows: list[ResultRow]) -> list[Score]:
     groups: dict[Config, list[ResultRow]] = {}
     for row in rows:
@@ -356,9 +362,7 @@ def plot(report: Report, path: Path) -> Path:
     """Every trial, validation accuracy vs train GFLOPs (log x), frontier and tier budgets."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(9, 5.5), dpi=120)
     colours = plt.get_cmap("tab10")
     markers = "osD^v<>ph*"
@@ -386,13 +390,7 @@ def plot(report: Report, path: Path) -> Path:
     axes.set_ylabel("best validation accuracy")
     axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     axes.set_title(f"pdsweep sweep '{report.sweep}': accuracy vs training cost")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="best", fontsize=8, framealpha=0.9)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save(figure, axes, path)
 
 
 def compare(reports: Sequence[Report]) -> str:

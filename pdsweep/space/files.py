@@ -1,6 +1,7 @@
 """Search-space files (``search_spaces/*.yaml``) -> validated :class:`SearchSpace` objects.
 
-A file has an ``axes`` section and an optional ``training`` section::
+A file has an ``axes`` section (or a ``configs`` list, :mod:`pdsweep.space.listed`) and an
+optional ``training`` section::
 
     description: what the space is for
     axes:
@@ -39,11 +40,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pdsweep.config import INITS, KEEP_MODES, SAMPLINGS
+from pdsweep.config import INITS, KEEP_MODES, SAMPLINGS, Config, space_axes
 from pdsweep.config import axes as config_axes
 from pdsweep.errors import PdsweepError
 from pdsweep.presets import PRESETS
 from pdsweep.space.axes import Axis, Categorical, FloatRange, IntRange
+from pdsweep.space.listed import EXTRA_KEYS, LABEL_KEYS, REQUIRED_KEYS, ListedConfig, check_listed
 from pdsweep.space.overrides import apply_overrides, described, parse_overrides
 from pdsweep.space.search_space import DEFAULT_AXES, REQUIRED_AXES, MAX_VALUES_PER_AXIS, SearchSpace
 from pdsweep.space.settings import TrainingSettings
@@ -64,13 +66,18 @@ def bundled_space_dirs() -> list[Path]:
 
 
 def bundled_space_names() -> list[str]:
-    names = {p.stem for d in bundled_space_dirs() if d.is_dir() for p in d.glob("*.yaml")}
+    """The bundled spaces (``paper``) and the study's recipes (``paper/keep_rate``)."""
+    names = {p.relative_to(d).with_suffix("").as_posix() for d in bundled_space_dirs() if d.is_dir()
+             for pattern in ("*.yaml", "*/*.yaml") for p in d.glob(pattern)}
     return sorted(names)
 
 
 def resolve_space(name_or_path: str | Path) -> Path:
-    """A path to a YAML file, or a bundled space by name (``paper``) or file name (``paper.yaml``)."""
-    bundled = ", ".join(bundled_space_names()) or "none found"
+    """A path to a YAML file, or a bundled space by name (``paper``, a recipe ``paper/keep_rate``)
+    or file name (``paper.yaml``)."""
+    names = bundled_space_names()
+    spaces, recipes = [n for n in names if "/" not in n], [n for n in names if "/" in n]
+    bundled = (", ".join(spaces) or "none found") + (f"; the study's recipes: {', '.join(recipes)}" if recipes else "")
     if not str(name_or_path).strip():
         raise PdsweepError(f"no space given; give a path to a YAML file or a bundled space name ({bundled}).")
     path = Path(name_or_path)
@@ -78,8 +85,8 @@ def resolve_space(name_or_path: str | Path) -> Path:
         return path
     if path.is_dir():
         raise PdsweepError(f"space file {str(path)!r} is a directory; give a YAML file.")
-    if path.parent == Path("."):
-        file_name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    if not path.is_absolute() and len(path.parts) <= 2 and ".." not in path.parts:
+        file_name = path if path.suffix in (".yaml", ".yml") else path.with_name(f"{path.name}.yaml")
         for directory in bundled_space_dirs():
             if (directory / file_name).is_file():
                 return directory / file_name
@@ -159,16 +166,20 @@ def parse_space(document: Any, *, name: str, source: str = "<memory>", base_dir:
     where = _Where(shown)
     if isinstance(document, dict):  # top-level x- keys are the file's own (a place for YAML anchors)
         document = {k: v for k, v in document.items() if not (isinstance(k, str) and k.startswith(EXTENSION_PREFIX))}
-    top = where.mapping(document, "", allowed=("description", "axes", "weights", "training", "finetune"))
+    top = where.mapping(document, "", allowed=("description", "axes", "configs", "weights", "training", "finetune"))
     description = top.get("description", "")
     if not isinstance(description, str):
         where.fail("description", f"must be text, got {describe_value(description)}")
-    if "axes" not in top:
-        where.fail("axes", f"is missing; a space needs at least: {', '.join(REQUIRED_AXES)}")
-    axes = _parse_axes(where, top["axes"])
+    if "axes" in top and "configs" in top:
+        where.fail("configs", "a space gives axes (to search) or configs (to run as listed), not both; "
+                              "split it into two files")
+    if "axes" not in top and "configs" not in top:
+        where.fail("axes", f"is missing; a space needs at least: {', '.join(REQUIRED_AXES)} (or a configs list)")
+    weights = _parse_weights(where, top.get("weights"), base_dir or Path.cwd())
+    listed = _parse_configs(where, top["configs"], set(weights)) if "configs" in top else ()
+    axes = _parse_axes(where, top["axes"]) if "axes" in top else _listed_axes(listed)
     settings = tuple(f.name for f in fields(TrainingSettings))
     training = where.mapping(top.get("training"), "training", allowed=settings)
-    weights = _parse_weights(where, top.get("weights"), base_dir or Path.cwd())
     finetune = where.mapping(top.get("finetune"), "finetune", allowed=settings) if "finetune" in top else None
     try:
         base = TrainingSettings(**training)
@@ -180,7 +191,7 @@ def parse_space(document: Any, *, name: str, source: str = "<memory>", base_dir:
                 raise PdsweepError(str(error).replace("training.", "finetune.", 1)) from None
         return SearchSpace(
             name=name, axes=axes, training=base, description=description, source=source,
-            weights=weights, finetune=tuned,
+            weights=weights, finetune=tuned, configs=listed,
         )
     except PdsweepError as error:  # the value objects' own checks, located in the file
         raise PdsweepError(f"{shown}: {error}") from None
@@ -243,6 +254,63 @@ AXIS_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "keep_mode": (f"one of {', '.join(KEEP_MODES)}", lambda v: isinstance(v, str) and v in KEEP_MODES),
     "init": (f"one of {', '.join(INITS)}", lambda v: isinstance(v, str) and v in INITS),
 }
+
+
+def _parse_configs(where: _Where, raw: Any, with_weights: set[str]) -> tuple[ListedConfig, ...]:
+    """The ``configs`` list: each entry a mapping of one value per axis, a label and a group. An
+    entry without ``init`` starts pretrained when the space lists weights for its model
+    (``with_weights``), as in a space of axes."""
+    if not isinstance(raw, list) or not raw:
+        where.fail("configs", f"must be a non-empty list of configs (mappings such as {{model: deit_tiny, "
+                              f"resolution: 224, patch_size: 16, keep_rate: 0.5}}), got {describe_value(raw)}")
+    kinds = {info.name: info.kind for info in config_axes()}
+    allowed = (*space_axes(), *EXTRA_KEYS, *LABEL_KEYS)
+    listed = []
+    for index, entry in enumerate(raw):
+        key_path = f"configs[{index}]"
+        if not isinstance(entry, dict):
+            where.fail(key_path, f"must be a mapping of axis values ({', '.join(allowed)}), got {describe_value(entry)}")
+        where.mapping(entry, key_path, allowed=allowed)
+        missing = [key for key in REQUIRED_KEYS if key not in entry]
+        if missing:
+            where.fail(f"{key_path}.{missing[0]}", f"is missing; each listed config gives at least "
+                                                   f"{', '.join(REQUIRED_KEYS)}")
+        for key, value in entry.items():
+            if key in LABEL_KEYS:
+                if not isinstance(value, str | int) or isinstance(value, bool):
+                    where.fail(f"{key_path}.{key}", f"must be text, got {describe_value(value)}")
+                continue
+            what, ok = AXIS_RULES.get(key, ("a number in (0, 1]", is_rate))
+            if isinstance(value, list | dict):
+                where.fail(f"{key_path}.{key}", f"a listed config takes one value ({what}), not a list or range; "
+                                                "list one config per value")
+            if not ok(value):
+                where.fail(f"{key_path}.{key}", f"must be {what}, got {describe_value(value)}")
+        values = {key: kinds[key](value) if kinds[key] is float else value
+                  for key, value in entry.items() if key not in LABEL_KEYS}
+        values.setdefault("init", "pretrained" if entry["model"] in with_weights else "random")
+        try:
+            config = Config(**values)
+        except PdsweepError as error:
+            where.fail(key_path, str(error).rstrip("."))
+        listed.append(ListedConfig(config, str(entry.get("label", "")), str(entry.get("group", ""))))
+    try:
+        check_listed(tuple(listed))
+    except PdsweepError as error:
+        raise PdsweepError(f"{where.source}: {error}") from None
+    return tuple(listed)
+
+
+def _listed_axes(listed: tuple[ListedConfig, ...]) -> dict[str, Axis]:
+    """The axes a config list spans: each axis's values, in the order first listed."""
+    axes = dict(DEFAULT_AXES)
+    for name in space_axes():
+        values = tuple(dict.fromkeys(getattr(entry.config, name) for entry in listed))
+        if name != "depth" or None not in values:
+            axes[name] = Categorical(values)
+        elif len(values) > 1:  # some at the preset's depth, some not: the blocks each has
+            axes[name] = Categorical(tuple(dict.fromkeys(entry.config.blocks for entry in listed)))
+    return axes
 
 
 def _parse_axes(where: _Where, raw: Any) -> dict[str, Axis]:

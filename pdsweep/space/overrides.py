@@ -10,8 +10,10 @@ so a wrong key, type or range gets the file's own message with its key path::
 
 A value is read as YAML reads it in the file, except that a number in exponent form
 (``training.lr=1e-3``) is a number, as a command line means it (YAML 1.1 reads it as text).
-A key path goes through mappings only; sections it names that the file lacks are created. Into a
-list it cannot go (``axes.resolution.0=32``): give the whole list. Overrides apply in order, so a
+A key path goes through mappings; sections it names that the file lacks are created. Through a
+list of mappings (a space's ``configs``) it goes into each of them: ``--set configs.model=vit_micro``
+sets the model of every listed config. Into a list of values it cannot go (``axes.resolution.0=32``):
+give the whole list. Overrides apply in order, so a
 later one wins. A sweep records them (``sweep.json``, the MLflow parent run), and ``resume``
 applies them again to the file's text it kept.
 """
@@ -84,21 +86,32 @@ def apply_overrides(document: Any, overrides: Iterable[Override]) -> Any:
         return document
     changed = copy.deepcopy(document)
     for override in overrides:
-        node = changed
-        for depth, part in enumerate(override.path[:-1], start=1):
-            child = node.get(part)
-            where = ".".join(override.path[:depth])
-            if child is None:
-                child = node[part] = {}
-            elif isinstance(child, list):
-                raise PdsweepError(f"--set {override.key}: {where} is a list, and a key path cannot go into a list; "
-                                   f"set the whole list, e.g. --set {where}=[A,B].")
-            elif not isinstance(child, dict):
-                raise PdsweepError(f"--set {override.key}: {where} is {describe_value(child)}, not a section with keys; "
-                                   f"set it whole, e.g. --set {where}=VALUE.")
-            node = child
-        node[override.path[-1]] = override.value
+        _set(changed, override, 0)
     return changed
+
+
+def _set(node: dict[str, Any], override: Override, depth: int) -> None:
+    """Set ``override`` below ``node``, which its key path reached after ``depth`` parts."""
+    path = override.path
+    if depth == len(path) - 1:
+        node[path[depth]] = copy.deepcopy(override.value)
+        return
+    part = path[depth]
+    child = node.get(part)
+    where = ".".join(path[:depth + 1])
+    if child is None:
+        child = node[part] = {}
+    if isinstance(child, list) and child and all(isinstance(item, dict) for item in child):
+        for item in child:  # a list of mappings (listed configs): the rest of the path in each
+            _set(item, override, depth + 1)
+        return
+    if isinstance(child, list):
+        raise PdsweepError(f"--set {override.key}: {where} is a list, and a key path cannot go into a list; "
+                           f"set the whole list, e.g. --set {where}=[A,B].")
+    if not isinstance(child, dict):
+        raise PdsweepError(f"--set {override.key}: {where} is {describe_value(child)}, not a section with keys; "
+                           f"set it whole, e.g. --set {where}=VALUE.")
+    _set(child, override, depth + 1)
 
 
 def described(source: str, overrides: Iterable[Override]) -> str:

@@ -33,6 +33,8 @@ class PlannedConfig:
 
     cost: Cost
     keep_rate_low: float
+    label: str = ""  # a listed config's label and group (a space's ``configs``)
+    group: str = ""
 
     @property
     def config(self) -> Config:
@@ -41,13 +43,16 @@ class PlannedConfig:
 
 @dataclass(frozen=True)
 class Plan:
-    """The feasible configs of a space under one budget, cheapest first."""
+    """The feasible configs of a space under one budget, cheapest first (listed configs: as
+    listed; ``budget_given`` False: the budget is their dearest one's cost)."""
 
     space: str
     budget: Budget
     policy: KeepPolicy
     architectures: int
     configs: tuple[PlannedConfig, ...]
+    listed: bool = False
+    budget_given: bool = True
 
 
 def plan(
@@ -62,6 +67,8 @@ def plan(
     Raises :class:`PdsweepError` when nothing fits, naming the cheapest config and its cost.
     """
     check_choice("keep policy", policy, KEEP_POLICIES)
+    if space.configs:
+        return _plan_listed(space, budget, policy, num_classes)
     rates = space.keep_rates
     architectures = space.architectures(num_classes)
     planned = []
@@ -74,6 +81,38 @@ def plan(
         raise PdsweepError(_nothing_fits(space, budget, architectures))
     planned.sort(key=lambda p: (p.cost.train_gflops, p.cost.memory.total, p.config.name))
     return Plan(space.name, budget, policy, len(architectures), tuple(planned))
+
+
+def listed_budget(space: SearchSpace, num_classes: int = 10, memory_gb: float | None = None) -> Budget:
+    """The budget a space of listed configs runs under when no GFLOPs are given: its dearest
+    config's train GFLOPs (and ``memory_gb``, if given)."""
+    if not space.configs:
+        raise PdsweepError(f"space {space.name!r} searches axes, so it needs a budget; give --budget-gflops "
+                           "(e.g. 17.6, DeiT-B at 224 px).")
+    return Budget(max(estimate(c, space.step_for(c)).train_gflops for c in space.listed(num_classes)), memory_gb)
+
+
+def _plan_listed(space: SearchSpace, budget: Budget, policy: KeepPolicy, num_classes: int) -> Plan:
+    """A space's listed configs, as listed, each checked against ``budget``: a comparison loses its
+    point if one of its configs is left out, so one over the budget is an error that names it."""
+    planned = []
+    for index, config in enumerate(space.listed(num_classes)):
+        cost = estimate(config, space.step_for(config))
+        if not budget.admits(cost):
+            label = space.configs[index].label
+            named = f"configs[{index}] ({label}: {config.name})" if label else f"configs[{index}] ({config.name})"
+            over = [f"{cost.train_gflops:.4g} GFLOPs"] if cost.train_gflops > budget.gflops else []
+            if budget.memory_gb is not None and cost.memory_gb > budget.memory_gb:
+                over.append(f"{cost.memory_gb:.3g} GB")
+            raise PdsweepError(
+                f"{named} of space {space.name!r} does not fit a budget of {budget} (it needs {' and '.join(over)}); "
+                "raise the budget, drop --budget-gflops to run every listed config (a space of listed configs "
+                "needs none), or drop the config."
+            )
+        low = config.keep_range_low if config.keep_mode == "uniform" else config.keep_rate
+        entry = space.configs[index]
+        planned.append(PlannedConfig(cost, low, entry.label, entry.group))  # type: ignore[arg-type]
+    return Plan(space.name, budget, policy, len(planned), tuple(planned), listed=True)
 
 
 def _nothing_fits(space: SearchSpace, budget: Budget, architectures: list[Config]) -> str:

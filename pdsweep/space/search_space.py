@@ -13,6 +13,7 @@ from pdsweep.config import Config, Init, architecture_axes
 from pdsweep.cost import KeepRates, StepSetup
 from pdsweep.errors import PdsweepError
 from pdsweep.space.axes import Axis, Categorical, FloatRange, keep_rates
+from pdsweep.space.listed import ListedConfig, check_listed
 from pdsweep.space.settings import TrainingSettings
 from pdsweep.space.weights import WeightSource
 
@@ -30,6 +31,9 @@ class SearchSpace:
     trials train (the ``training`` settings with the ``finetune`` section's on top); random
     ones train by ``training``. Epochs, batch size, precision and seed are the same for both,
     so pretrained and random configs compare at equal cost.
+
+    ``configs``, when given, are the space's only points, run as listed
+    (:mod:`pdsweep.space.listed`); ``axes`` then holds the values they span.
     """
 
     name: str
@@ -39,12 +43,16 @@ class SearchSpace:
     source: str = "<memory>"
     weights: Mapping[str, WeightSource] = field(default_factory=dict)
     finetune: TrainingSettings | None = None
+    configs: tuple[ListedConfig, ...] = ()
 
     def __post_init__(self) -> None:
         for axis in REQUIRED_AXES:
             if axis not in self.axes:
                 raise PdsweepError(f"axes.{axis}: is missing; give a value, a list, or {{low: ..., high: ...}}.")
         self._check_weights()
+        if self.configs:
+            check_listed(self.configs)
+            return  # each listed config checked itself; the axes only say what they span
         architectures = math.prod(len(self.axes[name]) for name in architecture_axes() if name in self.axes)
         if architectures > MAX_ARCHITECTURES:
             raise PdsweepError(
@@ -69,14 +77,20 @@ class SearchSpace:
             if model not in models:
                 raise PdsweepError(f"weights.{model}: the space has no model {model!r} (axes.model: "
                                    f"{', '.join(models)}); drop the entry or add the model.")
-        if "init" in self.axes and "pretrained" in self.axes["init"].values():
+        if self.configs:
+            bare = list(dict.fromkeys(e.config.model for e in self.configs
+                                      if e.config.init == "pretrained" and e.config.model not in self.weights))
+        elif "init" in self.axes and "pretrained" in self.axes["init"].values():
             bare = [m for m in models if m not in self.weights]
-            if bare:
-                raise PdsweepError(
-                    f"axes.init: pretrained needs weights for every model, but {', '.join(bare)} has none; list a "
-                    f"source under weights.{bare[0]} (a hub name such as timm/deit_tiny_patch16_224.fb_in1k or a "
-                    "local .safetensors file), or drop pretrained from axes.init."
-                )
+        else:
+            bare = []
+        if bare:
+            where = "configs" if self.configs else "axes.init"
+            raise PdsweepError(
+                f"{where}: pretrained needs weights for every model, but {', '.join(bare)} has none; list a "
+                f"source under weights.{bare[0]} (a hub name such as timm/deit_tiny_patch16_224.fb_in1k or a "
+                f"local .safetensors file), or drop pretrained from {where}."
+            )
         if self.finetune is not None and not self.starts_pretrained:
             raise PdsweepError("finetune: applies to pretrained trials, but no trial of this space starts pretrained; "
                                "list weights for a model, or drop the finetune section.")
@@ -132,11 +146,18 @@ class SearchSpace:
             return axis.low, axis.high
         return self.keep_rates.low, self.keep_rates.high
 
+    def listed(self, num_classes: int = 10) -> list[Config]:
+        """The listed configs (``configs``), for a dataset of ``num_classes``."""
+        return [entry.for_classes(num_classes) for entry in self.configs]
+
     def architectures(self, num_classes: int = 10) -> list[Config]:
-        """Every combination of the axes other than the keep rate, at the highest keep rate.
+        """Every combination of the axes other than the keep rate, at the highest keep rate; the
+        listed configs, as listed, when the space lists them.
 
         Under keep mode uniform, the drawn range starts at the space's lowest keep rate.
         """
+        if self.configs:
+            return self.listed(num_classes)
         names = [name for name in architecture_axes() if name in self.axes]
         value_lists = [self.axes[name].values() for name in names]
         low, high = self.keep_rate_bounds
@@ -150,7 +171,7 @@ class SearchSpace:
 
 REQUIRED_AXES = ("model", "resolution", "patch_size", "keep_rate")
 # Training settings a finetune section may not change: pretrained and random trials share them.
-SHARED_SETTINGS = ("epochs", "batch_size", "precision", "seed")
+SHARED_SETTINGS = ("epochs", "batch_size", "precision", "seed", "attention")
 DEFAULT_AXES: dict[str, Axis] = {
     "ensemble_size": Categorical((1,)),
     "sampling": Categorical(("random",)),

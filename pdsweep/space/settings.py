@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pdsweep.cost import OPTIMIZERS, PRECISIONS, OptimizerName, Precision, StepSetup
+from pdsweep.cost import ATTENTIONS, OPTIMIZERS, PRECISIONS, Attention, OptimizerName, Precision, StepSetup
 from pdsweep.errors import PdsweepError
-from pdsweep.validate import describe_value, is_number, is_positive_int
+from pdsweep.validate import describe_value, is_number, is_positive_int, is_rate
 
 _TRAINING_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "epochs": ("a positive integer", is_positive_int),
@@ -21,8 +21,14 @@ _TRAINING_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "grad_clip": ("a positive number, or null for none", lambda v: v is None or (is_number(v) and v > 0)),
     "precision": (f"one of {', '.join(PRECISIONS)}", lambda v: isinstance(v, str) and v in PRECISIONS),
     "augment": ("true or false", lambda v: isinstance(v, bool)),
+    "attention": (f"one of {', '.join(ATTENTIONS)}", lambda v: isinstance(v, str) and v in ATTENTIONS),
     "seed": ("an integer >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    "test_keep_rates": ("a non-empty list of distinct numbers in (0, 1], e.g. [1, 0.5, 0.25]",
+                        lambda v: isinstance(v, list | tuple) and bool(v) and all(is_rate(r) for r in v)
+                        and len(set(v)) == len(v)),
 }
+# The test-time keep rates of the robustness curve (test accuracy with PatchDropout left on).
+DEFAULT_TEST_KEEP_RATES = (1.0, 0.75, 0.5, 0.25)
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,10 @@ class TrainingSettings:
     downloaded) barely move under SGD; SGD suits fine-tuning from ``--pretrained`` weights.
 
     ``precision: bf16-mixed`` is bf16 autocast on a GPU; a CPU trains in fp32. ``augment``
-    turns on random resized crops, flips, small rotations and colour jitter.
+    turns on random resized crops, flips, small rotations and colour jitter. ``attention``: the
+    kernel (:class:`pdsweep.cost.StepSetup`; ``eager`` keeps T x T matrices). ``test_keep_rates``:
+    the robustness curve, test accuracy with only that share of the patches kept at test time
+    (1, the plain test accuracy, is always among them).
     """
 
     epochs: int = 10
@@ -47,12 +56,16 @@ class TrainingSettings:
     precision: Precision = StepSetup.precision
     augment: bool = True
     seed: int = 0
+    attention: Attention = StepSetup.attention
+    test_keep_rates: tuple[float, ...] = DEFAULT_TEST_KEEP_RATES
 
     def __post_init__(self) -> None:
         for name, (what, ok) in _TRAINING_RULES.items():
             value = getattr(self, name)
             if not ok(value):
                 raise PdsweepError(f"training.{name}: must be {what}, got {describe_value(value)}.")
+        rates = tuple(sorted({1.0, *(float(r) for r in self.test_keep_rates)}, reverse=True))
+        object.__setattr__(self, "test_keep_rates", rates)  # a YAML list, normalised: 1 first, descending
 
     @staticmethod
     def of(init: str, training: TrainingSettings, finetune: TrainingSettings | None) -> TrainingSettings:
@@ -61,5 +74,5 @@ class TrainingSettings:
 
     @property
     def step(self) -> StepSetup:
-        """What the cost model needs of these settings: batch size, precision, optimizer."""
-        return StepSetup(self.batch_size, self.precision, self.optimizer)
+        """What the cost model needs of these settings: batch size, precision, optimizer, attention."""
+        return StepSetup(self.batch_size, self.precision, self.optimizer, self.attention)

@@ -22,10 +22,9 @@ from pdsweep.results import tracking
 from pdsweep.results.compute import trial_tflop
 from pdsweep.results.rows import RESULTS_FILE, EpochPoint, ResultRow, RobustnessPoint, RowTable, read_rows, write
 from pdsweep.results.summary import progress_line
-from pdsweep.sweep.spec import TrialSpec
+from pdsweep.sweep.spec import ROBUSTNESS_PREFIX, TrialSpec
 from pdsweep.sweep.store import STARTS_FILE, STUDY_FILE, relocated, retried
 from pdsweep.training.faults import killed_for_memory
-from pdsweep.training.metrics import ROBUSTNESS_KEEP_RATES
 
 if TYPE_CHECKING:
     from pdsweep.sweep.settings import SweepSettings
@@ -208,10 +207,11 @@ def result_row(settings: SweepSettings, trial_id: str, spec: TrialSpec, last: di
     wall_seconds = float(last.get("time_total_s", 0.0))
     images = spec.context.train_images
     devices = last.get("devices")
-    robustness = tuple(
-        RobustnessPoint(rate, last[f"robustness_{rate:g}"])
-        for rate in ROBUSTNESS_KEEP_RATES if f"robustness_{rate:g}" in last
-    )
+    robustness = tuple(sorted(  # the trial's test-time keep rates (training.test_keep_rates), highest first
+        (RobustnessPoint(float(key.removeprefix(ROBUSTNESS_PREFIX)), value)
+         for key, value in last.items() if key.startswith(ROBUSTNESS_PREFIX)),
+        key=lambda point: -point.keep_rate,
+    ))
     return ResultRow(
         sweep=settings.name,
         trial_id=trial_id,

@@ -11,6 +11,7 @@ from pdsweep.errors import PdsweepError
 from pdsweep.results.compute import ComputeCap, ComputePlan
 from pdsweep.results.rows import RESULTS_FILE, ResultRow, read_rows
 from pdsweep.results.tracking import TrackingIds
+from pdsweep.space import SearchSpace
 from pdsweep.sweep.store import MLFLOW_FILE, SWEEP_FILE, SweepStore
 
 
@@ -41,6 +42,14 @@ def load_sweep(name: str, runs_dir: str) -> SweepFiles:
     if ids is not None and default and (store.tracking_root / MLFLOW_FILE).is_file():
         ids = replace(ids, uri=store.tracking_uri)  # the default store moves with the sweep
     return SweepFiles(name, tuple(read_rows(path)), ids, store.local_dir, _report_options(state))
+
+
+def sweep_space(name: str, runs_dir: str) -> SearchSpace:
+    """The space sweep ``name`` ran: the file's text its sweep.json kept, with its overrides."""
+    from pdsweep.sweep.run import space_of
+    from pdsweep.sweep.settings import read_state
+
+    return space_of(read_state(SweepStore(runs_dir, name), shown=runs_dir))
 
 
 def _report_options(state: Any) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from pdsweep.results import report, tracking
 from pdsweep.results.compute import ComputePlan
 from pdsweep.results.rows import FAILED, RESULTS_FILE, ResultRow, read_rows
 from pdsweep.results.summary import report_or_none, summary_lines
-from pdsweep.space import SearchSpace, load_space, parse_space, plan
+from pdsweep.space import SearchSpace, listed_budget, load_space, parse_space, plan
 from pdsweep.space.overrides import apply_overrides, described, parse_overrides
 from pdsweep.sweep.callback import SweepCallback, driving
 from pdsweep.sweep.cluster import check_address, connect, probe_dataset, probe_on_cluster, warn_if_not_shared
@@ -110,8 +110,12 @@ class _Ready:
 def _prepare(settings: SweepSettings, err: Print) -> _Ready:
     settings = settings.absolute()
     space = load_space(settings.space, settings.overrides)
+    if space.configs and settings.search != "grid":
+        raise PdsweepError(f"space {space.name!r} lists its configs, which run as listed: use --search grid "
+                           f"(not {settings.search}).")
+    if not settings.budgets and not space.configs:
+        listed_budget(space)  # the error: an axes space needs a budget
     weights = inspect_space(space, settings.weights_cache)  # every pretrained start's weights, found and checked
-    budgets = [Budget(g, settings.memory_gb) for g in settings.budgets]
     store = settings.store
     store.check()
     if store.exists():
@@ -125,6 +129,9 @@ def _prepare(settings: SweepSettings, err: Print) -> _Ready:
         data = probe_on_cluster(settings, space, weights)
     else:
         data = probe_dataset(settings, space)
+    if not settings.budgets:  # every listed config runs: the tier's budget is the dearest one's cost
+        settings = replace(settings, budgets=(listed_budget(space, data.num_classes, settings.memory_gb).gflops,))
+    budgets = [Budget(g, settings.memory_gb) for g in settings.budgets]
     plans = {b.gflops: plan(space, b, policy=settings.policy, num_classes=data.num_classes) for b in budgets}
     check_cap(settings, space, plans, data)
     uri = settings.mlflow_uri or store.tracking_uri

@@ -128,9 +128,12 @@ class BudgetSampler:
 
     def grid(self) -> list[Config]:
         """Every feasible config once: each architecture at its ``fill`` keep rate, or at each
-        listed keep rate it can afford when the space lists keep rates."""
+        listed keep rate it can afford when the space lists keep rates; a space's listed configs
+        as listed."""
         configs = []
         axis = self.space.keep_rate
+        if self.space.configs:  # listed configs run as listed
+            return [p.config for p in plan(self.space, self.budget, num_classes=self.num_classes).configs]
         for planned in plan(self.space, self.budget, policy="fill", num_classes=self.num_classes).configs:
             if isinstance(axis, FloatRange) and axis.step is None:
                 configs.append(planned.config)

@@ -38,7 +38,7 @@ class SweepSettings:
     name: str
     space: str = "paper"
     overrides: tuple[str, ...] = ()  # --set KEY.PATH=VALUE on the space file, in order
-    budgets: tuple[float, ...] = (17.6,)
+    budgets: tuple[float, ...] = (17.6,)  # (): a space of listed configs, under its dearest config's cost
     memory_gb: float | None = None
     policy: KeepPolicy = "fill"
     search: SearchKind = "tpe"

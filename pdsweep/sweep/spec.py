@@ -24,6 +24,7 @@ from pdsweep.training.weights import WeightFile
 # Metric names reported to Tune; the scheduler and the searcher read these.
 METRIC = "val_accuracy"
 TIME_ATTR = "epoch"
+ROBUSTNESS_PREFIX = "robustness_"  # a result key per test-time keep rate: robustness_0.5
 SPEC_VERSION = 4  # 1: trials saved before the version was recorded (the same keys); 2: before pretrained starts;
 # 3: before checkpoint intervals (a trial of version <= 3 checkpoints every epoch)
 

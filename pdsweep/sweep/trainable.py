@@ -22,7 +22,7 @@ from typing import Any
 
 from pdsweep.cost import memory
 from pdsweep.results.compute import held_devices
-from pdsweep.sweep.spec import METRIC, TrialSpec
+from pdsweep.sweep.spec import METRIC, ROBUSTNESS_PREFIX, TrialSpec
 from pdsweep.training.faults import fault_line, fault_status
 
 def run_trial(trial_config: dict[str, Any]) -> None:
@@ -114,7 +114,7 @@ def _train(trial: TrialSpec, checkpoint: Any, node: dict[str, Any], epochs: list
         train_seconds=result.seconds,  # the trial's own work: model, epochs, test, robustness
         **({"pretrained_blocks": result.pretrained_blocks} if result.pretrained_blocks is not None else {}),
         **({"test_auc": result.test_auc} if result.test_auc is not None else {}),
-        **{f"robustness_{rate:g}": acc for rate, acc in result.robustness.items()},
+        **{f"{ROBUSTNESS_PREFIX}{rate:g}": acc for rate, acc in result.robustness.items()},
     )
     return final
 

@@ -63,7 +63,8 @@ def load_checkpoint(
         raise PdsweepError(
             f"checkpoint {str(path)!r} is for {saved.name}, not {config.name}; use another --checkpoint-dir."
         )
-    changed = [k for k, v in asdict(settings).items() if state.get("settings", {}).get(k) != v]
+    saved_settings = {**asdict(TrainingSettings()), **state.get("settings", {})}  # settings added since: their default
+    changed = [k for k, v in asdict(settings).items() if _plain(saved_settings.get(k)) != _plain(v)]
     if changed:  # another schedule, batch size or seed would continue a different run
         raise PdsweepError(
             f"checkpoint {str(path)!r} was trained with other settings ({', '.join(changed)}); resume with the "
@@ -76,3 +77,8 @@ def load_checkpoint(
     if state["rng"]["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return int(state["epoch"]), [EpochMetrics(**m) for m in state["history"]]
+
+
+def _plain(value: object) -> object:
+    """A saved setting as compared: lists and tuples alike (a checkpoint may hold either)."""
+    return tuple(value) if isinstance(value, list | tuple) else value

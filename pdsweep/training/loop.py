@@ -35,7 +35,7 @@ from pdsweep.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_c
 from pdsweep.training.data import Dataset, Split
 from pdsweep.training.device import DeviceName, free_memory_gb, resolve_device
 from pdsweep.training.faults import Diverged
-from pdsweep.training.metrics import ROBUSTNESS_KEEP_RATES, EpochCallback, EpochMetrics, TrainResult
+from pdsweep.training.metrics import EpochCallback, EpochMetrics, TrainResult
 from pdsweep.training.models import Ensemble, build_model, dropping_at_test
 from pdsweep.training.weights import WeightFile, load_into, open_weights, save_weights
 
@@ -114,7 +114,7 @@ def train(
 
     test = functools.partial(evaluate, model, dataset.test, batch_size=batch_size, device=target, precision=precision)
     test_accuracy, test_auc = test()
-    robustness = {1.0: test_accuracy, **robustness_curve(model, test, settings.seed)}
+    robustness = {1.0: test_accuracy, **robustness_curve(model, test, settings.seed, settings.test_keep_rates)}
     saved = ()
     if save_weights_to is not None:
         saved = tuple(map(str, save_weights(list(model.members), save_weights_to, model=config.model,
@@ -147,7 +147,7 @@ def _build(
     """The seeded model (every member from ``pretrained`` weights if given, each with its own
     fresh head), its optimizer and LR schedule, and how many blocks started from the weights."""
     torch.manual_seed(settings.seed)
-    model = build_model(config)
+    model = build_model(config, attention=settings.attention)
     loaded = None
     if pretrained is not None:
         state = open_weights(pretrained, weights_cache)
@@ -174,10 +174,11 @@ def _check_matches(config: Config, dataset: Dataset) -> None:
         raise PdsweepError(f"dataset {dataset.name} is at {dataset.resolution} px, the config at {config.resolution}.")
 
 
-def robustness_curve(model: Ensemble, test: Callable[[], tuple[float, float | None]], seed: int) -> dict[float, float]:
-    """Test accuracy when only part of the patches is kept at test time (every rate below 1)."""
+def robustness_curve(model: Ensemble, test: Callable[[], tuple[float, float | None]], seed: int,
+                     rates: tuple[float, ...]) -> dict[float, float]:
+    """Test accuracy when only part of the patches is kept at test time (each of ``rates`` below 1)."""
     curve = {}
-    for rate in ROBUSTNESS_KEEP_RATES[1:]:
+    for rate in (r for r in rates if r < 1):
         torch.manual_seed(seed)  # the same dropped patches on every run
         with dropping_at_test(model, rate):
             curve[rate] = test()[0]

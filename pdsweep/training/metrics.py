@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from pdsweep.config import Config
+from pdsweep.space.settings import DEFAULT_TEST_KEEP_RATES
 from pdsweep.training.weights import WeightFile
 
-ROBUSTNESS_KEEP_RATES = (1.0, 0.75, 0.5, 0.25)  # the test-time keep rates of the robustness curve
+ROBUSTNESS_KEEP_RATES = DEFAULT_TEST_KEEP_RATES  # the robustness curve's test-time keep rates, by default
 
 
 @dataclass(frozen=True)

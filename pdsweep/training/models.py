@@ -10,15 +10,17 @@ import torch
 from torch import nn
 
 from pdsweep.config import Config
+from pdsweep.cost import Attention
 from pdsweep.training.patch_dropout import PatchDropout
 
 
-def build_member(config: Config, *, device: str | torch.device | None = None) -> nn.Module:
+def build_member(config: Config, *, device: str | torch.device | None = None, attention: Attention = "fused") -> nn.Module:
     """One randomly initialised ViT for ``config``, keeping ``config.patches_kept`` in training.
 
     Built by ``timm.create_model`` from the preset's numbers; nothing is downloaded (pretrained
     weights are loaded afterwards, :func:`pdsweep.training.weights.load_into`).
-    ``device="meta"`` builds it without memory (for counting FLOPs).
+    ``device="meta"`` builds it without memory (for counting FLOPs). ``attention="eager"``:
+    timm's explicit ``softmax(q k^T) v`` in every block instead of the fused kernel.
     """
     preset = config.preset
     with torch.device(device) if device is not None else contextlib.nullcontext():
@@ -36,7 +38,14 @@ def build_member(config: Config, *, device: str | torch.device | None = None) ->
     model.patch_drop = PatchDropout(
         config.grid_size, config.requested_counts, config.sampling, num_prefix_tokens=model.num_prefix_tokens
     )
+    set_attention(model, attention)
     return model
+
+
+def set_attention(member: nn.Module, attention: Attention) -> None:
+    """Every block of a timm ViT on the fused kernel (SDPA) or on timm's explicit (eager) path."""
+    for block in member.blocks:
+        block.attn.fused_attn = attention == "fused"
 
 
 class Ensemble(nn.Module):
@@ -61,9 +70,9 @@ class Ensemble(nn.Module):
         return self(x).softmax(dim=-1).mean(dim=0)
 
 
-def build_model(config: Config, *, device: str | torch.device | None = None) -> Ensemble:
+def build_model(config: Config, *, device: str | torch.device | None = None, attention: Attention = "fused") -> Ensemble:
     """The ensemble for ``config`` (one member when ``ensemble_size == 1``)."""
-    return Ensemble([build_member(config, device=device) for _ in range(config.ensemble_size)])
+    return Ensemble([build_member(config, device=device, attention=attention) for _ in range(config.ensemble_size)])
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ def images_per_second(config: Config, setup: StepSetup, *, device: DeviceName = 
     target = resolve_device(device)
     precision = setup.precision if target.type == "cuda" else "fp32"
     torch.manual_seed(0)
-    model = build_model(config).to(target).train()
+    model = build_model(config, attention=setup.attention).to(target).train()
     optimizer = make_optimizer(model, setup.optimizer, lr=1e-4, weight_decay=0.0)
 
     def step(batch: int) -> float:

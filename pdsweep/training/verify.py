@@ -75,7 +75,7 @@ def saved_activation_bytes(config: Config, setup: StepSetup) -> int:
     Tensors sharing a storage (views) are counted once, at the storage's size.
     """
     torch.manual_seed(0)
-    member = build_member(config).train()
+    member = build_member(config, attention=setup.attention).train()
     params = {p.untyped_storage().data_ptr() for p in member.parameters()}
     storages: dict[int, int] = {}
 
@@ -115,7 +115,7 @@ def measure_memory(config: Config, setup: StepSetup) -> MeasuredMemory:
     from torch.profiler import ProfilerActivity, profile
 
     torch.manual_seed(0)
-    model = build_model(config).train()
+    model = build_model(config, attention=setup.attention).train()
     opt = make_optimizer(model, setup.optimizer, lr=0.01, weight_decay=1e-4)
     images, labels = _batch(config, setup.batch_size)
     train_step(model, opt, (images, labels), precision=setup.precision)  # creates the optimizer state
@@ -142,7 +142,7 @@ def measure_cuda_peak(config: Config, setup: StepSetup) -> int:
     torch.cuda.empty_cache()
     baseline = torch.cuda.memory_allocated(device)
     torch.manual_seed(0)
-    model = build_model(config).to(device).train()
+    model = build_model(config, attention=setup.attention).to(device).train()
     opt = make_optimizer(model, setup.optimizer, lr=0.01, weight_decay=1e-4)
     images, labels = (t.to(device) for t in _batch(config, setup.batch_size))
     train_step(model, opt, (images, labels), precision=setup.precision)

@@ -1,0 +1,84 @@
+"""A shipped recipe run CPU-sized through --set, and its paper layout (pdsweep/results/paper.py)."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_one_line_error
+from pdsweep.cost import estimate
+from pdsweep.results import rows as results
+from pdsweep.space import load_space
+from pdsweep.sweep import SweepSettings, run_sweep
+
+RECIPE = Path(__file__).resolve().parents[1] / "search_spaces" / "paper" / "keep_rate.yaml"
+# DeiT-B at 224 px becomes a one-block vit_micro at 32 px (16 patches, so the ten keep rates keep
+# ten different patch counts), one epoch, and a two-point robustness curve.
+CPU_SIZED = ("configs.model=vit_micro", "configs.resolution=32", "configs.patch_size=8", "configs.depth=1",
+             "training.epochs=1", "training.batch_size=16", "training.precision=fp32", "training.augment=false",
+             "training.warmup_epochs=0", "training.test_keep_rates=[1, 0.5]")
+
+
+@pytest.fixture(scope="module")
+def recipe_sweep(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("paper") / "runs"
+    settings = SweepSettings(name="keep", space=str(RECIPE), overrides=CPU_SIZED, budgets=(), search="grid",
+                             scheduler="none", dataset="synthetic:40", runs_dir=str(runs), concurrency=2,
+                             estimate=False, cache_dir=str(runs.parent / "cache"))
+    outcome = run_sweep(settings, out=lambda _: None, err=lambda _: None)
+    assert len(outcome.rows) == 10 and {r.status for r in outcome.rows} == {"completed"}
+    return runs
+
+
+def test_a_recipe_runs_every_listed_config_once_under_its_dearest_cost(recipe_sweep: Path) -> None:
+    rows = results.read_rows(recipe_sweep / "keep" / results.RESULTS_FILE)
+    space = load_space(RECIPE, CPU_SIZED)
+    assert sorted(r.config.name for r in rows) == sorted(e.config.name for e in space.configs)
+    costs = {r.config.name: r.train_gflops for r in rows}
+    assert {r.budget_gflops for r in rows} == {max(costs.values())}  # no budget given: the dearest config's
+    for row in rows:
+        assert row.train_gflops == pytest.approx(estimate(row.config, space.training.step).train_gflops)
+        assert [p.keep_rate for p in row.robustness] == [1.0, 0.5]
+
+
+def test_paper_layout_gives_each_config_its_difference_against_the_baseline(recipe_sweep: Path, cli) -> None:
+    result = cli("report", "keep", "--runs-dir", recipe_sweep, "--layout", "paper", "--json")
+    assert result.code == 0, result.err
+    table = result.json()
+    rows = {r.config.name: r for r in results.read_rows(recipe_sweep / "keep" / results.RESULTS_FILE)}
+    assert table["recipe"] == "keep_rate" and [r["label"] for r in table["rows"]][:2] == ["keep 1.0", "keep 0.9"]
+    baseline = next(r for r in table["rows"] if r["baseline"])
+    assert baseline["label"] == "keep 1.0" and baseline["delta"] is None
+    for row in table["rows"]:
+        trial = rows[row["config"]]
+        assert row["metric"] == pytest.approx(trial.best_val_accuracy)
+        assert row["train_gflops"] == pytest.approx(trial.train_gflops)
+        assert row["memory_gb"] == pytest.approx(trial.predicted_memory_gb)
+        assert row["robustness"] == {f"{p.keep_rate:g}": pytest.approx(p.accuracy) for p in trial.robustness}
+        if not row["baseline"]:
+            expected = trial.best_val_accuracy - rows[baseline["config"]].best_val_accuracy
+            assert row["delta"] == pytest.approx(expected)
+            assert row["delta_interval"] is None  # one seed each: no interval
+    text = cli("report", "keep", "--runs-dir", recipe_sweep, "--layout", "paper")
+    assert text.code == 0 and "keep 1.0 (baseline)" in text.out and "| keep 0.1 |" in text.out
+    assert "test-time keep rate" in text.out
+    report_dir = recipe_sweep / "keep" / "report"
+    assert (report_dir / "paper.md").is_file() and (report_dir / "robustness.png").stat().st_size > 0
+    # The per-tier report still reads the same sweep.
+    assert cli("report", "keep", "--runs-dir", recipe_sweep, "--json").json()["tiers"][0]["trials"] == 10
+    mean = statistics.fmean(r["metric"] for r in table["rows"])
+    assert 0 < mean <= 1
+
+
+def test_paper_layout_refuses_a_sweep_of_axes(ray_session, tmp_path: Path, cli) -> None:
+    space = tmp_path / "tiny.yaml"
+    space.write_text("axes: {model: vit_micro, resolution: 16, patch_size: 8, depth: 1, keep_rate: 1.0}\n"
+                     "training: {epochs: 1, batch_size: 16, precision: fp32, augment: false}\n")
+    settings = SweepSettings(name="axes", space=str(space), budgets=(1.0,), search="grid", scheduler="none",
+                             dataset="synthetic:40", runs_dir=str(tmp_path / "runs"), estimate=False,
+                             cache_dir=str(tmp_path / "cache"))
+    run_sweep(settings, out=lambda _: None, err=lambda _: None)
+    result = cli("report", "axes", "--runs-dir", tmp_path / "runs", "--layout", "paper")
+    assert_one_line_error(result, "searched the axes of space 'tiny'; --layout paper is for a recipe")
