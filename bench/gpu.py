@@ -47,8 +47,6 @@ from results import record
 # Dense bf16 peak (no sparsity) in TFLOP/s, by a name torch.cuda.get_device_name contains.
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 756.0,
                     "GH200": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 70.0, "RTX 4090": 165.0}
-SDPA_OPS = {"flash": "_scaled_dot_product_flash_attention", "memory-efficient": "_scaled_dot_product_efficient_attention",
-            "cudnn": "_scaled_dot_product_cudnn_attention", "math": "_scaled_dot_product_attention_math"}
 
 
 @dataclass(frozen=True)
@@ -131,16 +129,9 @@ def check_memory(sizes: Sizes, on_gpu: bool) -> list[dict[str, Any]]:
 
 
 def _sdpa_backend(step: Callable[[], None]) -> str:
-    """Which SDPA kernel one call of ``step`` ran, from the profiler's op names."""
-    from torch.profiler import ProfilerActivity, profile
+    from pdsweep.training.kernels import attention_backend
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    names = {event.name for event in prof.events()}
-    if any("_scaled_dot_product_flash_attention_for_cpu" in name for name in names):
-        return "flash (CPU)"
-    found = [kind for kind, op in SDPA_OPS.items() if any(op in name for name in names)]
-    return ", ".join(found) or ("math (unfused)" if any("softmax" in name for name in names) else "none seen")
+    return attention_backend(step)
 
 
 def _top_kernels(step: Callable[[], None], on_gpu: bool, count: int = 8) -> list[dict[str, Any]]:

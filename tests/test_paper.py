@@ -41,6 +41,7 @@ def test_a_recipe_runs_every_listed_config_once_under_its_dearest_cost(recipe_sw
     for row in rows:
         assert row.train_gflops == pytest.approx(estimate(row.config, space.training.step).train_gflops)
         assert [p.keep_rate for p in row.robustness] == [1.0, 0.5]
+        assert (row.attention, row.attention_backend) == ("fused", "flash (CPU)")  # the kernel that ran, recorded
 
 
 def test_paper_layout_gives_each_config_its_difference_against_the_baseline(recipe_sweep: Path, cli) -> None:

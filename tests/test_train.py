@@ -144,3 +144,14 @@ def test_warmup_then_cosine() -> None:
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
     assert factor(60) == pytest.approx(0.5) and factor(110) == pytest.approx(0.0)
     assert [factor(s) for s in range(10, 110)] == sorted([factor(s) for s in range(10, 110)], reverse=True)
+
+
+@pytest.mark.parametrize(("attention", "kernel"), [("fused", "flash (CPU)"), ("eager", "eager")])
+def test_the_attention_kernel_is_the_one_asked_and_recorded(attention: str, kernel: str) -> None:
+    """timm's fused path calls SDPA (on a CPU its flash kernel), the eager one never does; the
+    result names the kernel that ran, and test-time keep rates follow training.test_keep_rates."""
+    config = Config("vit_micro", 32, 8, keep_rate=0.5, depth=1, num_classes=4)
+    settings = replace(FAST, epochs=1, attention=attention, test_keep_rates=[0.3, 1, 0.6])  # type: ignore[arg-type]
+    result = train(config, _corner_dataset(n=64), settings, device="cpu")
+    assert result.attention_backend == kernel
+    assert list(result.robustness) == [1.0, 0.6, 0.3]

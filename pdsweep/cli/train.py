@@ -198,6 +198,7 @@ def _print_result(result: TrainResult, as_json: bool) -> None:
         print(f"{result.config.name}  test accuracy {result.test_accuracy:.1%}  (val {result.val_accuracy:.1%}, best "
               f"{result.best_val_accuracy:.1%})  {result.train_gflops:.4g} train GFLOPs  {result.seconds:.0f} s")
         print(f"robustness (test-time keep rate: accuracy): {curve}")
+        print(f"attention kernel: {result.attention_backend}")
         if result.weights is not None:
             print(f"started from {result.weights.source} (sha256 {result.weights.sha256[:12]}), "
                   f"{result.pretrained_blocks} of {result.config.blocks} blocks")

@@ -31,7 +31,7 @@ __all__ = [
     "FAILED", "FINISHED", "RESULTS_FILE", "SCHEMA", "EpochPoint", "ResultRow", "RobustnessPoint", "RowTable", "read", "read_rows", "to_table", "write",
 ]
 
-SCHEMA_VERSION = 4  # 1: tables written before the version was recorded; 2: before the compute ledger columns; 3: before init
+SCHEMA_VERSION = 5  # 1: tables written before the version was recorded; 2: before the compute ledger columns; 3: before init; 4: before attention
 _VERSION_KEY = b"pdsweep.schema_version"
 
 Phase = Literal["search", "repeat"]
@@ -98,6 +98,10 @@ class ResultRow:
     weights_source: str | None = None  # the hub name or file, as the space names it
     weights_sha256: str | None = None  # of the file the trial loaded
     pretrained_blocks: int | None = None  # blocks that started from the weights (the rest: random)
+    # The attention kernel: as set (training.attention) and the one that ran (an SDPA backend, or
+    # eager); empty in tables written before them.
+    attention: str | None = None
+    attention_backend: str | None = None
 
     @property
     def finished(self) -> bool:

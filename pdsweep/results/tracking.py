@@ -38,7 +38,8 @@ PARENT_TAG = "pdsweep.sweep"  # on the parent run: the sweep's name
 PARENT = ""  # the tracker's key for calls on the parent run (trial ids are never empty)
 TRIAL_TAG = "pdsweep.trial_id"  # on a child run: Ray Tune's trial id
 # every config axis, the derived columns, the seed, and what a pretrained start loaded
-CONFIG_PARAMS = (*column_names(), "seed", "weights_source", "weights_sha256", "pretrained_blocks")
+CONFIG_PARAMS = (*column_names(), "seed", "weights_source", "weights_sha256", "pretrained_blocks", "attention",
+                 "attention_backend")
 COST_METRICS = ("train_gflops", "inference_gflops", "predicted_memory_gb", "measured_memory_gb")
 FINAL_METRICS = ("best_val_accuracy", "final_val_accuracy", "val_auc", "test_accuracy", "test_auc",
                  "epochs_run", "wall_seconds", "train_seconds", "spent_tflop", "device_seconds")

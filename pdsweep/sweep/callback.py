@@ -231,6 +231,8 @@ def result_row(settings: SweepSettings, trial_id: str, spec: TrialSpec, last: di
         test_accuracy=last.get("test_accuracy") if done else None,
         test_auc=last.get("test_auc") if done else None,
         robustness=robustness or None,
+        attention=spec.settings.attention,
+        attention_backend=last.get("attention_backend"),
         history=tuple(point for _, point in sorted((history or {}).items())) or None,
         epochs_run=epochs_run,
         epochs_planned=spec.context.training.epochs,

@@ -113,6 +113,7 @@ def _train(trial: TrialSpec, checkpoint: Any, node: dict[str, Any], epochs: list
         test_accuracy=result.test_accuracy,
         train_seconds=result.seconds,  # the trial's own work: model, epochs, test, robustness
         **({"pretrained_blocks": result.pretrained_blocks} if result.pretrained_blocks is not None else {}),
+        **({"attention_backend": result.attention_backend} if result.attention_backend else {}),
         **({"test_auc": result.test_auc} if result.test_auc is not None else {}),
         **{f"{ROBUSTNESS_PREFIX}{rate:g}": acc for rate, acc in result.robustness.items()},
     )

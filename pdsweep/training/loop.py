@@ -35,6 +35,7 @@ from pdsweep.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_c
 from pdsweep.training.data import Dataset, Split
 from pdsweep.training.device import DeviceName, free_memory_gb, resolve_device
 from pdsweep.training.faults import Diverged
+from pdsweep.training.kernels import attention_backend
 from pdsweep.training.metrics import EpochCallback, EpochMetrics, TrainResult
 from pdsweep.training.models import Ensemble, build_model, dropping_at_test
 from pdsweep.training.weights import WeightFile, load_into, open_weights, save_weights
@@ -115,6 +116,7 @@ def train(
     test = functools.partial(evaluate, model, dataset.test, batch_size=batch_size, device=target, precision=precision)
     test_accuracy, test_auc = test()
     robustness = {1.0: test_accuracy, **robustness_curve(model, test, settings.seed, settings.test_keep_rates)}
+    backend = _attention_backend(model, dataset.train, target, precision)
     saved = ()
     if save_weights_to is not None:
         saved = tuple(map(str, save_weights(list(model.members), save_weights_to, model=config.model,
@@ -137,6 +139,7 @@ def train(
         weights=pretrained,
         pretrained_blocks=loaded,
         saved_weights=saved,
+        attention_backend=backend,
     )
 
 
@@ -172,6 +175,16 @@ def _check_matches(config: Config, dataset: Dataset) -> None:
         )
     if dataset.resolution != config.resolution:
         raise PdsweepError(f"dataset {dataset.name} is at {dataset.resolution} px, the config at {config.resolution}.")
+
+
+def _attention_backend(model: Ensemble, split: Split, device: torch.device, precision: Precision) -> str:
+    """The attention kernel a training forward of this model ran (on two training images, after
+    training: the random draws of the trial are not disturbed)."""
+    images, _ = _batch(split, np.arange(min(2, len(split))), device)
+    member = model.members[0]
+    member.train()
+    with torch.enable_grad(), autocast(device, precision):
+        return attention_backend(lambda: member(normalize(to_float(images))))
 
 
 def robustness_curve(model: Ensemble, test: Callable[[], tuple[float, float | None]], seed: int,

@@ -51,6 +51,7 @@ class TrainResult:
     weights: WeightFile | None = None  # what a pretrained start loaded
     pretrained_blocks: int | None = None  # blocks that started from it (the rest: random)
     saved_weights: tuple[str, ...] = ()  # files --save-weights wrote
+    attention_backend: str | None = None  # the attention kernel training ran (an SDPA backend, or eager)
 
     @property
     def epochs(self) -> int:
@@ -75,6 +76,7 @@ class TrainResult:
             "val_accuracy": self.val_accuracy,
             "best_val_accuracy": self.best_val_accuracy,
             "test_accuracy": self.test_accuracy,
+            "attention_backend": self.attention_backend,
             "test_auc": self.test_auc,
             "robustness": {str(rate): acc for rate, acc in self.robustness.items()},
             "seconds": self.seconds,
