@@ -82,7 +82,9 @@ def test_listed_config_without_init_starts_pretrained_where_weights_are_listed(t
         ({"configs": [{**THREE["configs"][0], "label": ["x"]}]}, r"configs\[0\].label: must be text"),
         ({"configs": [{**THREE["configs"][0], "keep_mode": "uniform"}]}, r"configs\[0\]: keep mode uniform needs"),
         ({"configs": [THREE["configs"][0], {**THREE["configs"][0], "label": "again"}]},
-         r"configs\[1\]: lists vit_micro-32px-p4-d4-k0.5-x1 again \(as configs\[0\]\)"),
+         r"configs\[1\]: lists vit_micro-32px-p4-d4-k0.5-x1 again \(configs\[0\]: both keep 32 of 64 patches\)"),
+        ({"configs": [THREE["configs"][0], {**THREE["configs"][0], "keep_rate": 0.51}]},
+         r"configs\[1\]: lists a config \(vit_micro-32px-p4-d4-k0.51-x1\), which trains as vit_micro-32px-p4-d4-k0.5-x1"),
         ({"axes": {"model": "vit_micro"}}, r"configs: a space gives axes \(to search\) or configs"),
         ({"configs": [{**THREE["configs"][0], "init": "pretrained"}]}, r"configs: pretrained needs weights for every model"),
     ],
@@ -153,7 +155,17 @@ def test_plan_and_run_without_a_budget_refuse_a_space_of_axes(cli, tmp_path: Pat
     assert not (tmp_path / "runs").exists()
 
 
-def test_run_refuses_a_search_other_than_grid_for_listed_configs(cli, tmp_path: Path) -> None:
-    result = cli("run", "--space", "paper/keep_rate", "--search", "tpe", "--runs-dir", tmp_path / "runs", "--dry-run")
-    assert_one_line_error(result, "lists its configs, which run as listed: use --search grid")
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--search", "tpe"], "use --search grid (not tpe)"),
+        (["--search", "grid", "--keep-policy", "search"], "drop --keep-policy search"),
+        (["--search", "grid", "--budget-gflops", "20,30"], "give one --budget-gflops or none"),
+        (["--search", "grid", "--scheduler", "asha"], "ASHA would stop some of them early"),
+    ],
+)
+def test_run_refuses_what_would_not_compare_listed_configs_as_listed(cli, tmp_path: Path, flags: list[str],
+                                                                    message: str) -> None:
+    result = cli("run", "--space", "paper/keep_rate", *flags, "--runs-dir", tmp_path / "runs", "--dry-run")
+    assert_one_line_error(result, "lists its configs, to compare them as listed", message)
     assert not (tmp_path / "runs").exists()

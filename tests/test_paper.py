@@ -83,3 +83,31 @@ def test_paper_layout_refuses_a_sweep_of_axes(ray_session, tmp_path: Path, cli) 
     run_sweep(settings, out=lambda _: None, err=lambda _: None)
     result = cli("report", "axes", "--runs-dir", tmp_path / "runs", "--layout", "paper")
     assert_one_line_error(result, "searched the axes of space 'tiny'; --layout paper is for a recipe")
+
+
+def test_paper_rows_with_seeds_get_welchs_interval_against_the_baseline(recipe_sweep: Path) -> None:
+    """Two more seeds per config (rows copied with other seeds and accuracies): each difference
+    gets Welch's 95% interval, computed here from the seeds' accuracies by scipy."""
+    import dataclasses
+
+    from scipy import stats
+
+    from pdsweep.results.paper import paper_table
+
+    rows = results.read_rows(recipe_sweep / "keep" / results.RESULTS_FILE)
+    seeded = [dataclasses.replace(row, trial_id=f"{row.trial_id}-{seed}", seed=seed,
+                                  best_val_accuracy=row.best_val_accuracy * (1 - 0.05 * seed * (i % 3)))
+              for i, row in enumerate(rows) for seed in (1, 2)]
+    space = load_space(RECIPE, CPU_SIZED)
+    table = paper_table("keep", "keep_rate", "", space.configs, [*rows, *seeded])
+    by_config: dict[str, list[float]] = {}
+    for row in [*rows, *seeded]:
+        by_config.setdefault(row.config.name, []).append(row.best_val_accuracy)
+    base = by_config[table.rows[0].entry.config.name]
+    for row in table.rows[1:]:
+        mine = by_config[row.entry.config.name]
+        assert row.score.seeds == 3 and row.delta == pytest.approx(statistics.fmean(mine) - statistics.fmean(base))
+        if statistics.variance(mine) + statistics.variance(base) == 0:
+            continue
+        welch = stats.ttest_ind(mine, base, equal_var=False).confidence_interval(0.95)
+        assert row.delta_interval == pytest.approx((welch.low, welch.high))

@@ -32,8 +32,9 @@ class Run(Command):
         parser.add_argument("--trials", type=int, default=of("trials"),
                             help="trials per budget tier (default %(default)s; grid ignores it)")
         parser.add_argument("--concurrency", type=int, help="trials at once (default: what the cluster's resources allow)")
-        parser.add_argument("--scheduler", choices=choices(SchedulerName), default=of("scheduler"),
-                            help="early stopping (default %(default)s)")
+        parser.add_argument("--scheduler", choices=choices(SchedulerName),
+                            help="early stopping (default asha; a space of listed configs: none, every config "
+                                 "trains to the end)")
         parser.add_argument("--grace-period", type=int, default=of("grace_period"),
                             help="epochs before ASHA may stop a trial (default %(default)s)")
         parser.add_argument("--reduction-factor", type=float, default=of("reduction_factor"),
@@ -42,7 +43,8 @@ class Run(Command):
                             help="re-train each tier's top configs (--top-k) with R-1 more seeds; the report gives "
                                  "each a bootstrap interval and says whether the winner is separated or tied")
         parser.add_argument("--top-k", type=int, default=of("top_k"), metavar="K",
-                            help="configs per tier that --repeats re-trains (default %(default)s)")
+                            help="configs per tier that --repeats re-trains (default %(default)s; a space of "
+                                 "listed configs: every one)")
         parser.add_argument("--max-tflop", type=positive_float, metavar="X",
                             help="stop issuing trials when the next would take the sweep's training compute past "
                                  "X TFLOP (running trials, counted at their full epochs, finish)")

@@ -35,12 +35,13 @@ def _attention_matrix_bytes(a: _Arch, T: int, precision: str) -> tuple[int, int]
     backward holds in flight (the gradients of the probabilities and of the logits).
 
     The softmax runs in fp32 (autocast's fp32 list) and keeps its output; under bf16 autocast
-    ``attn @ v`` keeps a bf16 copy too, and the backward a bf16 gradient of it.
+    ``attn @ v`` keeps a bf16 copy too. The softmax's backward holds its output, the gradient of
+    it and the gradient of the logits (fp32 each); by then the bf16 copy has been freed.
     """
     act = _ACTIVATION_BYTES[precision]
     copy = act if act != _FP32 else 0
     matrix = a.H * T * T
-    return (_FP32 + copy) * matrix, (2 * _FP32 + copy) * matrix
+    return (_FP32 + copy) * matrix, (2 * _FP32 - copy) * matrix
 
 
 def _activation_bytes(a: _Arch, T: int, batch_size: int, precision: str, attention: str = "fused") -> int:

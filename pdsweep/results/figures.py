@@ -5,6 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pdsweep.errors import PdsweepError
+
+
+def output_dir(path: Path) -> Path:
+    """``path`` made if missing: a folder that cannot be made (a file is there, no permission) is
+    one line that names it, not a traceback."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PdsweepError(f"cannot write into {str(path)!r} ({error.strerror or error}); choose another folder "
+                           "with --out DIR.") from None
+    return path
+
 
 def pyplot() -> Any:
     """matplotlib's pyplot on the Agg backend (no display needed: plots are files)."""
@@ -23,7 +36,11 @@ def save(figure: Any, axes: Any, path: Path, *, grid_which: str = "both") -> Pat
     axes.grid(True, which=grid_which, alpha=0.3)
     axes.legend(loc="best", fontsize=8, framealpha=0.9)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
+    try:
+        figure.savefig(output_dir(path.parent) / path.name)
+    except OSError as error:
+        raise PdsweepError(f"cannot write {str(path)!r} ({error.strerror or error}); choose another folder with "
+                           "--out DIR.") from None
+    finally:
+        plt.close(figure)
     return path

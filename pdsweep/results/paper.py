@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pdsweep.results.figures import pyplot, save
+from pdsweep.results.figures import output_dir, pyplot, save
 from pdsweep.results.report import Score, metric, scores_by_name, welch
 from pdsweep.results.rows import ResultRow
 from pdsweep.space import ListedConfig, group_baselines
@@ -42,6 +42,7 @@ class PaperRow:
             "train_gflops": score.train_gflops if score else None, "memory_gb": score.memory_gb if score else None,
             "metric": score.metric if score else None, "spread": score.spread if score else None,
             "seeds": score.seeds if score else 0, "test_accuracy": score.test_accuracy if score else None,
+            "complete": score.complete if score else None,
             "delta": self.delta, "delta_interval": list(self.delta_interval) if self.delta_interval else None,
             "robustness": {f"{rate:g}": accuracy for rate, accuracy in self.robustness.items()},
         }
@@ -112,6 +113,7 @@ def paper_markdown(table: PaperTable) -> str:
         title = f"{entry.title} (baseline)" if row.baseline else entry.title
         interval = f"[{row.delta_interval[0]:+.1%}, {row.delta_interval[1]:+.1%}]" if row.delta_interval else "-"
         spread = f" ± {score.spread:.1%}" if score and score.spread is not None else ""
+        spread += "" if not score or score.complete else " (stopped early)"  # a partial accuracy, not comparable
         lines.append(
             f"| {entry.group or '-'} | {title} | {score.train_gflops:.4g} | {score.memory_gb:.3g} | "
             f"{_percent(score.metric)}{spread} | {score.seeds} | {_percent(score.test_accuracy)} | "
@@ -151,7 +153,7 @@ def plot_robustness(table: PaperTable, path: Path) -> Path | None:
 
 def write_paper(table: PaperTable, out_dir: Path) -> list[Path]:
     """``paper.md`` and, where there are curves, ``robustness.png`` in ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir(out_dir)
     png = plot_robustness(table, out_dir / "robustness.png")
     md = out_dir / "paper.md"
     text = paper_markdown(table)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pdsweep.config import Config
 from pdsweep.errors import PdsweepError
 from pdsweep.results.compute import ComputeCap, ComputeLedger, ComputePlan
-from pdsweep.results.figures import pyplot, save
+from pdsweep.results.figures import output_dir, pyplot, save
 from pdsweep.results.rows import FAILED, ResultRow
 
 METRIC = "best_val_accuracy"
@@ -411,7 +411,7 @@ def compare(reports: Sequence[Report]) -> str:
 
 def write(report: Report, out_dir: Path) -> tuple[Path, Path]:
     """``report.md`` and ``report.png`` in ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir(out_dir)
     md = out_dir / "report.md"
     png = plot(report, out_dir / "report.png")
     md.write_text(markdown(report).replace("# Sweep", "![accuracy vs train GFLOPs](report.png)\n\n# Sweep", 1))

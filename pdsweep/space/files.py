@@ -83,13 +83,13 @@ def resolve_space(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    if path.is_dir():
-        raise PdsweepError(f"space file {str(path)!r} is a directory; give a YAML file.")
     if not path.is_absolute() and len(path.parts) <= 2 and ".." not in path.parts:
         file_name = path if path.suffix in (".yaml", ".yml") else path.with_name(f"{path.name}.yaml")
         for directory in bundled_space_dirs():
             if (directory / file_name).is_file():
                 return directory / file_name
+    if path.is_dir():  # after the bundled names: a folder called paper/ does not hide the space paper
+        raise PdsweepError(f"space file {str(path)!r} is a directory; give a YAML file.")
     raise PdsweepError(
         f"space file {str(path)!r} not found; give a path to a YAML file or a bundled space "
         f"name ({bundled})."

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pdsweep.config import Config
+from pdsweep.config import Config, strategy_count
 from pdsweep.errors import PdsweepError
 
 LABEL_KEYS = ("label", "group")
@@ -70,12 +70,25 @@ def group_baselines(listed: tuple[ListedConfig, ...]) -> dict[str, ListedConfig]
     return baselines
 
 
+def trains_as(config: Config) -> tuple[object, ...]:
+    """What a config trains: its architecture and the patch counts it keeps. Two keep rates that
+    keep the same patches (0.5 and 0.55 of 16 patches both keep 8) train the same model."""
+    counts = tuple(strategy_count(config.grid_size, c, config.sampling) for c in config.requested_counts)
+    return replace(config, keep_rate=1.0, keep_mode="fixed", keep_range_low=None), config.keep_mode, counts
+
+
 def check_listed(listed: tuple[ListedConfig, ...]) -> None:
-    """No config listed twice (two labels for one config would train it twice under two names)."""
-    seen: dict[str, int] = {}
+    """No config listed twice, nor two that train alike (one would train twice under two names)."""
+    seen: dict[tuple[object, ...], int] = {}
     for index, entry in enumerate(listed):
-        name = entry.config.name
-        if name in seen:
-            raise PdsweepError(f"configs[{index}]: lists {name} again (as configs[{seen[name]}]); list each config "
-                               "once (a repeat with other seeds is what --repeats is for).")
-        seen[name] = index
+        key = trains_as(entry.config)
+        if key in seen:
+            first = listed[seen[key]].config
+            same = "again" if first.name == entry.config.name else f"({entry.config.name}), which trains as {first.name}"
+            kept = entry.config.patches_kept
+            raise PdsweepError(
+                f"configs[{index}]: lists {entry.config.name if same == 'again' else 'a config'} {same} (configs[{seen[key]}]: "
+                f"both keep {kept} of {entry.config.num_patches} patches); list each config once (a repeat with other "
+                "seeds is what --repeats is for; a smaller keep rate keeps fewer patches)."
+            )
+        seen[key] = index

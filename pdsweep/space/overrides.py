@@ -102,6 +102,10 @@ def _set(node: dict[str, Any], override: Override, depth: int) -> None:
     if child is None:
         child = node[part] = {}
     if isinstance(child, list) and child and all(isinstance(item, dict) for item in child):
+        if path[depth + 1].isdigit():
+            raise PdsweepError(f"--set {override.key}: {where} is a list; a key path through it sets the key in every "
+                               f"entry (--set {where}.{'.'.join(path[depth + 2:]) or 'KEY'}=VALUE), not in one by its "
+                               f"index; to change one entry, set the whole list (--set {where}=[...]).")
         for item in child:  # a list of mappings (listed configs): the rest of the path in each
             _set(item, override, depth + 1)
         return

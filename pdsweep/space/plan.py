@@ -101,13 +101,17 @@ def _plan_listed(space: SearchSpace, budget: Budget, policy: KeepPolicy, num_cla
         if not budget.admits(cost):
             label = space.configs[index].label
             named = f"configs[{index}] ({label}: {config.name})" if label else f"configs[{index}] ({config.name})"
-            over = [f"{cost.train_gflops:.4g} GFLOPs"] if cost.train_gflops > budget.gflops else []
+            over, fixes = [], []
+            if cost.train_gflops > budget.gflops:
+                over.append(f"{cost.train_gflops:.4g} GFLOPs")
+                fixes.append(f"raise --budget-gflops to at least {cost.train_gflops:.4g} or drop it (a space of "
+                             "listed configs needs none)")
             if budget.memory_gb is not None and cost.memory_gb > budget.memory_gb:
                 over.append(f"{cost.memory_gb:.3g} GB")
+                fixes.append(f"raise --budget-memory-gb to at least {cost.memory_gb:.3g}")
             raise PdsweepError(
                 f"{named} of space {space.name!r} does not fit a budget of {budget} (it needs {' and '.join(over)}); "
-                "raise the budget, drop --budget-gflops to run every listed config (a space of listed configs "
-                "needs none), or drop the config."
+                f"{' and '.join(fixes)}, or drop the config."
             )
         low = config.keep_range_low if config.keep_mode == "uniform" else config.keep_rate
         entry = space.configs[index]

@@ -171,7 +171,7 @@ class SearchSpace:
 
 REQUIRED_AXES = ("model", "resolution", "patch_size", "keep_rate")
 # Training settings a finetune section may not change: pretrained and random trials share them.
-SHARED_SETTINGS = ("epochs", "batch_size", "precision", "seed", "attention")
+SHARED_SETTINGS = ("epochs", "batch_size", "precision", "seed", "attention", "test_keep_rates")
 DEFAULT_AXES: dict[str, Axis] = {
     "ensemble_size": Categorical((1,)),
     "sampling": Categorical(("random",)),

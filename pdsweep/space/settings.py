@@ -25,7 +25,7 @@ _TRAINING_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "seed": ("an integer >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
     "test_keep_rates": ("a non-empty list of distinct numbers in (0, 1], e.g. [1, 0.5, 0.25]",
                         lambda v: isinstance(v, list | tuple) and bool(v) and all(is_rate(r) for r in v)
-                        and len(set(v)) == len(v)),
+                        and len({f"{r:g}" for r in v}) == len(v)),  # distinct as results name them (robustness_0.5)
 }
 # The test-time keep rates of the robustness curve (test accuracy with PatchDropout left on).
 DEFAULT_TEST_KEEP_RATES = (1.0, 0.75, 0.5, 0.25)

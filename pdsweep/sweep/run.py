@@ -110,9 +110,7 @@ class _Ready:
 def _prepare(settings: SweepSettings, err: Print) -> _Ready:
     settings = settings.absolute()
     space = load_space(settings.space, settings.overrides)
-    if space.configs and settings.search != "grid":
-        raise PdsweepError(f"space {space.name!r} lists its configs, which run as listed: use --search grid "
-                           f"(not {settings.search}).")
+    settings = _recipe_settings(settings, space) if space.configs else replace(settings, scheduler=settings.scheduler or "asha")
     if not settings.budgets and not space.configs:
         listed_budget(space)  # the error: an axes space needs a budget
     weights = inspect_space(space, settings.weights_cache)  # every pretrained start's weights, found and checked
@@ -140,6 +138,25 @@ def _prepare(settings: SweepSettings, err: Print) -> _Ready:
     warn_if_not_shared(store, err)
     planned, throughput = preflight(settings, space, plans, data, err, weights)
     return _Ready(settings, space, dict(weights), data, planned, throughput, uri)
+
+
+def _recipe_settings(settings: SweepSettings, space: SearchSpace) -> SweepSettings:
+    """A recipe (a space of listed configs) compares every listed config at equal footing: each
+    trains once (grid), to its last epoch (no early stopping), under one budget, and ``--repeats``
+    re-trains every one of them, not only the best few."""
+    def refuse(problem: str) -> None:
+        raise PdsweepError(f"space {space.name!r} lists its configs, to compare them as listed: {problem}.")
+
+    if settings.search != "grid":
+        refuse(f"use --search grid (not {settings.search})")
+    if settings.policy != "fill":
+        refuse("their keep rates are as listed; drop --keep-policy search")
+    if len(settings.budgets) > 1:
+        refuse("give one --budget-gflops or none (each tier would train every config again with the same seed)")
+    if settings.scheduler == "asha":
+        refuse("ASHA would stop some of them early and compare part-trained configs with trained ones; drop "
+               "--scheduler asha")
+    return replace(settings, scheduler="none", top_k=len(space.configs))
 
 
 def resume_sweep(name: str, runs_dir: str = DEFAULT_RUNS_DIR, *, address: str | None = None,

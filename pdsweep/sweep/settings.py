@@ -44,7 +44,7 @@ class SweepSettings:
     search: SearchKind = "tpe"
     trials: int = 8
     concurrency: int | None = None  # None: as many as the cluster's resources allow
-    scheduler: SchedulerName = "asha"
+    scheduler: SchedulerName | None = None  # None: asha, or none for a space of listed configs (a recipe)
     grace_period: int = 1
     reduction_factor: float = 2.0
     repeats: int = 1

@@ -45,6 +45,9 @@ def save_checkpoint(
     os.replace(partial, path)
 
 
+EVALUATION_ONLY = ("test_keep_rates",)  # settings that change no training step: a checkpoint resumes across them
+
+
 def load_checkpoint(
     path: Path,
     config: Config,
@@ -64,7 +67,8 @@ def load_checkpoint(
             f"checkpoint {str(path)!r} is for {saved.name}, not {config.name}; use another --checkpoint-dir."
         )
     saved_settings = {**asdict(TrainingSettings()), **state.get("settings", {})}  # settings added since: their default
-    changed = [k for k, v in asdict(settings).items() if _plain(saved_settings.get(k)) != _plain(v)]
+    changed = [k for k, v in asdict(settings).items()
+               if k not in EVALUATION_ONLY and _plain(saved_settings.get(k)) != _plain(v)]
     if changed:  # another schedule, batch size or seed would continue a different run
         raise PdsweepError(
             f"checkpoint {str(path)!r} was trained with other settings ({', '.join(changed)}); resume with the "
