@@ -96,9 +96,10 @@ def _robustness(rows: list[ResultRow]) -> dict[float, float]:
 
 
 def _percent(value: float | None, signed: bool = False) -> str:
+    """An accuracy as a percentage; a difference of two (``signed``) in percentage points."""
     if value is None:
         return "-"
-    return f"{value:+.1%}" if signed else f"{value:.1%}"
+    return f"{100 * value:+.1f} pt" if signed else f"{value:.1%}"
 
 
 def paper_markdown(table: PaperTable) -> str:
@@ -111,7 +112,8 @@ def paper_markdown(table: PaperTable) -> str:
     for row in table.rows:
         score, entry = row.score, row.entry
         title = f"{entry.title} (baseline)" if row.baseline else entry.title
-        interval = f"[{row.delta_interval[0]:+.1%}, {row.delta_interval[1]:+.1%}]" if row.delta_interval else "-"
+        interval = (f"[{_percent(row.delta_interval[0], True)}, {_percent(row.delta_interval[1], True)}]"
+                    if row.delta_interval else "-")
         spread = f" ± {score.spread:.1%}" if score and score.spread is not None else ""
         spread += "" if not score or score.complete else " (stopped early)"  # a partial accuracy, not comparable
         lines.append(

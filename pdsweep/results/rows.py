@@ -231,12 +231,13 @@ def write(rows: Iterable[ResultRow] | RowTable, path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def read(path: Path) -> pa.Table:
+def read(path: Path | str) -> pa.Table:
     """The results table of a sweep, checked against the schema (columns matched by name).
 
     A table from an older pdsweep that lacks a column added since, one that may be empty,
     reads with that column empty; a required column is never invented.
     """
+    path = Path(path)
     if not path.is_file():
         raise PdsweepError(f"no results table at {str(path)!r}.")
     try:
@@ -261,6 +262,6 @@ def read(path: Path) -> pa.Table:
     return table.replace_schema_metadata(SCHEMA.metadata)
 
 
-def read_rows(path: Path) -> list[ResultRow]:
+def read_rows(path: Path | str) -> list[ResultRow]:
     """Every row of ``path``; none when there is no table yet."""
-    return [ResultRow.from_dict(values) for values in read(path).to_pylist()] if path.is_file() else []
+    return [ResultRow.from_dict(values) for values in read(path).to_pylist()] if Path(path).is_file() else []

@@ -45,11 +45,17 @@ def load_sweep(name: str, runs_dir: str) -> SweepFiles:
 
 
 def sweep_space(name: str, runs_dir: str) -> SearchSpace:
-    """The space sweep ``name`` ran: the file's text its sweep.json kept, with its overrides."""
+    """The space sweep ``name`` ran: the file's text its sweep.json kept, with its overrides (its
+    description says which: the file's own may describe configs they replaced)."""
     from pdsweep.sweep.run import space_of
     from pdsweep.sweep.settings import read_state
 
-    return space_of(read_state(SweepStore(runs_dir, name), shown=runs_dir))
+    state = read_state(SweepStore(runs_dir, name), shown=runs_dir)
+    space = space_of(state)
+    if not state.settings.overrides:
+        return space
+    changes = " ".join(f"--set {change}" for change in state.settings.overrides)
+    return replace(space, description=f"{space.description.strip()}\n\nAs run, with {changes}.".strip())
 
 
 def _report_options(state: Any) -> dict[str, Any]:
