@@ -117,6 +117,32 @@ def memory_timeline(prof: Any) -> list[int]:
     return [signs[action] * size for _, action, _, size in prof._memory_profile().timeline if action in signs]
 
 
+def dispatched_ops() -> Any:
+    """A context manager whose value is the set of ATen ops (``aten._scaled_dot_product_flash_attention.default``)
+    run inside it, seen below autograd and autocast: which SDPA backend ran, without the profiler
+    (which prints from C++ on hosts without a GPU and cancels a user's own trace).
+
+    torch 2.14 (``torch.utils._python_dispatch.TorchDispatchMode``, the documented hook of
+    ``__torch_dispatch__``; torch has no public mode class).
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class OpNames(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: set[str] = set()
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            self.names.add(str(func))
+            return func(*args, **(kwargs or {}))
+
+        def __enter__(self) -> set[str]:  # type: ignore[override]
+            super().__enter__()
+            return self.names
+
+    return OpNames()
+
+
 def option_strings(parser: argparse.ArgumentParser) -> list[str]:
     """Every option a parser takes (``--budget-gflops``...), for "did you mean" hints.
 

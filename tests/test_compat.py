@@ -69,3 +69,13 @@ def test_the_profiler_timeline_adds_allocations_and_subtracts_frees() -> None:
     changes = _compat.memory_timeline(prof)
     assert 4 * 2**20 in changes and 2 * 2**20 in changes and -2 * 2**20 in changes
     assert sum(changes) >= 4 * 2**20 and kept.numel() == 2**20
+
+
+def test_dispatched_ops_sees_the_aten_ops_a_step_runs() -> None:
+    import torch
+
+    from pdsweep._compat import dispatched_ops
+
+    with dispatched_ops() as names:
+        torch.ones(2, 3) @ torch.ones(3, 4)
+    assert any(name.startswith("aten.mm") for name in names), names

@@ -85,6 +85,11 @@ def test_listed_config_without_init_starts_pretrained_where_weights_are_listed(t
          r"configs\[1\]: lists vit_micro-32px-p4-d4-k0.5-x1 again \(configs\[0\]: both keep 32 of 64 patches\)"),
         ({"configs": [THREE["configs"][0], {**THREE["configs"][0], "keep_rate": 0.51}]},
          r"configs\[1\]: lists a config \(vit_micro-32px-p4-d4-k0.51-x1\), which trains as vit_micro-32px-p4-d4-k0.5-x1"),
+        ({"configs": [THREE["configs"][0], {**THREE["configs"][0], "depth": 4}]},  # vit_micro's own depth
+         r"configs\[1\]: lists vit_micro-32px-p4-d4-k0.5-x1 again"),
+        ({"configs": [{"model": "deit_tiny", "resolution": 448, "patch_size": 8, "keep_rate": 0.251},
+                      {"model": "deit_tiny", "resolution": 448, "patch_size": 8, "keep_rate": 0.2514}]},
+         r"configs\[1\]: is named deit_tiny-448px-p8-d12-k0.251-x1 as configs\[0\] is, but keeps 788 .* not 787"),
         ({"axes": {"model": "vit_micro"}}, r"configs: a space gives axes \(to search\) or configs"),
         ({"configs": [{**THREE["configs"][0], "init": "pretrained"}]}, r"configs: pretrained needs weights for every model"),
     ],

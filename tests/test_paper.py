@@ -111,3 +111,20 @@ def test_paper_rows_with_seeds_get_welchs_interval_against_the_baseline(recipe_s
             continue
         welch = stats.ttest_ind(mine, base, equal_var=False).confidence_interval(0.95)
         assert row.delta_interval == pytest.approx((welch.low, welch.high))
+
+
+def test_a_refused_back_fill_writes_no_report(recipe_sweep: Path, tmp_path: Path, cli) -> None:
+    """--to-mlflow against a tracking server that does not answer: one line, exit 2, and neither
+    report is written (every sweep is checked before anything is)."""
+    import json
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(recipe_sweep / "keep", runs / "keep")
+    state = json.loads((runs / "keep" / "sweep.json").read_text())
+    state["settings"]["mlflow_uri"] = state["mlflow"]["uri"] = "http://127.0.0.1:9"
+    (runs / "keep" / "sweep.json").write_text(json.dumps(state))
+    for layout in ("tiers", "paper"):
+        result = cli("report", "keep", "--runs-dir", runs, "--to-mlflow", "--layout", layout, "--out", tmp_path / "out")
+        assert_one_line_error(result, "sweep 'keep': cannot reach the MLflow tracking store http://127.0.0.1:9")
+    assert not (tmp_path / "out").exists()

@@ -70,9 +70,10 @@ def test_flops_equal_fvcore_on_a_tiny_model(keep: tuple[int, int] | None) -> Non
 
 def test_keep_rates_a_window_expresses_and_the_resolutions_it_allows() -> None:
     assert window_keep_rates(7) == pytest.approx([1, 36 / 49, 25 / 49, 16 / 49, 9 / 49, 4 / 49, 1 / 49])
-    assert [r for r in (28, 56, 112, 224, 448, 672) if resolution_problem(SWIN_PRESETS["swin_tiny"], r) is None] == [
-        28, 56, 112, 224, 448, 672]
+    allowed = [r for r in range(4, 900, 4) if resolution_problem(SWIN_PRESETS["swin_tiny"], r) is None]
+    assert allowed == [28, 56, 112, 224, 448, 672, 896]
     assert "11 is neither a multiple of the window" in resolution_problem(SWIN_PRESETS["swin_tiny"], 168)
+    assert "grid is 6, not a multiple of the window" in resolution_problem(SWIN_PRESETS["swin_tiny"], 24)
     with pytest.raises(Exception, match="use 224 px or a multiple"):
         swin_flops(SWIN_PRESETS["swin_tiny"], 168, (3, 3))
 
@@ -112,12 +113,12 @@ def test_keeping_every_row_and_column_is_the_untouched_model() -> None:
     plain = _model(TINY, 56).train()
     model = copy.deepcopy(plain)
     model.patch_drop = WindowPatchDropout(model, (7, 7))
-    model.patch_drop.fixed = (torch.arange(7), torch.arange(7))
+    model.patch_drop.fixed = (torch.arange(7), torch.arange(7))  # the gather, the windows, masks and indices set
     images = torch.randn(2, 3, 56, 56)
-    assert torch.equal(model(images), plain(images))
-    model.patch_drop.keep = (3, 3)  # a real gather of every row: the identical computation
-    model.patch_drop.set_keep(torch.arange(7), torch.arange(7))
-    assert torch.equal(model.patch_drop._rows, torch.arange(14))
+    gathered: list[torch.Tensor] = []
+    model.layers[0].register_forward_hook(lambda m, i, o: gathered.append(o))
+    assert torch.equal(model(images), plain(images))  # every row and column gathered: timm's own computation
+    assert model.patch_drop.active and gathered[-1].shape == (2, 14, 14, 32)
 
 
 def test_gathered_relative_position_bias_equals_a_hand_computed_reference() -> None:
@@ -159,6 +160,11 @@ def test_evaluation_uses_every_token_after_training_with_fewer() -> None:
         optimizer.step()
     plain = _model(TINY, 56)
     plain.load_state_dict(model.state_dict())  # the dropout adds no state: the same checkpoint keys
+    detached = _model(TINY, 56).train()  # a dropout not attached to its model follows the model's mode too
+    WindowPatchDropout(detached, (3, 3))
+    detached(images)
+    detached.eval()
+    assert detached.layers[0](detached.patch_embed(images)).shape == (4, 14, 14, 32)
     model.eval(), plain.eval()
     seen: list[tuple[int, ...]] = []
     model.layers[0].register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))

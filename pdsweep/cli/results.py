@@ -45,6 +45,9 @@ class Report(Command):
             tables = [paper_table_of(sweep, sweep_space(sweep.name, args.runs_dir)) for sweep in sweeps]
         else:
             reports = [report.build(s.name, s.rows, **s.options) for s in sweeps]
+        if args.to_mlflow:
+            for sweep in sweeps:
+                _check_backfill(sweep)
         written = []
         for i, sweep in enumerate(sweeps):
             out_dir = Path(args.out) / sweep.name if args.out and len(sweeps) > 1 else Path(args.out or sweep.folder / "report")
@@ -75,17 +78,27 @@ def paper_table_of(sweep: SweepFiles, space: SearchSpace) -> PaperTable:
     return paper_table(sweep.name, space.name, space.description, space.configs, sweep.rows)
 
 
+def _check_backfill(sweep: SweepFiles) -> None:
+    """``--to-mlflow``: the sweep has a tracking store and it answers (before anything is written)."""
+    from pdsweep.results import tracking
+
+    if not sweep.mlflow:
+        raise PdsweepError(f"sweep {sweep.name!r} was run without MLflow tracking; nothing to back-fill into.")
+    try:
+        tracking.check_reachable(sweep.mlflow.uri)
+    except PdsweepError as error:
+        raise PdsweepError(f"sweep {sweep.name!r}: {str(error).split('; ')[0]}; start it (or reach it) and run "
+                           "report --to-mlflow again; without --to-mlflow the report is written all the same.") from None
+
+
 def _to_mlflow(sweep: SweepFiles, files: list[Path], *, backfill: bool) -> None:
     """The report's files as artifacts of the sweep's parent run (and, with --to-mlflow, the trials
     MLflow is missing); the report stands without MLflow."""
     from pdsweep.results import tracking
 
     if not sweep.mlflow:
-        if backfill:
-            raise PdsweepError(f"sweep {sweep.name!r} was run without MLflow tracking; nothing to back-fill into.")
         return
     if backfill:
-        tracking.check_reachable(sweep.mlflow.uri)
         logged = tracking.backfill(sweep.mlflow, sweep.rows)
         print(f"MLflow: back-filled {logged} trial(s) of {sweep.name!r}", file=sys.stderr)
     try:

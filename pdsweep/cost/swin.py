@@ -77,6 +77,10 @@ def resolution_problem(shape: SwinShape, resolution: int) -> str | None:
     """
     if resolution % shape.patch_size:
         return f"patch size {shape.patch_size} does not divide resolution {resolution}"
+    first = resolution // shape.patch_size
+    if first < shape.window or first % shape.window:
+        return (f"at {resolution} px the first stage's grid is {first}, not a multiple of the window "
+                f"({shape.window}); rows and columns are kept per window")
     bad = [g for g in stage_grids(shape, resolution) if g % shape.window and g > shape.window]
     if bad:
         return (f"at {resolution} px the stage grids are {', '.join(map(str, stage_grids(shape, resolution)))}; "

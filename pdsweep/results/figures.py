@@ -19,6 +19,17 @@ def output_dir(path: Path) -> Path:
     return path
 
 
+def write_text(path: Path, text: str) -> Path:
+    """``text`` into ``path`` (its folder made); a file that cannot be written is one line."""
+    try:
+        output_dir(path.parent)
+        path.write_text(text)
+    except OSError as error:
+        raise PdsweepError(f"cannot write {str(path)!r} ({error.strerror or error}); choose another folder with "
+                           "--out DIR.") from None
+    return path
+
+
 def pyplot() -> Any:
     """matplotlib's pyplot on the Agg backend (no display needed: plots are files)."""
     import matplotlib

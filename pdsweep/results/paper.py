@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pdsweep.results.figures import output_dir, pyplot, save
+from pdsweep.results.figures import output_dir, pyplot, save, write_text
 from pdsweep.results.report import Score, metric, scores_by_name, welch
 from pdsweep.results.rows import ResultRow
 from pdsweep.space import ListedConfig, group_baselines
@@ -159,5 +159,5 @@ def write_paper(table: PaperTable, out_dir: Path) -> list[Path]:
     png = plot_robustness(table, out_dir / "robustness.png")
     md = out_dir / "paper.md"
     text = paper_markdown(table)
-    md.write_text(text + ("\n![robustness curves](robustness.png)\n" if png else ""))
+    write_text(md, text + ("\n![robustness curves](robustness.png)\n" if png else ""))
     return [md, *([png] if png else [])]

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pdsweep.config import Config
 from pdsweep.errors import PdsweepError
 from pdsweep.results.compute import ComputeCap, ComputeLedger, ComputePlan
-from pdsweep.results.figures import output_dir, pyplot, save
+from pdsweep.results.figures import output_dir, pyplot, save, write_text
 from pdsweep.results.rows import FAILED, ResultRow
 
 METRIC = "best_val_accuracy"
@@ -414,5 +414,5 @@ def write(report: Report, out_dir: Path) -> tuple[Path, Path]:
     output_dir(out_dir)
     md = out_dir / "report.md"
     png = plot(report, out_dir / "report.png")
-    md.write_text(markdown(report).replace("# Sweep", "![accuracy vs train GFLOPs](report.png)\n\n# Sweep", 1))
+    write_text(md, markdown(report).replace("# Sweep", "![accuracy vs train GFLOPs](report.png)\n\n# Sweep", 1))
     return md, png

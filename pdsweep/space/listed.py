@@ -74,14 +74,22 @@ def trains_as(config: Config) -> tuple[object, ...]:
     """What a config trains: its architecture and the patch counts it keeps. Two keep rates that
     keep the same patches (0.5 and 0.55 of 16 patches both keep 8) train the same model."""
     counts = tuple(strategy_count(config.grid_size, c, config.sampling) for c in config.requested_counts)
-    return replace(config, keep_rate=1.0, keep_mode="fixed", keep_range_low=None), config.keep_mode, counts
+    return replace(config.explicit, keep_rate=1.0, keep_mode="fixed", keep_range_low=None), config.keep_mode, counts
 
 
 def check_listed(listed: tuple[ListedConfig, ...]) -> None:
     """No config listed twice, nor two that train alike (one would train twice under two names)."""
     seen: dict[tuple[object, ...], int] = {}
+    names: dict[str, int] = {}
     for index, entry in enumerate(listed):
         key = trains_as(entry.config)
+        name = entry.config.name
+        if name in names and key not in seen:  # two configs one name: results would be matched to the wrong one
+            raise PdsweepError(f"configs[{index}]: is named {name} as configs[{names[name]}] is, but keeps "
+                               f"{entry.config.patches_kept} of {entry.config.num_patches} patches, not "
+                               f"{listed[names[name]].config.patches_kept}; give keep rates that differ in the "
+                               "first three digits.")
+        names.setdefault(name, index)
         if key in seen:
             first = listed[seen[key]].config
             same = "again" if first.name == entry.config.name else f"({entry.config.name}), which trains as {first.name}"

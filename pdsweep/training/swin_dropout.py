@@ -74,7 +74,8 @@ class WindowPatchDropout(nn.Module):
     """Installed on a timm ``SwinTransformer`` as a forward hook on its ``patch_embed``.
 
     ``keep``: (n_r, n_c) rows and columns kept per window in training, drawn afresh each step;
-    (W, W) keeps every token. ``fixed``: (rows, cols) to keep every step instead of a draw.
+    (W, W) keeps every token (no gather). ``fixed``: (rows, cols) kept every step instead of a
+    draw (gathered even when they are all of them).
     """
 
     def __init__(self, model: nn.Module, keep: tuple[int, int]) -> None:
@@ -167,13 +168,14 @@ class WindowPatchDropout(nn.Module):
         return super().train(mode)
 
     def _hook(self, module: nn.Module, inputs: Any, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, G, G, C) patch embedding (NHWC) -> (B, G/W n_r, G/W n_c, C) in training."""
-        if not self.training or tuple(self.keep) == (self.window, self.window):
+        """x: (B, G, G, C) patch embedding (NHWC) -> (B, G/W n_r, G/W n_c, C) in training (the
+        model's mode, which ``patch_embed`` follows whether or not this module is attached)."""
+        if not module.training or (tuple(self.keep) == (self.window, self.window) and self.fixed is None):
             if self.active:
                 self.restore()
             return x
         if self.fixed is None:
             self.resample()
-        elif not self.active:
+        else:
             self.set_keep(*self.fixed)
         return x.index_select(1, self._rows).index_select(2, self._cols)  # saves only the indices
