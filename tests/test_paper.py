@@ -96,7 +96,7 @@ def test_paper_rows_with_seeds_get_welchs_interval_against_the_baseline(recipe_s
 
     rows = results.read_rows(recipe_sweep / "keep" / results.RESULTS_FILE)
     seeded = [dataclasses.replace(row, trial_id=f"{row.trial_id}-{seed}", seed=seed,
-                                  best_val_accuracy=row.best_val_accuracy * (1 - 0.05 * seed * (i % 3)))
+                                  best_val_accuracy=row.best_val_accuracy * (1 - 0.04 * seed * (i % 3 + 1)))
               for i, row in enumerate(rows) for seed in (1, 2)]
     space = load_space(RECIPE, CPU_SIZED)
     table = paper_table("keep", "keep_rate", "", space.configs, [*rows, *seeded])
@@ -107,8 +107,6 @@ def test_paper_rows_with_seeds_get_welchs_interval_against_the_baseline(recipe_s
     for row in table.rows[1:]:
         mine = by_config[row.entry.config.name]
         assert row.score.seeds == 3 and row.delta == pytest.approx(statistics.fmean(mine) - statistics.fmean(base))
-        if statistics.variance(mine) + statistics.variance(base) == 0:
-            continue
         welch = stats.ttest_ind(mine, base, equal_var=False).confidence_interval(0.95)
         assert row.delta_interval == pytest.approx((welch.low, welch.high))
 
