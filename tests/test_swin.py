@@ -192,3 +192,31 @@ def test_training_loss_falls_with_a_third_of_the_tokens() -> None:
         optimizer.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+def test_every_window_of_the_first_stage_reads_the_bias_at_its_tokens_original_offsets() -> None:
+    """Plain and shifted blocks: for every window and every pair of tokens that may attend (the
+    mask lets them), the installed index points at the table entry of the two tokens' offset in
+    the original grid. Original coordinates come from the gather's own indices and timm's roll."""
+    torch.manual_seed(0)
+    model = _model(TINY, 56).train()
+    dropout = model.patch_drop = WindowPatchDropout(model, (3, 3))
+    dropout.fixed = (torch.tensor([0, 2, 5]), torch.tensor([1, 3, 6]))
+    model(torch.randn(1, 3, 56, 56))
+    rows, cols, side, full, window = dropout._rows, dropout._cols, 6, 14, 7  # reduced 6 x 6 of the full 14 x 14
+    for block in model.layers[0].blocks:
+        shift = block.shift_size[0]
+        installed = block.attn.relative_position_index
+        for top in range(0, side, 3):
+            for left in range(0, side, 3):
+                # Window (top, left) of the rolled grid holds reduced rows top + shift ... (timm's roll by -shift).
+                r = [int(rows[k % side]) + (k // side) * full for k in range(top + shift, top + shift + 3)]
+                c = [int(cols[k % side]) + (k // side) * full for k in range(left + shift, left + shift + 3)]
+                tokens = [(y, x) for y in r for x in c]
+                allowed = (torch.ones(9, 9, dtype=torch.bool) if block.attn_mask is None
+                           else block.attn_mask[(top // 3) * 2 + left // 3] == 0)
+                for i, (y, x) in enumerate(tokens):
+                    for j, (y2, x2) in enumerate(tokens):
+                        if allowed[i, j]:
+                            expected = (y - y2 + window - 1) * (2 * window - 1) + (x - x2 + window - 1)
+                            assert int(installed[i, j]) == expected, (shift, top, left, i, j)
