@@ -10,14 +10,22 @@ charges that, and the model keeps exactly that many.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
 from pdsweep.errors import PdsweepError
-from pdsweep.presets import Preset, get_preset
+from pdsweep.presets import Family, ModelPreset, SwinShape, get_preset
 from pdsweep.validate import check_choice, check_positive_int, is_rate
+from pdsweep.windows import (
+    rates_text,
+    resolution_problem,
+    resolutions_text,
+    window_keep_at_least,
+    window_keep_at_most,
+)
 
 Sampling = Literal["random", "structured", "block", "grid"]
 KeepMode = Literal["fixed", "uniform"]
@@ -140,7 +148,9 @@ class Config:
     num_classes: int = field(default=10, metadata=_axis(int, order=11, space=False))
 
     def __post_init__(self) -> None:
-        get_preset(self.model)
+        preset = get_preset(self.model)
+        if isinstance(preset, SwinShape):
+            self._normalize_swin(preset)
         for name in ("resolution", "patch_size", "ensemble_size", "num_classes"):
             check_positive_int(name, getattr(self, name))
         if self.depth is not None:
@@ -164,9 +174,57 @@ class Config:
             )
         if self.keep_mode == "fixed" and low is not None:
             raise PdsweepError("keep_range_low is for keep mode uniform; drop it or use uniform.")
+        if isinstance(preset, SwinShape):
+            self._check_swin(preset)
+
+    def _normalize_swin(self, preset: SwinShape) -> None:
+        """A Swin's axes as it trains them: its own patch size, window sampling (``random``: rows
+        and columns drawn per window), and its keep rates moved onto those a window expresses
+        (down for the keep rate, as ViT's ``int(N * rate)`` rounds down; up for a uniform range's
+        low end, so the range stays inside the one given)."""
+        set_ = functools.partial(object.__setattr__, self)
+        set_("patch_size", preset.patch_size)
+        set_("sampling", "random")
+        if is_rate(self.keep_rate):
+            set_("keep_rate", (window_keep_at_most(self.keep_rate, preset.window) / preset.window) ** 2)
+        if self.keep_mode == "uniform" and is_rate(self.keep_range_low):
+            low = window_keep_at_least(self.keep_range_low, preset.window)  # type: ignore[arg-type]
+            set_("keep_range_low", (min(low, self.window_keeps[-1] if is_rate(self.keep_rate) else low) / preset.window) ** 2)
+
+    def _check_swin(self, preset: SwinShape) -> None:
+        problem = resolution_problem(preset, self.resolution)
+        if problem:
+            raise PdsweepError(f"{self.model} cannot train at {self.resolution} px: {problem}; use one of "
+                               f"{resolutions_text(preset)}")
+        if self.depth is not None:
+            preset.stage_depths(self.depth)
 
     @property
-    def preset(self) -> Preset:
+    def family(self) -> Family:
+        """``vit`` or ``swin``."""
+        return self.preset.family
+
+    @property
+    def window_keeps(self) -> range:
+        """A Swin's rows (and columns) kept per window in training: one n, or a range drawn
+        uniformly each step."""
+        preset = self.preset
+        if not isinstance(preset, SwinShape):
+            raise PdsweepError(f"{self.model} is a ViT: it keeps patches, not window rows.")
+        high = window_keep_at_most(self.keep_rate, preset.window)
+        low = window_keep_at_least(self.keep_range_low, preset.window) if self.keep_mode == "uniform" else high  # type: ignore[arg-type]
+        return range(min(low, high), high + 1)
+
+    @property
+    def stage_depths(self) -> tuple[int, ...]:
+        """A Swin's blocks per stage."""
+        preset = self.preset
+        if not isinstance(preset, SwinShape):
+            raise PdsweepError(f"{self.model} is a ViT: it has no stages.")
+        return preset.stage_depths(self.depth)
+
+    @property
+    def preset(self) -> ModelPreset:
         return get_preset(self.model)
 
     @property
@@ -185,7 +243,9 @@ class Config:
 
     @property
     def requested_counts(self) -> range:
-        """Patch counts asked of the strategy in training: one, or a range drawn uniformly."""
+        """Patch counts asked of the strategy in training: one, or a range drawn uniformly (a ViT's)."""
+        if self.family == "swin":
+            raise PdsweepError(f"{self.model} keeps rows and columns per window (window_keeps), not patch counts.")
         high = patches_kept(self.num_patches, self.keep_rate)
         if self.keep_mode == "uniform":
             return range(patches_kept(self.num_patches, self.keep_range_low), high + 1)  # type: ignore[arg-type]
@@ -193,13 +253,18 @@ class Config:
 
     @property
     def patches_kept(self) -> int:
-        """Patches kept in training (the most, under keep mode uniform)."""
+        """Patches kept in training (the most, under keep mode uniform). A Swin keeps n x n of each
+        window's W x W."""
+        preset = self.preset
+        if isinstance(preset, SwinShape):
+            return (self.grid_size // preset.window * self.window_keeps[-1]) ** 2
         return strategy_count(self.grid_size, self.requested_counts[-1], self.sampling)
 
     @property
     def tokens_kept(self) -> int:
-        """Tokens through the blocks in training: kept patches plus the class token."""
-        return self.patches_kept + 1
+        """Tokens into the first block in training: kept patches plus the class token (a Swin has
+        none)."""
+        return self.patches_kept + (self.family == "vit")
 
     @property
     def name(self) -> str:
@@ -210,6 +275,8 @@ class Config:
             keep = f"{self.keep_range_low:.3g}~{keep}"
         sampling = "" if self.sampling == "random" else f"-{self.sampling}"
         init = "" if self.init == "random" else f"-{self.init}"
+        if self.family == "swin":  # patch 4 and window sampling always: not named
+            return f"{self.model}-{self.resolution}px-d{self.blocks}-k{keep}-x{self.ensemble_size}{init}"
         return (
             f"{self.model}-{self.resolution}px-p{self.patch_size}-d{self.blocks}"
             f"-k{keep}-x{self.ensemble_size}{sampling}{init}"

@@ -11,17 +11,19 @@ import timm
 import torch
 from torch import nn
 
-from pdsweep.cost.swin import SWIN_PRESETS, SwinShape, resolution_problem, swin_flops, window_keep_rates
+from pdsweep.cost.swin import SWIN_PRESETS, swin_flops
+from pdsweep.presets import SwinShape
+from pdsweep.windows import resolution_problem, window_keep_rates
 from pdsweep.training.swin_dropout import WindowPatchDropout, relative_index
 from pdsweep.training.verify import _sdpa_flops, _to_meta
 
-TINY = SwinShape("swin_test", "swin_tiny_patch4_window7_224", embed_dim=32, depths=(2, 2), num_heads=(1, 2))
+TINY = SwinShape("swin_test", "swin_tiny_patch4_window7_224", embed_dim=32, depths=(2, 2), heads=(1, 2))
 
 
 def _model(shape: SwinShape, resolution: int, *, device: str | None = None, classes: int = 10) -> nn.Module:
     with torch.device(device) if device else torch.device("cpu"):
         return timm.create_model(shape.timm_name, pretrained=False, img_size=resolution, embed_dim=shape.embed_dim,
-                                 depths=shape.depths, num_heads=shape.num_heads, window_size=shape.window,
+                                 depths=shape.depths, num_heads=shape.heads, window_size=shape.window,
                                  num_classes=classes, drop_path_rate=0.0)
 
 

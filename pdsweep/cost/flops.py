@@ -28,6 +28,7 @@ import functools
 from typing import NamedTuple
 
 from pdsweep.config import Config, strategy_count
+from pdsweep.cost import swin
 
 GIGA = 1e9
 
@@ -48,6 +49,8 @@ class _Arch(NamedTuple):
 
 def _arch(config: Config) -> _Arch:
     preset = config.preset
+    if config.family != "vit":
+        raise TypeError(f"{config.model} is not a ViT; its cost is in pdsweep.cost.swin.")
     return _Arch(
         D=preset.embed_dim,
         H=preset.num_heads,
@@ -92,12 +95,16 @@ def train_flops(config: Config) -> float:
 
     Under keep mode uniform, the mean over the iterations' token counts.
     """
+    if config.family == "swin":
+        return swin.train_flops(config)
     a = _arch(config)
     return a.K * _train_member_flops(a, config, config.requested_counts[-1])
 
 
 def inference_flops(config: Config) -> int:
     """Forward FLOPs per image with every patch (keep rate 1), summed over the ensemble."""
+    if config.family == "swin":
+        return swin.inference_flops(config)
     a = _arch(config)
     return a.K * int(_member_flops(a, a.N + 1))
 
@@ -110,15 +117,21 @@ def inference_gflops(config: Config) -> float:
     return inference_flops(config) / GIGA
 
 
-def eq1_flops(config: Config) -> int:
-    """The paper's Eq. 1, ``2 L N^2 d + 4 L N d^2``, with N the tokens kept, for comparison."""
+def eq1_flops(config: Config) -> int | None:
+    """The paper's Eq. 1, ``2 L N^2 d + 4 L N d^2``, with N the tokens kept, for comparison (a
+    ViT's: None for a Swin)."""
+    if config.family == "swin":
+        return None
     a = _arch(config)
     T = config.tokens_kept
     return a.K * (2 * a.L * T * T * a.D + 4 * a.L * T * a.D * a.D)
 
 
 def param_count(config: Config) -> int:
-    """Parameters of the whole ensemble, as timm's ViT has them (qkv bias, class token)."""
+    """Parameters of the whole ensemble, as timm's ViT has them (qkv bias, class token); a Swin's
+    as timm's Swin has them."""
+    if config.family == "swin":
+        return swin.param_count(config)
     a = _arch(config)
     return a.K * _member_params(a)
 

@@ -151,6 +151,10 @@ def _memory(a: _Arch, T: int, batch_size: int, precision: str, optimizer: str, a
 
 def memory(config: Config, setup: StepSetup = StepSetup()) -> MemoryEstimate:
     """Peak memory of one training step of ``config`` under ``setup``."""
+    if config.family == "swin":
+        from pdsweep.cost.swin_memory import swin_memory
+
+        return swin_memory(config, setup)
     return member_memory(_arch(config), config.tokens_kept, setup)
 
 

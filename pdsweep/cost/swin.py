@@ -21,71 +21,19 @@ tokens and T~_s the same padded up to whole windows::
 Checked against fvcore's count of the real timm model in ``tests/test_swin.py``. The attention
 term falls with the fourth power of n/W, the rest with the square.
 
-The presets are not config axes yet: issue #13 wires Swin into ``Config``, the planner and the
-sweeps; until then this module and :mod:`pdsweep.training.swin_dropout` are its tested parts.
-No torch here.
+A config keeps the same n of the W rows and columns (a square keep, n_r = n_c = n); the
+rectangles are here for the tests. No torch here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from pdsweep.config import Config
 from pdsweep.errors import PdsweepError
+from pdsweep.presets import PRESETS, SwinShape
+from pdsweep.windows import resolution_problem
 
 
-@dataclass(frozen=True)
-class SwinShape:
-    """A Swin v1: patch size, width of the first stage, blocks and heads per stage, window."""
-
-    name: str
-    timm_name: str
-    embed_dim: int
-    depths: tuple[int, ...]
-    num_heads: tuple[int, ...]
-    patch_size: int = 4
-    window: int = 7
-    mlp_ratio: float = 4.0
-
-    def widths(self) -> tuple[int, ...]:
-        return tuple(self.embed_dim * 2**s for s in range(len(self.depths)))
-
-
-SWIN_PRESETS: dict[str, SwinShape] = {
-    s.name: s
-    for s in (
-        SwinShape("swin_tiny", "swin_tiny_patch4_window7_224", 96, (2, 2, 6, 2), (3, 6, 12, 24)),
-        SwinShape("swin_small", "swin_small_patch4_window7_224", 96, (2, 2, 18, 2), (3, 6, 12, 24)),
-        SwinShape("swin_base", "swin_base_patch4_window7_224", 128, (2, 2, 18, 2), (4, 8, 16, 32)),
-    )
-}
-
-
-def stage_grids(shape: SwinShape, resolution: int) -> tuple[int, ...]:
-    """The side of each stage's grid at ``resolution`` with every token (PatchMerging: ceil(g/2))."""
-    grids = [resolution // shape.patch_size]
-    for _ in shape.depths[1:]:
-        grids.append((grids[-1] + 1) // 2)
-    return tuple(grids)
-
-
-def resolution_problem(shape: SwinShape, resolution: int) -> str | None:
-    """Why window-structured dropout cannot run at ``resolution`` (None if it can).
-
-    Every stage's grid must be a multiple of the window or fit in one window: then the reduced
-    grids tile into whole windows and timm never pads (its pad tokens are not masked, so they
-    would act as keys). For patch 4, window 7 and four stages: 28, 56, 112 px or a multiple of 224.
-    """
-    if resolution % shape.patch_size:
-        return f"patch size {shape.patch_size} does not divide resolution {resolution}"
-    first = resolution // shape.patch_size
-    if first < shape.window or first % shape.window:
-        return (f"at {resolution} px the first stage's grid is {first}, not a multiple of the window "
-                f"({shape.window}); rows and columns are kept per window")
-    bad = [g for g in stage_grids(shape, resolution) if g % shape.window and g > shape.window]
-    if bad:
-        return (f"at {resolution} px the stage grids are {', '.join(map(str, stage_grids(shape, resolution)))}; "
-                f"{bad[0]} is neither a multiple of the window ({shape.window}) nor within one window")
-    return None
+SWIN_PRESETS: dict[str, SwinShape] = {name: p for name, p in PRESETS.items() if isinstance(p, SwinShape)}
 
 
 def swin_flops(shape: SwinShape, resolution: int, keep: tuple[int, int] | None = None, *,
@@ -117,6 +65,41 @@ def swin_flops(shape: SwinShape, resolution: int, keep: tuple[int, int] | None =
     return flops + 5 * h * w * widths[-1] + widths[-1] * num_classes
 
 
-def window_keep_rates(window: int = 7) -> tuple[float, ...]:
-    """The keep rates a square window keep can express, (n / W)^2, highest first."""
-    return tuple((n / window) ** 2 for n in range(window, 0, -1))
+def _shape(config: Config) -> SwinShape:
+    preset = config.preset
+    if not isinstance(preset, SwinShape):
+        raise PdsweepError(f"{config.model} is a ViT, not a Swin.")
+    return preset
+
+
+def train_flops(config: Config) -> float:
+    """Forward FLOPs per image at the training keep, summed over the ensemble (keep mode uniform:
+    the mean over the n drawn)."""
+    shape, keeps = _shape(config), config.window_keeps
+    member = sum(swin_flops(shape, config.resolution, (n, n), num_classes=config.num_classes,
+                            depths=config.stage_depths) for n in keeps) / len(keeps)
+    return config.ensemble_size * member
+
+
+def inference_flops(config: Config) -> int:
+    """Forward FLOPs per image with every token, summed over the ensemble."""
+    shape = _shape(config)
+    return config.ensemble_size * swin_flops(shape, config.resolution, num_classes=config.num_classes,
+                                             depths=config.stage_depths)
+
+
+def param_count(config: Config) -> int:
+    """Parameters of the whole ensemble, as timm's Swin has them (biases, relative position bias
+    tables, patch merging without bias)."""
+    shape = _shape(config)
+    W, p, E = shape.window, shape.patch_size, shape.embed_dim
+    widths = shape.widths()
+    total = 3 * p * p * E + E + 2 * E  # patch embedding and its norm
+    for s, blocks in enumerate(config.stage_depths):
+        C, M = widths[s], int(widths[s] * shape.mlp_ratio)
+        if s > 0:
+            total += 2 * 4 * widths[s - 1] + 4 * widths[s - 1] * C  # norm of 4C, linear 4C -> 2C
+        block = 2 * C + 3 * C * C + 3 * C + (2 * W - 1) ** 2 * shape.heads[s] + C * C + C + 2 * C + 2 * C * M + M + C
+        total += blocks * block
+    total += 2 * widths[-1] + widths[-1] * config.num_classes + config.num_classes
+    return config.ensemble_size * total

@@ -1,4 +1,4 @@
-"""A config becomes timm ViT(s) with pdsweep's PatchDropout: one member, or an ensemble."""
+"""A config becomes timm ViTs or Swins with pdsweep's PatchDropout: one member, or an ensemble."""
 
 from __future__ import annotations
 
@@ -11,41 +11,69 @@ from torch import nn
 
 from pdsweep.config import Config
 from pdsweep.cost import Attention
+from pdsweep.presets import SwinShape
 from pdsweep.training.patch_dropout import PatchDropout
+from pdsweep.training.swin_dropout import WindowPatchDropout
+from pdsweep.windows import window_keep_at_most
 
 
 def build_member(config: Config, *, device: str | torch.device | None = None, attention: Attention = "fused") -> nn.Module:
-    """One randomly initialised ViT for ``config``, keeping ``config.patches_kept`` in training.
+    """One randomly initialised model for ``config``, keeping ``config.patches_kept`` in training.
 
     Built by ``timm.create_model`` from the preset's numbers; nothing is downloaded (pretrained
     weights are loaded afterwards, :func:`pdsweep.training.weights.load_into`).
     ``device="meta"`` builds it without memory (for counting FLOPs). ``attention="eager"``:
-    timm's explicit ``softmax(q k^T) v`` in every block instead of the fused kernel.
+    timm's explicit ``softmax(q k^T) v`` in every block instead of the fused kernel. A ViT gets
+    :class:`PatchDropout` (``model.patch_drop``), a Swin :class:`WindowPatchDropout`
+    (``model.window_drop``) with stochastic depth off (timm's Swin default is 0.1, its ViT's 0:
+    pdsweep trains both alike).
     """
     preset = config.preset
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        model = timm.create_model(
-            preset.timm_name,
-            pretrained=False,
-            img_size=config.resolution,
-            patch_size=config.patch_size,
-            embed_dim=preset.embed_dim,
-            num_heads=preset.num_heads,
-            mlp_ratio=preset.mlp_ratio,
-            depth=config.blocks,
-            num_classes=config.num_classes,
+        if isinstance(preset, SwinShape):
+            model = timm.create_model(
+                preset.timm_name, pretrained=False, img_size=config.resolution, embed_dim=preset.embed_dim,
+                depths=config.stage_depths, num_heads=preset.heads, window_size=preset.window,
+                mlp_ratio=preset.mlp_ratio, num_classes=config.num_classes, drop_path_rate=0.0,
+            )
+        else:
+            model = timm.create_model(
+                preset.timm_name,
+                pretrained=False,
+                img_size=config.resolution,
+                patch_size=config.patch_size,
+                embed_dim=preset.embed_dim,
+                num_heads=preset.num_heads,
+                mlp_ratio=preset.mlp_ratio,
+                depth=config.blocks,
+                num_classes=config.num_classes,
+            )
+    if isinstance(preset, SwinShape):
+        keeps = config.window_keeps
+        model.window_drop = WindowPatchDropout(model, (keeps[-1], keeps[-1]), counts=keeps)
+    else:
+        model.patch_drop = PatchDropout(
+            config.grid_size, config.requested_counts, config.sampling, num_prefix_tokens=model.num_prefix_tokens
         )
-    model.patch_drop = PatchDropout(
-        config.grid_size, config.requested_counts, config.sampling, num_prefix_tokens=model.num_prefix_tokens
-    )
     set_attention(model, attention)
     return model
 
 
 def set_attention(member: nn.Module, attention: Attention) -> None:
-    """Every block of a timm ViT on the fused kernel (SDPA) or on timm's explicit (eager) path."""
-    for block in member.blocks:
-        block.attn.fused_attn = attention == "fused"
+    """Every attention layer of a timm ViT or Swin on the fused kernel (SDPA) or on timm's
+    explicit (eager) path."""
+    for module in member.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = attention == "fused"
+
+
+def set_test_keep(member: nn.Module, keep_rate: float | None) -> None:
+    """Make ``member`` drop tokens in evaluation at ``keep_rate`` (None: use every token)."""
+    if hasattr(member, "window_drop"):
+        window = member.window_drop.window
+        member.window_drop.test_keep = None if keep_rate is None else window_keep_at_most(keep_rate, window)
+    else:
+        member.patch_drop.test_keep_rate = keep_rate
 
 
 class Ensemble(nn.Module):
@@ -79,9 +107,9 @@ def build_model(config: Config, *, device: str | torch.device | None = None, att
 def dropping_at_test(model: Ensemble, keep_rate: float) -> Iterator[None]:
     """Evaluate with PatchDropout active at ``keep_rate`` (each member's own strategy)."""
     for member in model.members:
-        member.patch_drop.test_keep_rate = keep_rate
+        set_test_keep(member, keep_rate)
     try:
         yield
     finally:
         for member in model.members:
-            member.patch_drop.test_keep_rate = None
+            set_test_keep(member, None)

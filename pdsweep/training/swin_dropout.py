@@ -74,11 +74,13 @@ class WindowPatchDropout(nn.Module):
     """Installed on a timm ``SwinTransformer`` as a forward hook on its ``patch_embed``.
 
     ``keep``: (n_r, n_c) rows and columns kept per window in training, drawn afresh each step;
-    (W, W) keeps every token (no gather). ``fixed``: (rows, cols) kept every step instead of a
-    draw (gathered even when they are all of them).
+    (W, W) keeps every token (no gather). ``counts``: keep mode uniform, n drawn uniformly from it
+    each step (n rows and n columns). ``fixed``: (rows, cols) kept every step instead of a draw
+    (gathered even when they are all of them). ``test_keep``: n rows and columns drawn in
+    evaluation as well (the robustness curve).
     """
 
-    def __init__(self, model: nn.Module, keep: tuple[int, int]) -> None:
+    def __init__(self, model: nn.Module, keep: tuple[int, int], *, counts: range | None = None) -> None:
         super().__init__()
         window = model.layers[0].blocks[0].attn.window_size
         grid = tuple(model.patch_embed.grid_size)
@@ -86,7 +88,9 @@ class WindowPatchDropout(nn.Module):
             raise ValueError(f"the first stage's grid {grid} must be a multiple of the window {window}")
         self.window, self.grid = window[0], grid
         self.keep = keep
+        self.counts = counts
         self.fixed: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.test_keep: int | None = None  # n kept in evaluation too (the robustness curve); None: all
         self._blocks: list[tuple[int, Any, dict[str, Any]]] = []  # (stage, block, timm's own settings)
         for stage, layer in enumerate(model.layers):
             for block in layer.blocks:
@@ -144,9 +148,9 @@ class WindowPatchDropout(nn.Module):
         self._cols = (torch.arange(self.grid[1] // window)[:, None] * window + cols).flatten().to(device)
         self.active = True
 
-    def resample(self) -> None:
+    def resample(self, keep: tuple[int, int] | None = None) -> None:
         """Draw this step's kept rows and columns (the same in every window)."""
-        n_r, n_c = self.keep
+        n_r, n_c = keep or self.keep
         self.set_keep(torch.randperm(self.window)[:n_r].sort().values, torch.randperm(self.window)[:n_c].sort().values)
 
     def restore(self) -> None:
@@ -170,12 +174,25 @@ class WindowPatchDropout(nn.Module):
     def _hook(self, module: nn.Module, inputs: Any, x: torch.Tensor) -> torch.Tensor:
         """x: (B, G, G, C) patch embedding (NHWC) -> (B, G/W n_r, G/W n_c, C) in training (the
         model's mode, which ``patch_embed`` follows whether or not this module is attached)."""
-        if not module.training or (tuple(self.keep) == (self.window, self.window) and self.fixed is None):
+        keep = self._step_keep(module.training)
+        if keep is None:
             if self.active:
                 self.restore()
             return x
         if self.fixed is None:
-            self.resample()
+            self.resample(keep)
         else:
             self.set_keep(*self.fixed)
         return x.index_select(1, self._rows).index_select(2, self._cols)  # saves only the indices
+
+    def _step_keep(self, training: bool) -> tuple[int, int] | None:
+        """This forward's (n_r, n_c), or None to use every token."""
+        full = (self.window, self.window)
+        if not training:
+            return None if self.test_keep is None or self.test_keep >= self.window else (self.test_keep,) * 2
+        if self.fixed is not None:
+            return tuple(self.keep)  # type: ignore[return-value]
+        if self.counts is not None and len(self.counts) > 1:
+            n = int(torch.randint(self.counts[0], self.counts[-1] + 1, ()).item())
+            return None if n == self.window else (n, n)
+        return None if tuple(self.keep) == full else tuple(self.keep)  # type: ignore[return-value]

@@ -26,7 +26,7 @@ from torch import nn
 from pdsweep._compat import memory_timeline
 from pdsweep.config import Config
 from pdsweep.cost import StepSetup
-from pdsweep.training.models import build_member, build_model
+from pdsweep.training.models import build_member, build_model, set_attention
 from pdsweep.training.loop import autocast, make_optimizer, train_step
 
 
@@ -57,8 +57,7 @@ def fvcore_flops(config: Config, *, train: bool = True, fused_attention: bool = 
         for param in member.patch_embed.parameters():
             nn.init.zeros_(param)
         member.patch_embed.register_forward_hook(_to_meta)
-        for block in member.blocks:
-            block.attn.fused_attn = fused_attention
+        set_attention(member, "fused" if fused_attention else "eager")
     model.train(train)
     images = torch.zeros(1, 3, config.resolution, config.resolution)
     analysis = FlopCountAnalysis(model, images)
