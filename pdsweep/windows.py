@@ -78,3 +78,17 @@ def resolutions_text(shape: SwinShape, up_to: int = 900) -> str:
     """The resolutions ``shape`` runs at, as a message lists them."""
     allowed = [r for r in range(shape.patch_size, up_to, shape.patch_size) if resolution_problem(shape, r) is None]
     return ", ".join(map(str, allowed[:7])) + ", ..."
+
+
+def rates_within(low: float, high: float, window: int = 7) -> list[float]:
+    """The expressible keep rates in ``[low, high]`` (to four digits at the ends), lowest first."""
+    ladder = [(n / window) ** 2 for n in range(1, window + 1)]
+    return [r for r in ladder if low - _RATE_TOLERANCE <= r <= high + _RATE_TOLERANCE]
+
+
+def rate_problem(shape: SwinShape, rate: float) -> str | None:
+    """Why a Swin cannot train at keep rate ``rate`` exactly (None if it can)."""
+    if expressible_rate(rate, shape.window) is not None:
+        return None
+    return (f"{shape.name} keeps the same n of the {shape.window} rows and columns in every window, so its keep "
+            f"rates are {rates_text(shape.window)}; {rate:g} is none of them")

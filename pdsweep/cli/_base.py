@@ -9,9 +9,13 @@ import difflib
 import math
 from collections.abc import Callable
 from dataclasses import MISSING, fields
-from typing import Any, ClassVar, NoReturn, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, get_args
 
 from pdsweep._compat import option_strings
+from pdsweep.errors import PdsweepError
+
+if TYPE_CHECKING:
+    from pdsweep.config import Config
 
 
 class UsageError(Exception):
@@ -137,11 +141,35 @@ def config_flags(parser: argparse.ArgumentParser, *, shape_required: bool = True
 
     parser.add_argument("--model", required=True, help=f"model preset: {', '.join(PRESETS)}")
     parser.add_argument("--resolution", type=int, required=shape_required, help="image side in pixels" + shape_note)
-    parser.add_argument("--patch-size", type=int, required=shape_required, help="patch side in pixels" + shape_note)
-    parser.add_argument("--keep-rate", type=float, help="fraction of patches kept in training (default 1)")
+    parser.add_argument("--patch-size", type=int, help="patch side in pixels (a ViT needs it; a Swin's is 4)" + shape_note)
+    parser.add_argument("--keep-rate", type=float, help="fraction of patches kept in training (default 1; a Swin "
+                                                        "takes (n/7)^2: 1, 0.7347, 0.5102, 0.3265, ...)")
     parser.add_argument("--depth", type=int, help="transformer blocks (default: the preset's)")
     parser.add_argument("--ensemble-size", type=int, default=default(Config, "ensemble_size"),
                         help="ensemble members (default %(default)s)")
+
+
+def config_of(args: argparse.Namespace, **values: Any) -> Config:
+    """The config the flags of :func:`config_flags` (and ``values``) give: a Swin's patch size is
+    its own, and its keep rates are those its window expresses, never rounded silently."""
+    from pdsweep.config import Config
+    from pdsweep.presets import SwinShape, get_preset
+    from pdsweep.windows import rate_problem
+
+    preset = get_preset(args.model)
+    patch_size = args.patch_size
+    if isinstance(preset, SwinShape):
+        if patch_size not in (None, preset.patch_size):
+            raise PdsweepError(f"--patch-size: {args.model} has patch size {preset.patch_size} (a Swin merges patches "
+                               "in stages); drop --patch-size.")
+        patch_size = preset.patch_size
+        for flag, rate in (("--keep-rate", values.get("keep_rate")), ("--keep-range", values.get("keep_range_low"))):
+            if rate is not None and rate_problem(preset, rate):
+                raise PdsweepError(f"{flag}: {rate_problem(preset, rate)}; give one of those.")
+    elif patch_size is None:
+        raise PdsweepError(f"--patch-size: {args.model} is a ViT and needs one (e.g. 16, or 4 for small images).")
+    return Config(model=args.model, resolution=args.resolution, patch_size=patch_size, depth=args.depth,
+                  ensemble_size=args.ensemble_size, **values)
 
 
 def set_flag(parser: argparse.ArgumentParser, what: str = "a value of the space file") -> None:

@@ -8,7 +8,7 @@ import json
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from pdsweep.cli._base import Command, choices, config_flags, default, json_flag
+from pdsweep.cli._base import Command, choices, config_flags, config_of, default, json_flag
 
 if TYPE_CHECKING:
     from pdsweep.config import Config
@@ -55,25 +55,19 @@ class Flops(Command):
         if args.curve:
             return _curve(args)
         from pdsweep import cost
-        from pdsweep.config import Config
         from pdsweep.errors import PdsweepError
+        from pdsweep.presets import get_preset
 
         if stray := _given(args, CURVE_ONLY):
             raise PdsweepError(f"{', '.join(stray)}: only with --curve; add --curve for the compute curve, or drop "
                                f"{_it(stray)} (one config takes one --keep-rate).")
+        swin = get_preset(args.model).family == "swin"
         if missing := [flag for flag, value in (("--resolution", args.resolution), ("--patch-size", args.patch_size))
-                       if value is None]:
+                       if value is None and not (swin and flag == "--patch-size")]:
             raise PdsweepError(f"flops needs {' and '.join(missing)} for one config; give {_it(missing)}, or add "
                                "--curve for the compute curve over every resolution.")
-        config = Config(
-            model=args.model,
-            resolution=args.resolution,
-            patch_size=args.patch_size,
-            keep_rate=1.0 if args.keep_rate is None else args.keep_rate,
-            depth=args.depth,
-            ensemble_size=args.ensemble_size,
-            num_classes=args.num_classes,
-        )
+        config = config_of(args, keep_rate=1.0 if args.keep_rate is None else args.keep_rate,
+                           num_classes=args.num_classes)
         setup = cost.StepSetup(**{name: getattr(args, name) for name in _memory_dests() if _given(args, (name,))})
         estimate = cost.estimate(config, setup)
         result: dict[str, Any] = {
@@ -83,7 +77,7 @@ class Flops(Command):
             "tokens_kept": config.tokens_kept,
             "train_gflops": estimate.train_gflops,
             "inference_gflops": estimate.inference_gflops,
-            "eq1_gflops": cost.eq1_flops(config) / cost.GIGA,
+            "eq1_gflops": None if config.family == "swin" else cost.eq1_flops(config) / cost.GIGA,
             "params": cost.param_count(config),
             "memory_gb": estimate.memory_gb,
             "memory": {
@@ -186,12 +180,19 @@ def _print_curve(curve: ComputeCurve) -> None:
 
 def _print_flops(config: Config, result: dict[str, Any]) -> None:
     mem = result["memory"]
-    rows = [
-        ("patches", f"{result['num_patches']}; {result['patches_kept']} kept + 1 class token = "
-                    f"{result['tokens_kept']} tokens in training"),
+    if config.family == "swin":
+        rows = [("patches", f"{result['num_patches']}; {config.window_keeps[-1]} of 7 rows and columns kept per window "
+                            f"= {result['patches_kept']} tokens into the first stage in training")]
+    else:
+        rows = [("patches", f"{result['num_patches']}; {result['patches_kept']} kept + 1 class token = "
+                            f"{result['tokens_kept']} tokens in training")]
+    rows += [
         ("train GFLOPs", f"{result['train_gflops']:.6g}"),
         ("inference GFLOPs", f"{result['inference_gflops']:.6g}"),
-        ("Eq. 1 GFLOPs", f"{result['eq1_gflops']:.6g} (the paper's approximation)"),
+    ]
+    if result["eq1_gflops"] is not None:
+        rows.append(("Eq. 1 GFLOPs", f"{result['eq1_gflops']:.6g} (the paper's approximation)"))
+    rows += [
         ("parameters", f"{result['params'] / 1e6:.2f} M"),
         ("memory", f"{result['memory_gb']:.3f} GB at batch {mem['batch_size']}, {mem['precision']}, "
                    f"{mem['optimizer']} (peak in the {mem['peak_phase']} phase; activations "
@@ -263,6 +264,7 @@ def plan_json(tier: Plan) -> dict[str, Any]:
         "architectures": tier.architectures,
         "feasible": len(tier.configs),
         "configs": [config_json(planned) for planned in tier.configs],
+        "notes": list(tier.notes),
     }
 
 
@@ -309,4 +311,6 @@ def _print_plan(tier: Plan, space: SearchSpace) -> None:
         )
     if search:
         print("(costs at the top of each keep-rate range: no trial costs more)")
+    for note in tier.notes:
+        print(f"note: {note}")
     print()

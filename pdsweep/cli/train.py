@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pdsweep.cli._base import Command, choices, default, json_flag, positive_float, set_flag
+from pdsweep.cli._base import Command, choices, config_of, default, json_flag, positive_float, set_flag
 from pdsweep.errors import PdsweepError
 
 if TYPE_CHECKING:
@@ -130,8 +130,6 @@ def _keep_range(text: str) -> tuple[float, float]:
     return low, high
 
 def _config_of(args: argparse.Namespace) -> Config:
-    from pdsweep.config import Config
-
     keep_rate, keep_low = 1.0 if args.keep_rate is None else args.keep_rate, None
     if args.keep_mode == "uniform":
         if not args.keep_range:
@@ -141,11 +139,8 @@ def _config_of(args: argparse.Namespace) -> Config:
         keep_low, keep_rate = _keep_range(args.keep_range)
     elif args.keep_range:
         raise PdsweepError("--keep-range is for --keep-mode uniform; add --keep-mode uniform or drop it.")
-    return Config(
-        model=args.model, resolution=args.resolution, patch_size=args.patch_size, keep_rate=keep_rate,
-        depth=args.depth, ensemble_size=args.ensemble_size, sampling=args.sampling,
-        keep_mode=args.keep_mode, keep_range_low=keep_low, init="pretrained" if args.pretrained else "random",
-    )
+    return config_of(args, keep_rate=keep_rate, sampling=args.sampling, keep_mode=args.keep_mode,
+                     keep_range_low=keep_low, init="pretrained" if args.pretrained else "random")
 
 
 def _weights_of(args: argparse.Namespace, config: Config) -> WeightFile | None:

@@ -22,6 +22,7 @@ from pdsweep.cost.feasibility import (
     keep_rate_between,
     largest_keep_rate,
     max_keep_count,
+    window_rates,
 )
 from pdsweep.cost.flops import (
     GIGA,
@@ -40,5 +41,5 @@ __all__ = [
     "Budget", "ComputeCurve", "Cost", "CurvePoint", "CurveRow", "KeepRates", "MemoryEstimate", "OptimizerName",
     "Precision", "StepSetup", "compute_curve", "eq1_flops", "estimate", "excess", "fits", "inference_flops",
     "inference_gflops", "keep_rate_between", "largest_keep_rate", "max_keep_count", "memory", "param_count",
-    "train_flops", "train_gflops",
+    "train_flops", "train_gflops", "window_rates",
 ]

@@ -24,6 +24,7 @@ from typing import Any
 from pdsweep.config import Config
 from pdsweep.cost.flops import GIGA, eq1_flops, train_flops
 from pdsweep.errors import PdsweepError
+from pdsweep.presets import get_preset
 from pdsweep.validate import check_positive_int, is_positive_int, is_rate
 
 STANDARD_RESOLUTIONS: tuple[int, ...] = (224, 384, 448, 512, 896)
@@ -123,6 +124,10 @@ def compute_curve(
     """The curve of ``model`` at ``patch_size`` over grid sides ``grids`` (default
     :func:`default_grids`), one point per keep rate per side."""
     check_positive_int("patch_size", patch_size)
+    if get_preset(model).family != "vit":
+        raise PdsweepError(f"the compute curve is drawn for a ViT's token count, and {model} is a Swin (its windows fix "
+                           f"which resolutions and keep rates exist); give a ViT, or use flops --model {model} "
+                           "--resolution R --keep-rate K for one point.")
     rates = tuple(dict.fromkeys(keep_rates))
     if not rates:
         raise PdsweepError("the compute curve needs at least one keep rate; give some, e.g. 0.5,0.25.")

@@ -5,12 +5,13 @@ sampler and the grid all ask here. Cost rises with the kept count (the count ask
 strategy; the top of the range under keep mode uniform), so a binary search over counts is
 exact: about log2(N) closed-form evaluations, with no config objects built. A keep rate is then
 the smallest float that yields the count (:func:`pdsweep.config.keep_rate_for`), never below the
-lowest rate the space allows.
+lowest rate the space allows. A Swin keeps whole rows and columns per window: its rates are
+the few a window expresses (:func:`window_rates`), each tried.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pdsweep.config import Config, keep_rate_for, patches_kept, strategy_count
 from pdsweep.cost.budget import Budget, estimate
@@ -19,6 +20,7 @@ from pdsweep.cost.memory import member_memory
 from pdsweep.cost.setup import StepSetup
 from pdsweep.errors import PdsweepError
 from pdsweep.validate import is_rate
+from pdsweep.windows import rates_within
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ def largest_keep_rate(arch: Config, budget: Budget, setup: StepSetup, rates: Kee
 
     A continuous range may keep any count between its ends; a list keeps its own values.
     """
+    if arch.family == "swin":
+        fitting = [r for r in window_rates(arch, rates) if fits(replace(arch, keep_rate=r), budget, setup)]
+        return fitting[-1] if fitting else None
     N = arch.num_patches
     if rates.values is None:
         best = max_keep_count(arch, budget, setup, low=patches_kept(N, rates.low), high=patches_kept(N, rates.high))
@@ -87,6 +92,9 @@ def largest_keep_rate(arch: Config, budget: Budget, setup: StepSetup, rates: Kee
 
 def keep_rate_between(arch: Config, rates: KeepRates, highest: float, fraction: float) -> float:
     """The keep rate ``fraction`` of the way from ``rates.low`` to ``highest``, as ``rates`` allow."""
+    if arch.family == "swin":
+        feasible = [r for r in window_rates(arch, rates) if r <= highest] or [highest]
+        return feasible[min(len(feasible) - 1, int(fraction * len(feasible)))]
     N = arch.num_patches
     if rates.values is None:
         low, high = patches_kept(N, rates.low), patches_kept(N, highest)
@@ -94,6 +102,12 @@ def keep_rate_between(arch: Config, rates: KeepRates, highest: float, fraction: 
         return max(rates.low, keep_rate_for(N, count)) if count < high else highest
     feasible = [v for v in rates.values if v <= highest]
     return feasible[min(len(feasible) - 1, int(fraction * len(feasible)))]
+
+
+def window_rates(arch: Config, rates: KeepRates) -> list[float]:
+    """The keep rates a Swin's window expresses, (n / W)^2, within ``rates``' span (listed or a
+    range alike: a window cannot keep 0.5 or 0.25), lowest first."""
+    return rates_within(rates.low, rates.high, arch.preset.window)  # type: ignore[union-attr]
 
 
 def excess(config: Config, budget: Budget, setup: StepSetup = StepSetup()) -> float:

@@ -43,7 +43,8 @@ from typing import Any, NoReturn
 from pdsweep.config import INITS, KEEP_MODES, SAMPLINGS, Config, space_axes
 from pdsweep.config import axes as config_axes
 from pdsweep.errors import PdsweepError
-from pdsweep.presets import PRESETS
+from pdsweep.presets import PRESETS, SwinShape
+from pdsweep.windows import rate_problem
 from pdsweep.space.axes import Axis, Categorical, FloatRange, IntRange
 from pdsweep.space.listed import EXTRA_KEYS, LABEL_KEYS, REQUIRED_KEYS, ListedConfig, check_listed
 from pdsweep.space.overrides import apply_overrides, described, parse_overrides
@@ -271,7 +272,9 @@ def _parse_configs(where: _Where, raw: Any, with_weights: set[str]) -> tuple[Lis
         if not isinstance(entry, dict):
             where.fail(key_path, f"must be a mapping of axis values ({', '.join(allowed)}), got {describe_value(entry)}")
         where.mapping(entry, key_path, allowed=allowed)
-        missing = [key for key in REQUIRED_KEYS if key not in entry]
+        preset = PRESETS.get(entry.get("model"))  # type: ignore[arg-type]
+        swin = preset if isinstance(preset, SwinShape) else None
+        missing = [key for key in REQUIRED_KEYS if key not in entry and not (swin and key == "patch_size")]
         if missing:
             where.fail(f"{key_path}.{missing[0]}", f"is missing; each listed config gives at least "
                                                    f"{', '.join(REQUIRED_KEYS)}")
@@ -286,8 +289,12 @@ def _parse_configs(where: _Where, raw: Any, with_weights: set[str]) -> tuple[Lis
                                                 "list one config per value")
             if not ok(value):
                 where.fail(f"{key_path}.{key}", f"must be {what}, got {describe_value(value)}")
+            if swin and key in ("keep_rate", "keep_range_low") and rate_problem(swin, value):
+                where.fail(f"{key_path}.{key}", f"{rate_problem(swin, value)}; give one of those")
         values = {key: kinds[key](value) if kinds[key] is float else value
                   for key, value in entry.items() if key not in LABEL_KEYS}
+        if swin:
+            values.setdefault("patch_size", swin.patch_size)
         values.setdefault("init", "pretrained" if entry["model"] in with_weights else "random")
         try:
             config = Config(**values)

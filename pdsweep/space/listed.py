@@ -73,7 +73,10 @@ def group_baselines(listed: tuple[ListedConfig, ...]) -> dict[str, ListedConfig]
 def trains_as(config: Config) -> tuple[object, ...]:
     """What a config trains: its architecture and the patch counts it keeps. Two keep rates that
     keep the same patches (0.5 and 0.55 of 16 patches both keep 8) train the same model."""
-    counts = tuple(strategy_count(config.grid_size, c, config.sampling) for c in config.requested_counts)
+    if config.family == "swin":
+        counts = tuple(config.window_keeps)
+    else:
+        counts = tuple(strategy_count(config.grid_size, c, config.sampling) for c in config.requested_counts)
     return replace(config.explicit, keep_rate=1.0, keep_mode="fixed", keep_range_low=None), config.keep_mode, counts
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 from pdsweep.config import Config
-from pdsweep.cost import Budget, Cost, estimate, largest_keep_rate
+from pdsweep.cost import Budget, Cost, estimate, largest_keep_rate, window_rates
 from pdsweep.errors import PdsweepError
 from pdsweep.space.search_space import SearchSpace
 from pdsweep.validate import check_choice
@@ -53,6 +53,7 @@ class Plan:
     configs: tuple[PlannedConfig, ...]
     listed: bool = False
     budget_given: bool = True
+    notes: tuple[str, ...] = ()  # what the space's axes mean for some of its models (a Swin's)
 
 
 def plan(
@@ -76,11 +77,12 @@ def plan(
         setup = space.step_for(arch)
         keep_rate = largest_keep_rate(arch, budget, setup, rates)
         if keep_rate is not None:
-            planned.append(PlannedConfig(estimate(replace(arch, keep_rate=keep_rate), setup), rates.low))
+            low = window_rates(arch, rates)[0] if arch.family == "swin" else rates.low
+            planned.append(PlannedConfig(estimate(replace(arch, keep_rate=keep_rate), setup), low))
     if not planned:
         raise PdsweepError(_nothing_fits(space, budget, architectures))
     planned.sort(key=lambda p: (p.cost.train_gflops, p.cost.memory.total, p.config.name))
-    return Plan(space.name, budget, policy, len(architectures), tuple(planned))
+    return Plan(space.name, budget, policy, len(architectures), tuple(planned), notes=space.notes)
 
 
 def listed_budget(space: SearchSpace, num_classes: int = 10, memory_gb: float | None = None) -> Budget:
@@ -121,8 +123,9 @@ def _plan_listed(space: SearchSpace, budget: Budget, policy: KeepPolicy, num_cla
 
 def _nothing_fits(space: SearchSpace, budget: Budget, architectures: list[Config]) -> str:
     """Which cap rules everything out, the config closest to fitting it, and what to raise."""
-    low = space.keep_rate_bounds[0]
-    costs = [estimate(replace(arch, keep_rate=low), space.step_for(arch)) for arch in architectures]
+    low, rates = space.keep_rate_bounds[0], space.keep_rates
+    costs = [estimate(replace(arch, keep_rate=window_rates(arch, rates)[0] if arch.family == "swin" else low),
+                      space.step_for(arch)) for arch in architectures]
     cheapest = min(costs, key=lambda cost: (cost.train_gflops, cost.memory.total))
     reasons, fixes = [], []
     if cheapest.train_gflops > budget.gflops:

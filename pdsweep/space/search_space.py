@@ -12,10 +12,12 @@ from pdsweep._compat import restore_with_defaults
 from pdsweep.config import Config, Init, architecture_axes
 from pdsweep.cost import KeepRates, StepSetup
 from pdsweep.errors import PdsweepError
+from pdsweep.presets import SwinShape, get_preset
 from pdsweep.space.axes import Axis, Categorical, FloatRange, keep_rates
 from pdsweep.space.listed import ListedConfig, check_listed
 from pdsweep.space.settings import TrainingSettings
 from pdsweep.space.weights import WeightSource
+from pdsweep.windows import rates_text, rates_within, resolution_problem, resolutions_text
 
 # A space larger than this is a typo (a range with a tiny step), not a sweep.
 MAX_VALUES_PER_AXIS = 10_000
@@ -61,12 +63,57 @@ class SearchSpace:
             )
         resolutions = self.axes["resolution"].values()
         patch_sizes = self.axes["patch_size"].values()
-        bad = [f"{r}/{p}" for r in resolutions for p in patch_sizes if int(r) % int(p)]
+        self._check_swin(resolutions)
+        vits = [m for m in self.models if get_preset(m).family == "vit"]
+        bad = [f"{r}/{p}" for r in resolutions for p in patch_sizes if int(r) % int(p)] if vits else []
         if bad:
             raise PdsweepError(
                 f"axes: every patch size must divide every resolution, but {', '.join(bad)} do not; "
                 "drop those values or split the space into files."
             )
+
+    @property
+    def models(self) -> list[str]:
+        return [str(m) for m in self.axes["model"].values()]
+
+    def _check_swin(self, resolutions: list[Any]) -> None:
+        """Every resolution and some keep rate must suit each Swin of the space (its windows)."""
+        low, high = self.keep_rate_bounds
+        for model in self.models:
+            preset = get_preset(model)
+            if not isinstance(preset, SwinShape):
+                continue
+            for resolution in resolutions:
+                problem = resolution_problem(preset, int(resolution))
+                if problem:
+                    raise PdsweepError(f"axes.resolution: {model} cannot train at {resolution} px ({problem}); use "
+                                       f"{resolutions_text(preset)} or split the space into files.")
+            if not rates_within(low, high, preset.window):
+                raise PdsweepError(f"axes.keep_rate: {model} keeps (n/{preset.window})^2 of its tokens "
+                                   f"({rates_text(preset.window)}), and none lies in [{low:g}, {high:g}]; widen "
+                                   "the keep rates to include one.")
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What the space's axes mean for its Swins: the axes that do not apply to them, and the
+        keep rates a window takes of the space's."""
+        if self.configs:
+            return ()
+        notes = []
+        low, high = self.keep_rate_bounds
+        for model in self.models:
+            preset = get_preset(model)
+            if not isinstance(preset, SwinShape):
+                continue
+            ignored = [name for name, own in (("patch_size", preset.patch_size), ("sampling", "random"))
+                       if name in self.axes and set(self.axes[name].values()) != {own}]
+            if ignored:
+                notes.append(f"{' and '.join(ignored)} {'do' if len(ignored) > 1 else 'does'} not apply to {model} (patch {preset.patch_size}; rows and "
+                             "columns kept per window): ignored for it.")
+            rates = rates_within(low, high, preset.window)
+            notes.append(f"{model} keeps (n/{preset.window})^2 of its tokens; of the space's keep rates it takes "
+                         f"{', '.join(f'{r:.4g}' for r in reversed(rates))}.")
+        return tuple(notes)
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # pickled by an older pdsweep: new fields default
         restore_with_defaults(self, state)
@@ -166,7 +213,7 @@ class SearchSpace:
             axes = self.complete(dict(zip(names, values)))
             uniform_low = low if axes.get("keep_mode") == "uniform" else None
             configs.append(Config(keep_rate=high, keep_range_low=uniform_low, num_classes=num_classes, **axes))  # type: ignore[arg-type]
-        return configs
+        return list(dict.fromkeys(configs))  # a Swin ignores patch size and sampling: one config for all
 
 
 REQUIRED_AXES = ("model", "resolution", "patch_size", "keep_rate")

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 from pdsweep.config import Config, architecture_axes
 from pdsweep.config import keep_rate_for, patches_kept
-from pdsweep.cost import Budget, excess, keep_rate_between, largest_keep_rate
+from pdsweep.cost import Budget, excess, keep_rate_between, largest_keep_rate, window_rates
 from pdsweep.errors import PdsweepError
 from pdsweep.space import Categorical, FloatRange, IntRange, KeepPolicy, SearchSpace, plan
 
@@ -111,10 +111,13 @@ class BudgetSampler:
         rates = self.space.keep_rates
         if self.policy != "search" or rates.values is not None:
             return None
-        n = config.num_patches
         highest = largest_keep_rate(replace(config, keep_rate=rates.high), self.budget, self.space.step_for(config), rates)
         if highest is None:
             return None
+        if config.family == "swin":  # the few rates a window expresses, nearest first
+            near = sorted((r for r in window_rates(config, rates) if r <= highest), key=lambda r: abs(r - config.keep_rate))
+            return next((c for c in (replace(config, keep_rate=r) for r in near) if c.name not in taken), None)
+        n = config.num_patches
         low, high = patches_kept(n, rates.low), patches_kept(n, highest)
         drawn = min(max(patches_kept(n, config.keep_rate), low), high)
         for distance in range(0, high - low + 1):
@@ -137,6 +140,9 @@ class BudgetSampler:
         for planned in plan(self.space, self.budget, policy="fill", num_classes=self.num_classes).configs:
             if isinstance(axis, FloatRange) and axis.step is None:
                 configs.append(planned.config)
+            elif planned.config.family == "swin":  # the window's rates within the listed span
+                rates = window_rates(planned.config, self.space.keep_rates)
+                configs += [replace(planned.config, keep_rate=r) for r in rates if r <= planned.config.keep_rate]
             else:
                 configs += [
                     replace(planned.config, keep_rate=float(v))
@@ -148,8 +154,9 @@ class BudgetSampler:
 
 def _fraction_of(config: Config, rates, highest: float) -> float:
     """The ``keep_fraction`` that :func:`keep_rate_between` maps to ``config.keep_rate``."""
-    if rates.values is not None:
-        feasible = [v for v in rates.values if v <= highest]
+    if rates.values is not None or config.family == "swin":
+        values = window_rates(config, rates) if config.family == "swin" else rates.values
+        feasible = [v for v in values if v <= highest] or [highest]
         index = min(range(len(feasible)), key=lambda i: abs(feasible[i] - config.keep_rate))
         return (index + 0.5) / len(feasible)
     n = config.num_patches

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pdsweep.errors import PdsweepError
-from pdsweep.presets import Preset, get_preset
+from pdsweep.presets import ModelPreset, get_preset
 from pdsweep.space.weights import WeightSource
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub repositories hold, preferred first
 HUB_CONFIG = "config.json"
 _BLOCK = re.compile(r"blocks\.(\d+)\.")
+_SWIN_BLOCK = re.compile(r"layers\.(\d+)\.blocks\.(\d+)\.")  # a Swin's: stage, block
 
 
 def default_cache() -> Path:
@@ -66,6 +67,7 @@ class WeightFile:
     num_heads: int | None  # None: the file does not say
     num_classes: int | None  # its head's classes; None: no head
     revision: str | None = None  # a hub source: the cache snapshot (commit) found, so trials load that one
+    family: str = "vit"  # or "swin" (a Swin's num_heads: its first stage's, read from the bias table)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "source": asdict(self.source)}
@@ -80,8 +82,12 @@ class WeightFile:
         hub = hub_source(self.source)
         return WeightSource("hub", hub.location, self.revision) if hub.kind == "hub" and self.revision else hub
 
-    def check_fits(self, model: str, preset: Preset) -> None:
-        """Refuse weights of another width or head count than ``preset`` (before any trial)."""
+    def check_fits(self, model: str, preset: ModelPreset) -> None:
+        """Refuse weights of another family, width or head count than ``preset`` (before any trial)."""
+        if self.family != preset.family:
+            kinds = {"vit": "a ViT", "swin": "a Swin Transformer"}
+            raise PdsweepError(f"weights {self.source} for {model} are {kinds[self.family]}, but {model} is "
+                               f"{kinds[preset.family]}; give {model} weights of its own family.")
         if self.embed_dim != preset.embed_dim:
             raise PdsweepError(
                 f"weights {self.source} for {model} are a ViT of width {self.embed_dim}, but {model} has width "
@@ -176,6 +182,9 @@ def inspect(source: WeightSource, cache: str | Path | None = None) -> WeightFile
     embed_dim = next((int(state[k].shape[-1]) for k in ("cls_token", "pos_embed") if k in state), None)
     if embed_dim is None and "patch_embed.proj.weight" in state:
         embed_dim = int(state["patch_embed.proj.weight"].shape[0])
+    swin_blocks = {m.groups() for k in state if (m := _SWIN_BLOCK.match(k))}
+    if swin_blocks and "patch_embed.proj.weight" in state:
+        return _inspect_swin(source, path, state, len(swin_blocks))
     blocks = {int(m.group(1)) for k in state if (m := _BLOCK.match(k))}
     if embed_dim is None or not blocks:
         raise PdsweepError(f"weights {source} hold no ViT (no blocks.N.* and no cls_token or pos_embed tensors); "
@@ -188,6 +197,20 @@ def inspect(source: WeightSource, cache: str | Path | None = None) -> WeightFile
         num_heads=int(heads) if heads is not None else _hub_heads(source, path),
         num_classes=int(head.shape[0]) if head is not None and head.ndim == 2 else None,
         revision=path.parent.name if source.kind != "file" else None,  # .../snapshots/COMMIT/model.safetensors
+    )
+
+
+def _inspect_swin(source: WeightSource, path: Path, state: Mapping[str, torch.Tensor], blocks: int) -> WeightFile:
+    """What a timm Swin state dict holds: its width, its blocks in all, and its first stage's heads
+    (the relative position bias table has one column per head)."""
+    table = state.get("layers.0.blocks.0.attn.relative_position_bias_table")
+    head = state.get("head.fc.weight", state.get("head.weight"))
+    return WeightFile(
+        source=source, path=str(path), sha256=sha256(path), size_bytes=path.stat().st_size,
+        embed_dim=int(state["patch_embed.proj.weight"].shape[0]), depth=blocks,
+        num_heads=int(table.shape[-1]) if table is not None else None,
+        num_classes=int(head.shape[0]) if head is not None and head.ndim == 2 else None,
+        revision=path.parent.name if source.kind != "file" else None, family="swin",
     )
 
 
@@ -328,6 +351,8 @@ def load_into(member: nn.Module, state: Mapping[str, torch.Tensor], *, head: boo
     head is loaded only with ``head=True`` and a matching class count: a fine-tuned trial
     starts with a fresh head, drawn from its own seed (ensemble members thus differ).
     """
+    if hasattr(member, "window_drop"):
+        return _load_swin(member, state, head=head)
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     state = checkpoint_filter_fn(dict(state), member)
@@ -341,6 +366,25 @@ def load_into(member: nn.Module, state: Mapping[str, torch.Tensor], *, head: boo
     if fresh:
         log.info("pretrained weights: left at their initialisation: %s", ", ".join(fresh))
     return loaded
+
+
+def _load_swin(member: nn.Module, state: Mapping[str, torch.Tensor], *, head: bool) -> int:
+    """:func:`load_into` for a Swin: timm's own filter (bias tables kept for the same window,
+    resampled for another; masks and indices are rebuilt, not loaded). Stage-3 blocks beyond the
+    checkpoint's keep their initialisation."""
+    from timm.models.swin_transformer import checkpoint_filter_fn
+
+    state = checkpoint_filter_fn(dict(state), member)
+    own = member.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and (head or not k.startswith("head."))}
+    loaded = {m.groups() for k in usable if (m := _SWIN_BLOCK.match(k))}
+    if not loaded:
+        raise PdsweepError(f"the weights match none of the model's blocks; are they a Swin of width {member.embed_dim}?")
+    member.load_state_dict(usable, strict=False)
+    fresh = sorted({".".join(k.split(".")[:4]) for k in own if k not in usable and k.startswith("layers.")})
+    if fresh:
+        log.info("pretrained weights: left at their initialisation: %s", ", ".join(fresh))
+    return len(loaded)
 
 
 def save_weights(members: list[nn.Module], path: Path, *, model: str, num_heads: int) -> list[Path]:
