@@ -4,7 +4,7 @@
 
 Prints tables and records them in bench/RESULTS.md (the section between the cost markers):
 1. FLOPs: analytic vs fvcore (meta-device trace of the real timm model) on configs sampled
-   from the paper space: largest relative difference, configs per second each, their ratio.
+   from the paper space and ten Swin configs: largest relative difference, configs per second each, their ratio.
 2. The planner: `pdsweep plan --budget-gflops 17.6` over the whole paper space, wall time of
    the whole command (process start included), best of 3.
 3. Memory: predicted vs measured on the CPU (saved-for-backward bytes + real parameter,
@@ -37,6 +37,17 @@ def sample_configs(count: int, seed: int) -> list[Config]:
     return [replace(rng.choice(architectures), keep_rate=round(rng.uniform(0.05, 1.0), 4)) for _ in range(count)]
 
 
+# Swin (window-structured PatchDropout): three presets, two resolutions, the rates a window expresses.
+SWIN_CONFIGS = [
+    Config(model, resolution, 4, keep_rate=(n / 7) ** 2, depth=depth)
+    for model, resolution, n, depth in [
+        ("swin_tiny", 224, 7, None), ("swin_tiny", 224, 5, None), ("swin_tiny", 448, 4, None), ("swin_tiny", 224, 3, 10),
+        ("swin_small", 224, 6, None), ("swin_small", 448, 7, None), ("swin_base", 224, 4, None),
+        ("swin_base", 448, 5, None), ("swin_base", 224, 1, None), ("swin_micro", 56, 3, None),
+    ]
+]
+
+
 def bench_flops(configs: list[Config]) -> tuple[list[str], dict[str, float]]:
     from pdsweep.training.verify import fvcore_flops
 
@@ -49,9 +60,10 @@ def bench_flops(configs: list[Config]) -> tuple[list[str], dict[str, float]]:
         analytic = train_flops(config)
         diff = abs(counted / analytic - 1)
         worst = max(worst, diff)
+        eq1 = eq1_flops(config)
         rows.append(
             f"| {config.name} | {analytic / 1e9:.4f} | {counted / 1e9:.4f} | {diff:.2e} | "
-            f"{eq1_flops(config) / analytic:.3f} |"
+            f"{'n/a (Swin)' if eq1 is None else f'{eq1 / analytic:.3f}'} |"
         )
     # Analytic throughput: train + inference GFLOPs + memory for many configs, objects prebuilt.
     many = sample_configs(20_000, seed=1)
@@ -134,7 +146,7 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
 
-    flop_rows, flops = bench_flops(sample_configs(args.fvcore_configs, args.seed))
+    flop_rows, flops = bench_flops(sample_configs(args.fvcore_configs, args.seed) + SWIN_CONFIGS)
     plan_seconds = bench_plan()
     memory_rows, worst_states, worst_peak = bench_memory()
 
@@ -144,7 +156,7 @@ def main() -> None:
         "",
         "| measure | value |",
         "| --- | --- |",
-        f"| configs checked against fvcore | {flops['configs']} (paper space, keep rates 0.05-1) |",
+        f"| configs checked against fvcore | {flops['configs']} (paper space at keep rates 0.05-1, and {len(SWIN_CONFIGS)} Swin configs) |",
         f"| largest relative difference, train GFLOPs | {flops['worst_relative_difference']:.2e} |",
         f"| analytic train FLOPs, configs/s | {flops['analytic_flops_per_s']:,.0f} |",
         f"| analytic train+inference GFLOPs+memory, configs/s | {flops['analytic_estimate_per_s']:,.0f} |",

@@ -2,11 +2,13 @@
 
     python bench/step_time.py [--model deit_tiny] [--patch-size 16] [--batch-size 16]
                               [--repeats 5] [--device auto] [--no-record]
+    python bench/step_time.py --model swin_tiny --resolutions 112,224
 
 For each resolution, one training step (forward, backward, optimizer step; pdsweep's own
-``train_step``) at keep rates 1, 0.5 and 0.25, measured interleaved (1, 0.5, 0.25, 1, 0.5, ...)
-so drifts of a noisy machine hit all three alike; the median per keep rate gives the time
-ratio k/1, printed beside the train-FLOP ratio k/1. Records the table in bench/RESULTS.md.
+``train_step``) at keep rates 1, 0.5 and 0.25 (a Swin: the rates its window expresses, 1, 36/49,
+25/49, 16/49 and 9/49), measured interleaved (1, 0.5, 0.25, 1, 0.5, ...) so drifts of a noisy
+machine hit all alike; the median per keep rate gives the time ratio k/1, printed beside the
+train-FLOP ratio k/1. Records the table in bench/RESULTS.md (a Swin's as ``step_time_swin``).
 
 On a CPU it runs twice, in child processes: with glibc's default allocator settings, and with
 its mmap and trim thresholds raised (``GLIBC_TUNABLES``). By default glibc hands large freed
@@ -34,7 +36,12 @@ from pdsweep.training.loop import make_optimizer, train_step
 
 from results import record
 
-KEEP_RATES = (1.0, 0.5, 0.25)
+VIT_KEEP_RATES = (1.0, 0.5, 0.25)
+SWIN_KEEP_RATES = tuple((n / 7) ** 2 for n in (7, 6, 5, 4, 3))
+
+
+def keep_rates(model: str) -> tuple[float, ...]:
+    return SWIN_KEEP_RATES if Config(model, 224, 4).family == "swin" else VIT_KEEP_RATES
 TUNED = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
 
 
@@ -48,14 +55,15 @@ def measure(config: Config, batch_size: int, repeats: int, device: torch.device)
     """Median seconds per training step for each keep rate, measured interleaved."""
     precision = "bf16-mixed" if device.type == "cuda" else "fp32"
     setups = {}
-    for keep_rate in KEEP_RATES:
+    rates = keep_rates(config.model)
+    for keep_rate in rates:
         torch.manual_seed(0)
         c = Config(config.model, config.resolution, config.patch_size, keep_rate=keep_rate, depth=config.depth)
         model = build_model(c).to(device).train()
         setups[keep_rate] = (model, make_optimizer(model, "adamw", lr=1e-4, weight_decay=0.05))
     images = torch.randn(batch_size, 3, config.resolution, config.resolution, device=device)
     labels = torch.randint(0, 10, (batch_size,), device=device)
-    times: dict[float, list[float]] = {k: [] for k in KEEP_RATES}
+    times: dict[float, list[float]] = {k: [] for k in rates}
     for rep in range(repeats + 1):
         for keep_rate, (model, optimizer) in setups.items():
             if device.type == "cuda":
@@ -98,11 +106,11 @@ def main() -> None:
         base = Config(args.model, resolution, args.patch_size)
         seconds = measure(base, args.batch_size, args.repeats, device)
         full_flops = train_flops(base)
-        for keep_rate in KEEP_RATES[1:]:
+        for keep_rate in keep_rates(args.model)[1:]:
             flop_ratio = train_flops(Config(args.model, resolution, args.patch_size, keep_rate=keep_rate)) / full_flops
             time_ratio = seconds[keep_rate] / seconds[1.0]
             rows.append(
-                f"| {resolution} | {base.num_patches + 1} | {keep_rate} | {seconds[1.0] * 1e3:.0f} | "
+                f"| {resolution} | {base.tokens_kept} | {keep_rate:.4g} | {seconds[1.0] * 1e3:.0f} | "
                 f"{seconds[keep_rate] * 1e3:.0f} | {flop_ratio:.3f} | {time_ratio:.3f} | {time_ratio / flop_ratio - 1:+.1%} |"
             )
             print(rows[-1], flush=True)
@@ -117,7 +125,7 @@ def _report(args: argparse.Namespace, where: str, device: torch.device, sections
     lines = [
         f"## Train-step time vs FLOPs (`python bench/step_time.py`, {time.strftime('%Y-%m-%d')}, {where})",
         "",
-        f"{args.model}, patch {args.patch_size}, batch {args.batch_size}, one step = forward + backward + AdamW "
+        f"{args.model}, patch {Config(args.model, 224, args.patch_size).patch_size}, batch {args.batch_size}, one step = forward + backward + AdamW "
         f"step; median of {args.repeats} interleaved steps per keep rate.",
         "",
         *tables,
@@ -131,7 +139,7 @@ def _report(args: argparse.Namespace, where: str, device: torch.device, sections
     text = "\n".join(lines)
     print(text)
     if not args.no_record:
-        record("step_time", text, device=device.type)
+        record("step_time_swin" if keep_rates(args.model) == SWIN_KEEP_RATES else "step_time", text, device=device.type)
 
 
 if __name__ == "__main__":

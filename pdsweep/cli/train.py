@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class Train(Command):
     name = "train"
     help = "train one config, no Ray"
-    description = ("Train one config (a ViT or an ensemble, with PatchDropout) on a dataset and report validation "
+    description = ("Train one config (a ViT or a Swin, or an ensemble of either, with PatchDropout) on a dataset and report validation "
                    "and test accuracy and the robustness curve. Training settings come from --space's training "
                    "section (default: pdsweep's defaults), overridden by the flags here.")
     groups = ("one_config",)

@@ -27,6 +27,8 @@ rectangles are here for the tests. No torch here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pdsweep.config import Config
 from pdsweep.errors import PdsweepError
 from pdsweep.presets import PRESETS, SwinShape
@@ -88,18 +90,63 @@ def inference_flops(config: Config) -> int:
                                              depths=config.stage_depths)
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a member at the training keep: its shapes on the reduced grid (per image)."""
+
+    blocks: int
+    width: int  # C_s
+    hidden: int  # M_s
+    heads: int  # H_s
+    tokens: int  # T_s = h_s^2
+    padded: int  # T~_s: tokens padded to whole windows
+    window_area: int  # A_s: tokens per window
+    merged_width: int  # C_{s-1}, the width patch merging takes in; 0 for the first stage
+    window: int  # the window its relative position bias table is for: W, or the full grid's side if smaller
+
+    @property
+    def block_params(self) -> int:
+        """A block's parameters: two norms, qkv, proj, the bias table, the MLP (biases included)."""
+        C, M = self.width, self.hidden
+        attention = 4 * C * C + 4 * C + (2 * self.window - 1) ** 2 * self.heads  # qkv, proj, bias table
+        return 4 * C + attention + 2 * C * M + M + C  # two norms, attention, MLP
+
+    @property
+    def merging_params(self) -> int:
+        """Patch merging's LayerNorm of 4 C_{s-1} and its linear 4 C_{s-1} -> C_s (no bias)."""
+        return 2 * 4 * self.merged_width + 4 * self.merged_width * self.width
+
+    @property
+    def weight_matrix_params(self) -> int:
+        """Linear weights of the stage, which autocast copies to bf16 and keeps for backward."""
+        C, M = self.width, self.hidden
+        return self.blocks * (4 * C * C + 2 * C * M) + 4 * self.merged_width * C
+
+
+def stages(config: Config) -> list[Stage]:
+    """The member's stages at the training keep (the most rows kept, under keep mode uniform)."""
+    shape = _shape(config)
+    W, n = shape.window, config.window_keeps[-1]
+    side, full = config.grid_size // W * n, config.grid_size
+    stages = []
+    for s, (blocks, width, heads) in enumerate(zip(config.stage_depths, shape.widths(), shape.heads)):
+        if s > 0:
+            side, full = (side + 1) // 2, (full + 1) // 2
+        a = min(n, side)
+        stages.append(Stage(
+            blocks=blocks, width=width, hidden=int(width * shape.mlp_ratio), heads=heads, tokens=side * side,
+            padded=(-(-side // a) * a) ** 2, window_area=a * a, merged_width=shape.widths()[s - 1] if s else 0,
+            window=min(W, full),  # timm clamps a window (and its table) to a smaller grid
+        ))
+    return stages
+
+
 def param_count(config: Config) -> int:
     """Parameters of the whole ensemble, as timm's Swin has them (biases, relative position bias
     tables, patch merging without bias)."""
     shape = _shape(config)
-    W, p, E = shape.window, shape.patch_size, shape.embed_dim
-    widths = shape.widths()
-    total = 3 * p * p * E + E + 2 * E  # patch embedding and its norm
-    for s, blocks in enumerate(config.stage_depths):
-        C, M = widths[s], int(widths[s] * shape.mlp_ratio)
-        if s > 0:
-            total += 2 * 4 * widths[s - 1] + 4 * widths[s - 1] * C  # norm of 4C, linear 4C -> 2C
-        block = 2 * C + 3 * C * C + 3 * C + (2 * W - 1) ** 2 * shape.heads[s] + C * C + C + 2 * C + 2 * C * M + M + C
-        total += blocks * block
-    total += 2 * widths[-1] + widths[-1] * config.num_classes + config.num_classes
-    return config.ensemble_size * total
+    members = stages(config)
+    patch_embed = 3 * shape.patch_size**2 * shape.embed_dim + shape.embed_dim + 2 * shape.embed_dim  # conv, norm
+    body = sum(st.blocks * st.block_params + (st.merging_params if st.merged_width else 0) for st in members)
+    head = 2 * members[-1].width + members[-1].width * config.num_classes + config.num_classes  # norm, head
+    return config.ensemble_size * (patch_embed + body + head)

@@ -329,14 +329,15 @@ def binary_auc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
 def make_optimizer(
     model: nn.Module, name: OptimizerName, *, lr: float, weight_decay: float
 ) -> torch.optim.Optimizer:
-    """SGD with momentum 0.9, or AdamW; no weight decay on norms, biases and embeddings.
+    """SGD with momentum 0.9, or AdamW; no weight decay on norms, biases, embeddings and a Swin's
+    relative position bias tables (timm's ``no_weight_decay`` for both).
 
     ``foreach`` on every device (torch picks it on GPUs only), so the step's memory is the same
     on a CPU as on the GPU the memory model is for.
     """
     decay, no_decay = [], []
     for name_, param in model.named_parameters():
-        skip = param.ndim <= 1 or name_.endswith(("pos_embed", "cls_token"))
+        skip = param.ndim <= 1 or name_.endswith(("pos_embed", "cls_token", "relative_position_bias_table"))
         (no_decay if skip else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if name == "sgd":
