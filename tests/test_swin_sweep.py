@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from pdsweep.results import rows as results
 from pdsweep.sweep import SweepSettings, run_sweep
 from tests.conftest import CliResult
@@ -39,7 +41,7 @@ def test_a_swin_and_vit_space_plans_and_runs_a_two_trial_sweep(ray_session, tmp_
     swin = next(r for r in rows if r.config.family == "swin")
     assert swin.config.name.startswith("swin_micro-28px-d4-k") and swin.config.patch_size == 4
     assert swin.config.keep_rate in [(n / 7) ** 2 for n in range(1, 8)]
-    assert swin.train_gflops <= 0.004 and swin.tokens_kept == (swin.config.window_keeps[-1]) ** 2
+    assert swin.train_gflops <= 0.004 and swin.to_dict()["tokens_kept"] == swin.config.window_keeps[-1] ** 2
     stored = results.read_rows(tmp_path / "runs" / "mixed" / results.RESULTS_FILE)
     assert sorted(r.config.name for r in stored) == sorted(r.config.name for r in rows)
     from mlflow.tracking import MlflowClient
@@ -57,4 +59,6 @@ def test_train_runs_a_swin_and_names_it(cli: Callable[..., CliResult], tmp_path:
     assert result.code == 0, result.err
     out = result.json()
     assert out["config"]["model"] == "swin_micro" and out["config"]["patch_size"] == 4
-    assert out["tokens_kept"] == 25 and out["train_gflops"] < out["inference_gflops"]
+    assert out["config"]["keep_rate"] == 25 / 49 and out["train_gflops"] < out["inference_gflops"]
+    # The robustness curve at the rates the window keeps (0.75 -> 36/49, 0.5 -> 16/49, 0.25 -> 9/49).
+    assert sorted(map(float, out["robustness"])) == pytest.approx([9 / 49, 16 / 49, 36 / 49, 1.0])

@@ -37,7 +37,7 @@ from pdsweep.training.device import DeviceName, free_memory_gb, resolve_device
 from pdsweep.training.faults import Diverged
 from pdsweep.training.kernels import attention_backend
 from pdsweep.training.metrics import EpochCallback, EpochMetrics, TrainResult
-from pdsweep.training.models import Ensemble, build_model, dropping_at_test
+from pdsweep.training.models import Ensemble, build_model, dropping_at_test, kept_at_test
 from pdsweep.training.weights import WeightFile, load_into, open_weights, save_weights
 
 MOMENTUM = 0.9
@@ -189,9 +189,12 @@ def _attention_backend(model: Ensemble, split: Split, device: torch.device, prec
 
 def robustness_curve(model: Ensemble, test: Callable[[], tuple[float, float | None]], seed: int,
                      rates: tuple[float, ...]) -> dict[float, float]:
-    """Test accuracy when only part of the patches is kept at test time (each of ``rates`` below 1)."""
+    """Test accuracy when only part of the patches is kept at test time (each of ``rates`` below 1;
+    a Swin's keyed by the rate its window keeps, :func:`kept_at_test`)."""
     curve = {}
-    for rate in (r for r in rates if r < 1):
+    for rate in (kept_at_test(model, r) for r in rates if r < 1):
+        if rate >= 1 or rate in curve:
+            continue
         torch.manual_seed(seed)  # the same dropped patches on every run
         with dropping_at_test(model, rate):
             curve[rate] = test()[0]

@@ -103,6 +103,16 @@ def build_model(config: Config, *, device: str | torch.device | None = None, att
     return Ensemble([build_member(config, device=device, attention=attention) for _ in range(config.ensemble_size)])
 
 
+def kept_at_test(model: Ensemble, keep_rate: float) -> float:
+    """The keep rate ``model`` keeps when asked for ``keep_rate`` at test time: a Swin's window
+    keeps (n/W)^2 (the most n not above it), a ViT the rate asked."""
+    member = model.members[0]
+    if hasattr(member, "window_drop"):
+        window = member.window_drop.window
+        return (window_keep_at_most(keep_rate, window) / window) ** 2
+    return keep_rate
+
+
 @contextlib.contextmanager
 def dropping_at_test(model: Ensemble, keep_rate: float) -> Iterator[None]:
     """Evaluate with PatchDropout active at ``keep_rate`` (each member's own strategy)."""
