@@ -79,6 +79,11 @@ GPU = Sizes(
         ("deit_small", 448, 16, 1.0, 1, 32, "bf16-mixed", "adamw", "eager"),
         ("deit_base", 224, 16, 0.5, 1, 64, "bf16-mixed", "adamw", "eager"),
         ("deit_base", 224, 16, 1.0, 1, 32, "fp32", "sgd", "eager"),
+        # Swin (window-structured dropout; the patch size is its own 4): the fused figure assumes the
+        # CPU's math path, which a GPU may not take (docs/swin.md)
+        ("swin_tiny", 224, 4, 1.0, 1, 64, "bf16-mixed", "adamw"),
+        ("swin_tiny", 224, 4, 16 / 49, 1, 64, "bf16-mixed", "adamw"),
+        ("swin_small", 224, 4, 25 / 49, 1, 32, "bf16-mixed", "adamw", "eager"),
     ],
     step=("deit_base", 16, (224, 448), 64, "bf16-mixed"),
     step_repeats=10,
@@ -92,6 +97,7 @@ DRY = Sizes(
         ("vit_micro", 64, 8, 0.5, 2, 4, "fp32", "sgd"),
         ("vit_micro", 64, 8, 0.25, 1, 8, "fp32", "adamw"),
         ("vit_micro", 64, 4, 1.0, 1, 8, "fp32", "adamw", "eager"),
+        ("swin_micro", 56, 4, 25 / 49, 1, 8, "fp32", "adamw"),
     ],
     step=("vit_micro", 8, (32, 64), 8, "fp32"),
     step_repeats=2,

@@ -222,3 +222,15 @@ def test_timm_builds_what_the_preset_says() -> None:
     assert member.embed_dim == 96 and all(b.drop_path1.__class__.__name__ == "Identity"
                                           for layer in member.layers for b in layer.blocks)
     assert isinstance(member, timm.models.swin_transformer.SwinTransformer)
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+def test_the_built_model_keeps_the_tokens_the_config_and_cost_count(n: int) -> None:
+    config = Config("swin_micro", 56, 4, keep_rate=(n / 7) ** 2)
+    member = build_model(config).members[0].train()
+    kept: list[int] = []
+    member.patch_embed.register_forward_hook(lambda m, i, out: kept.append(out.shape[1] * out.shape[2]))
+    with torch.no_grad():
+        member(torch.randn(2, 3, 56, 56))
+    assert kept == [config.patches_kept] == [config.tokens_kept] == [(2 * n) ** 2]
+    assert (cost.train_flops(config) < cost.inference_flops(config)) == (n < 7)

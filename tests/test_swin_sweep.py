@@ -62,3 +62,17 @@ def test_train_runs_a_swin_and_names_it(cli: Callable[..., CliResult], tmp_path:
     assert out["config"]["keep_rate"] == 25 / 49 and out["train_gflops"] < out["inference_gflops"]
     # The robustness curve at the rates the window keeps (0.75 -> 36/49, 0.5 -> 16/49, 0.25 -> 9/49).
     assert sorted(map(float, out["robustness"])) == pytest.approx([9 / 49, 16 / 49, 36 / 49, 1.0])
+
+
+def test_the_report_says_what_a_swin_ignores(ray_session, tmp_path: Path, cli: Callable[..., CliResult]) -> None:
+    space = tmp_path / "mixed.yaml"
+    space.write_text(MIXED_SPACE.replace("model: [vit_micro, swin_micro]", "model: [swin_micro]").replace(
+        "epochs: 2", "epochs: 1"))
+    settings = SweepSettings(name="swin", space=str(space), budgets=(0.004,), trials=1, dataset="synthetic:40",
+                             search="grid", scheduler="none", runs_dir=str(tmp_path / "runs"),
+                             cache_dir=str(tmp_path / "cache"), concurrency=1, estimate=False)
+    run_sweep(settings, out=lambda _: None, err=lambda _: None)
+    result = cli("report", "swin", "--runs-dir", tmp_path / "runs", "--json")
+    assert result.code == 0, result.err
+    assert any("swin_micro is a Swin Transformer" in note and "patch_size and sampling do not apply" in note
+               for note in result.json()["notes"])

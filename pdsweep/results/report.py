@@ -134,6 +134,7 @@ class Report:
     rows: tuple[ResultRow, ...]
     compute: ComputeLedger | None = None
     inits: tuple[InitPair, ...] = ()  # configs trained both ways, for pretrained vs random at equal cost
+    notes: tuple[str, ...] = ()  # what a config's family changes in how to read it (a Swin's)
 
     def to_json(self) -> dict[str, Any]:
         def point(row: ResultRow) -> dict[str, Any]:
@@ -150,6 +151,7 @@ class Report:
                        for row in self.failed],
             "compute": self.compute.to_dict() if self.compute else None,
             "init_comparison": [pair.to_dict() for pair in self.inits],
+            "notes": list(self.notes),
         }
 
     @property
@@ -175,7 +177,16 @@ def build(sweep: str, rows: Sequence[ResultRow], *, top_k: int = TOP_K, plan: Co
         tiers.append(TierReport(budget, sum(r.budget_gflops == budget for r in rows), best, runner,
                                 tuple(ranked[:top_k]), difference))
     return Report(sweep, tuple(tiers), tuple(pareto(scored, "train_gflops")),
-                  tuple(pareto(scored, "inference_gflops")), tuple(rows), ComputeLedger.of(rows, plan, cap), tuple(inits))
+                  tuple(pareto(scored, "inference_gflops")), tuple(rows), ComputeLedger.of(rows, plan, cap), tuple(inits),
+                  family_notes(rows))
+
+
+def family_notes(rows: Sequence[ResultRow]) -> tuple[str, ...]:
+    """One line per Swin model of the sweep: the axes that do not apply to it, and its keep rates."""
+    models = sorted({row.config.model for row in rows if row.config.family == "swin"})
+    return tuple(f"{model} is a Swin Transformer: patch 4, and its kept patches are the same n of the 7 rows and "
+                 "columns of every window, so its keep rates are (n/7)^2 only; a space's patch_size and sampling "
+                 "do not apply to it." for model in models)
 
 
 def init_pairs(budget: float, scores: Sequence[Score]) -> list[InitPair]:
@@ -302,6 +313,7 @@ def verdict_line(tier: TierReport) -> str:
 def markdown(report: Report) -> str:
     lines = [f"# Sweep `{report.sweep}`", "", f"{len(report.rows)} trials. Metric: best validation accuracy "
              "(mean ± standard deviation over seeds where a config was repeated).", "",
+             *[f"Note: {note}" for note in report.notes], *([""] if report.notes else []),
              "## Best config per budget tier", "",
              "| budget GFLOPs | trials | best config | init | val | seeds | test | train GFLOPs | inference GFLOPs | memory GB | runner-up | margin | verdict |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
