@@ -10,7 +10,6 @@ charges that, and the model keeps exactly that many.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -149,8 +148,9 @@ class Config:
 
     def __post_init__(self) -> None:
         preset = get_preset(self.model)
-        if isinstance(preset, SwinShape):
-            self._normalize_swin(preset)
+        if isinstance(preset, SwinShape):  # the axes a Swin does not take: its own values
+            object.__setattr__(self, "patch_size", preset.patch_size)
+            object.__setattr__(self, "sampling", "random")
         for name in ("resolution", "patch_size", "ensemble_size", "num_classes"):
             check_positive_int(name, getattr(self, name))
         if self.depth is not None:
@@ -175,21 +175,28 @@ class Config:
         if self.keep_mode == "fixed" and low is not None:
             raise PdsweepError("keep_range_low is for keep mode uniform; drop it or use uniform.")
         if isinstance(preset, SwinShape):
+            self._window_rates(preset)
             self._check_swin(preset)
 
-    def _normalize_swin(self, preset: SwinShape) -> None:
-        """A Swin's axes as it trains them: its own patch size, window sampling (``random``: rows
-        and columns drawn per window), and its keep rates moved onto those a window expresses
-        (down for the keep rate, as ViT's ``int(N * rate)`` rounds down; up for a uniform range's
-        low end, so the range stays inside the one given)."""
-        set_ = functools.partial(object.__setattr__, self)
-        set_("patch_size", preset.patch_size)
-        set_("sampling", "random")
-        if is_rate(self.keep_rate):
-            set_("keep_rate", (window_keep_at_most(self.keep_rate, preset.window) / preset.window) ** 2)
-        if self.keep_mode == "uniform" and is_rate(self.keep_range_low):
-            low = window_keep_at_least(self.keep_range_low, preset.window)  # type: ignore[arg-type]
-            set_("keep_range_low", (min(low, self.window_keeps[-1] if is_rate(self.keep_rate) else low) / preset.window) ** 2)
+    def _window_rates(self, preset: SwinShape) -> None:
+        """A Swin's keep rates moved onto those its window expresses, (n/W)^2: down for the keep
+        rate (as a ViT's ``int(N * rate)`` rounds down), up for a uniform range's low end, so the
+        range stays inside the one given; a range that holds no such rate is an error.
+
+        The one place a config changes what it was given (with a Swin's patch size and sampling,
+        above): a config is canonical, so equal configs compare, hash and name alike."""
+        W = preset.window
+        high = window_keep_at_most(self.keep_rate, W)
+        if self.keep_mode == "uniform":
+            low = window_keep_at_least(self.keep_range_low, W)  # type: ignore[arg-type]
+            if low > high:
+                raise PdsweepError(
+                    f"keep mode uniform on {self.model} draws the rows and columns its window keeps, and no keep "
+                    f"rate it expresses ({rates_text(W)}) lies in [{self.keep_range_low:g}, {self.keep_rate:g}]; "
+                    "give a range that holds one."
+                )
+            object.__setattr__(self, "keep_range_low", (low / W) ** 2)
+        object.__setattr__(self, "keep_rate", (high / W) ** 2)
 
     def _check_swin(self, preset: SwinShape) -> None:
         problem = resolution_problem(preset, self.resolution)

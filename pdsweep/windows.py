@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from pdsweep.presets import SwinShape
+from pdsweep.validate import is_rate
 
 
 def stage_grids(shape: SwinShape, resolution: int) -> tuple[int, ...]:
@@ -52,7 +53,9 @@ _RATE_TOLERANCE = 5e-4
 
 
 def expressible_rate(rate: float, window: int = 7) -> int | None:
-    """The n whose (n / W)^2 is ``rate`` (to four digits), None if no n is."""
+    """The n whose (n / W)^2 is ``rate`` (to four digits), None if no n is (or it is no rate)."""
+    if not is_rate(rate):
+        return None
     n = round(window * math.sqrt(rate))
     return n if 1 <= n <= window and abs((n / window) ** 2 - rate) <= _RATE_TOLERANCE else None
 
@@ -87,8 +90,9 @@ def rates_within(low: float, high: float, window: int = 7) -> list[float]:
 
 
 def rate_problem(shape: SwinShape, rate: float) -> str | None:
-    """Why a Swin cannot train at keep rate ``rate`` exactly (None if it can)."""
-    if expressible_rate(rate, shape.window) is not None:
+    """Why a Swin cannot train at keep rate ``rate`` exactly (None if it can, or if ``rate`` is no
+    rate at all: the config's own check says that)."""
+    if not is_rate(rate) or expressible_rate(rate, shape.window) is not None:
         return None
     return (f"{shape.name} keeps the same n of the {shape.window} rows and columns in every window, so its keep "
             f"rates are {rates_text(shape.window)}; {rate:g} is none of them")

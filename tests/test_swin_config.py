@@ -234,3 +234,52 @@ def test_the_built_model_keeps_the_tokens_the_config_and_cost_count(n: int) -> N
         member(torch.randn(2, 3, 56, 56))
     assert kept == [config.patches_kept] == [config.tokens_kept] == [(2 * n) ** 2]
     assert (cost.train_flops(config) < cost.inference_flops(config)) == (n < 7)
+
+
+@pytest.mark.parametrize(("entry", "fragment"), [
+    ("{model: swin_micro, resolution: 56, patch_size: 16}", "configs[0].patch_size: swin_micro is a Swin, whose patch_size is 4"),
+    ("{model: swin_micro, resolution: 56, sampling: grid}", "configs[0].sampling: swin_micro is a Swin, whose sampling is random"),
+    ("{model: swin_micro, resolution: 56, keep_mode: uniform, keep_rate: 0.5102, keep_range_low: 0.7347}",
+     "keep_range_low <= keep_rate"),
+])
+def test_a_listed_swin_refuses_axes_it_does_not_take(cli: Callable[..., CliResult], tmp_path: Path, entry: str,
+                                                     fragment: str) -> None:
+    assert_one_line_error(cli("plan", "--space", _space(tmp_path, f"configs:\n  - {entry}\n")), fragment)
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (("--keep-rate", "-0.5"), "`0 < keep_rate <= 1` must hold"),
+    (("--keep-rate", "nan"), "`0 < keep_rate <= 1` must hold"),
+    (("--keep-mode", "uniform", "--keep-range", "0.5,0.3265"), "--keep-range: swin_micro keeps the same n"),
+    (("--keep-mode", "uniform", "--keep-range", "0.3265,0.1837"), "keep_range_low <= keep_rate"),
+    (("--sampling", "structured"), "--sampling: swin_micro keeps the same random rows and columns"),
+])
+def test_train_refuses_what_a_swin_cannot_train(cli: Callable[..., CliResult], args: tuple[str, ...], fragment: str) -> None:
+    assert_one_line_error(cli("train", "--model", "swin_micro", "--resolution", "28", *args), fragment)
+
+
+def test_a_uniform_range_that_holds_no_window_rate_is_refused() -> None:
+    with pytest.raises(PdsweepError, match=r"no keep rate it expresses .* lies in \[0.55, 0.6\]"):
+        Config("swin_tiny", 224, 4, keep_rate=0.6, keep_mode="uniform", keep_range_low=0.55)
+
+
+def test_a_mixed_space_names_a_depth_a_swin_cannot_have(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    text = MIXED.replace("  keep_rate:", "  depth: [2, 4]\n  keep_rate:")
+    assert_one_line_error(cli("plan", "--space", _space(tmp_path, text), "--budget-gflops", "1"),
+                          "axes.depth: swin_micro needs depth >= 4", "gives 2")
+
+
+def test_tpe_params_of_a_swin_are_choices_the_space_offers() -> None:
+    """Optuna enqueues a config's params: a Swin's own patch size and sampling, absent from the
+    space's lists, must become values the space offers that give the same config."""
+    import optuna
+
+    from pdsweep.sweep.sampler import BudgetSampler
+
+    space = load_space("quickstart", ["axes.model=[vit_micro, swin_micro]", "axes.resolution=[56]",
+                                      "axes.patch_size=[7, 8]", "axes.depth=[4]", "axes.sampling=[grid, random]"])
+    sampler = BudgetSampler(space, Budget(0.05), policy="search")
+    swin = next(c for c in sampler.grid() if c.family == "swin")
+    study = optuna.create_study()
+    study.enqueue_trial(sampler.params(swin))
+    assert sampler.suggest(study.ask()) == swin

@@ -163,7 +163,12 @@ def config_of(args: argparse.Namespace, **values: Any) -> Config:
             raise PdsweepError(f"--patch-size: {args.model} has patch size {preset.patch_size} (a Swin merges patches "
                                "in stages); drop --patch-size.")
         patch_size = preset.patch_size
-        for flag, rate in (("--keep-rate", values.get("keep_rate")), ("--keep-range", values.get("keep_range_low"))):
+        if values.get("sampling", "random") != "random":
+            raise PdsweepError(f"--sampling: {args.model} keeps the same random rows and columns of every window (a "
+                               "Swin's own sampling); drop --sampling.")
+        ranged = values.get("keep_range_low") is not None  # --keep-range LOW,HIGH gave both
+        for flag, rate in (("--keep-range" if ranged else "--keep-rate", values.get("keep_rate")),
+                           ("--keep-range", values.get("keep_range_low"))):
             if rate is not None and rate_problem(preset, rate):
                 raise PdsweepError(f"{flag}: {rate_problem(preset, rate)}; give one of those.")
     elif patch_size is None:

@@ -291,6 +291,10 @@ def _parse_configs(where: _Where, raw: Any, with_weights: set[str]) -> tuple[Lis
                 where.fail(f"{key_path}.{key}", f"must be {what}, got {describe_value(value)}")
             if swin and key in ("keep_rate", "keep_range_low") and rate_problem(swin, value):
                 where.fail(f"{key_path}.{key}", f"{rate_problem(swin, value)}; give one of those")
+            own = {"patch_size": swin.patch_size, "sampling": "random"} if swin else {}
+            if key in own and value != own[key]:  # what a Swin takes of these axes is its own
+                said = "random (the same rows and columns of every window)" if key == "sampling" else own[key]
+                where.fail(f"{key_path}.{key}", f"{entry['model']} is a Swin, whose {key} is {said}; drop the key")
         values = {key: kinds[key](value) if kinds[key] is float else value
                   for key, value in entry.items() if key not in LABEL_KEYS}
         if swin:

@@ -88,6 +88,12 @@ class SearchSpace:
                 if problem:
                     raise PdsweepError(f"axes.resolution: {model} cannot train at {resolution} px ({problem}); use "
                                        f"{resolutions_text(preset)} or split the space into files.")
+            depths = self.axes["depth"].values() if "depth" in self.axes else []
+            shallow = [d for d in depths if d is not None and int(d) < preset.min_depth]
+            if shallow:
+                raise PdsweepError(f"axes.depth: {model} needs depth >= {preset.min_depth} (its stages hold "
+                                   f"{'+'.join(map(str, preset.depths))} blocks and depth changes the third), but the "
+                                   f"space gives {shallow[0]}; drop it or split the space into files.")
             if not rates_within(low, high, preset.window):
                 raise PdsweepError(f"axes.keep_rate: {model} keeps (n/{preset.window})^2 of its tokens "
                                    f"({rates_text(preset.window)}), and none lies in [{low:g}, {high:g}]; widen "

@@ -72,7 +72,8 @@ class BudgetSampler:
         keep_rate = largest_keep_rate(arch, self.budget, setup, rates)
         if keep_rate is None:
             # Optuna holds a constraint > 0 as infeasible: the relative excess, however small.
-            over = excess(replace(arch, keep_rate=low), self.budget, setup)
+            lowest = window_rates(arch, rates)[0] if arch.family == "swin" else low  # the least it can keep
+            over = excess(replace(arch, keep_rate=lowest), self.budget, setup)
             trial.set_constraint("budget", max(over, 1e-9))
             return None
         if fraction is not None:
@@ -96,6 +97,10 @@ class BudgetSampler:
     def params(self, config: Config) -> dict[str, object]:
         """The Optuna parameters that :meth:`suggest` turns into ``config`` (to enqueue it)."""
         values: dict[str, object] = {name: getattr(config, name) for name in architecture_axes() if name in self.space.axes}
+        for name in ("patch_size", "sampling") if config.family == "swin" else ():  # axes a Swin ignores: any
+            choices = self.space.axes[name].values() if name in self.space.axes else [values.get(name)]
+            if name in values and values[name] not in choices:  # of the space's values gives it
+                values[name] = choices[0]
         if self.policy == "search":
             setup, rates = self.space.step_for(config), self.space.keep_rates
             highest = largest_keep_rate(replace(config, keep_rate=rates.high), self.budget, setup, rates)
