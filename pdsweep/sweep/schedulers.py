@@ -55,7 +55,9 @@ class InPlace(FIFOScheduler):
         if "store" not in state:  # pickled before it knew its sweep: the one this process resumes
             state = {**state, "store": resuming()}
         self.__dict__.update({"settled": state["store"] is None, **state})
-        if self.store is not None:
+        if self.store is None:  # no sweep to check restored trials against (nothing is resuming)
+            self.settled = True
+        else:
             self.store = relocated(self.store)
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
