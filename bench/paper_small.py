@@ -2,7 +2,7 @@
 
     python bench/paper_small.py [--quick] [--only RECIPE ...] [--repeats R] [--runs-dir DIR] [--no-record]
 
-Five of the shipped recipes (search_spaces/paper/*.yaml), each run as shipped through
+Six of the shipped recipes (search_spaces/paper/*.yaml), each run as shipped through
 ``pdsweep run --space search_spaces/paper/RECIPE.yaml --search grid --scheduler none`` with
 ``--set`` overrides that shrink it to a 2-core CPU: the configs to tiny presets at 28-32 px,
 patch 4, and the study's 100-epoch SGD schedule to a few AdamW epochs (ViTs trained from scratch
@@ -19,6 +19,8 @@ for a few hundred steps barely move under SGD). ``--repeats`` seeds per config.
   most to do.
 - ``sampling``: vit_micro at keep 0.25 with random, structured, block and grid sampling, and the
   full-token baseline, Fashion-MNIST at 28 px.
+- ``swin``: swin_micro (32 wide, stages of 1, 1, 2, 1 blocks) at every keep rate its 7 x 7 window
+  expresses, (n/7)^2 for n = 7 down to 1, Fashion-MNIST at 28 px (one window per image).
 
 Fashion-MNIST comes from Debian's dataset-fashion-mnist (bench/datasets.py), cut to its first
 4,000 training, 1,000 validation and 2,000 test images (1,000 / 500 / 500 with --quick). Batch 32:
@@ -265,6 +267,8 @@ RECIPES = (
     Recipe("random_keep", "sign-language-digits", 32, _tiny("vit_micro 32px"),
            at_least_as_good("a keep rate drawn per iteration is at least as accurate, for less")),
     Recipe("sampling", "fashion-mnist", 28, _tiny("vit_micro 28px"), sampling_verdict),
+    Recipe("swin", "fashion-mnist", 28, lambda size: ("configs.model=swin_micro", "configs.group=swin_micro 28px"),
+           keep_rate_verdict),
 )
 
 
