@@ -76,3 +76,29 @@ def test_the_report_says_what_a_swin_ignores(ray_session, tmp_path: Path, cli: C
     assert result.code == 0, result.err
     assert any("swin_micro is a Swin Transformer" in note and "patch_size and sampling do not apply" in note
                for note in result.json()["notes"])
+
+
+def test_train_fine_tunes_a_swin_from_hub_weights_offline(cli: Callable[..., CliResult], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Swin weights (timm's ``layers.i.blocks.j`` keys, bias tables) written into a hub cache
+    layout, found by name offline; trained at 56 px from 224 px weights, one block deeper."""
+    import torch
+
+    from pdsweep.config import Config
+    from pdsweep.training.models import build_member
+    from tests.weights_cache import write_hub_weights
+
+    home = tmp_path / "hf"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    state = build_member(Config("swin_micro", 224, 4)).state_dict()
+    write_hub_weights(home / "hub", "pdsweep-test/swin_micro", state, architecture="swin_tiny_patch4_window7_224")
+    result = cli("train", "--model", "swin_micro", "--resolution", "56", "--depth", "6", "--keep-rate", "0.5102",
+                 "--epochs", "1", "--dataset", "synthetic:40", "--batch-size", "16", "--cache-dir", tmp_path / "data",
+                 "--pretrained", "pdsweep-test/swin_micro", "--json")
+    assert result.code == 0, result.err
+    out = result.json()
+    assert out["config"]["init"] == "pretrained" and out["weights"]["family"] == "swin"
+    assert out["pretrained_blocks"] == 5  # the sixth (a third-stage block) starts from its initialisation
