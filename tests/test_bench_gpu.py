@@ -20,10 +20,11 @@ def test_the_dry_run_measures_every_check_on_the_cpu(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["dry_run"] is True and set(result["seconds"]) == {"memory", "step", "packing"}
-    # Memory: the model's prediction beside a measured peak, for each toy config.
-    assert len(result["memory"]) == 4
-    assert [row["attention"] for row in result["memory"]] == ["fused", "fused", "fused", "eager"]
-    for row in result["memory"]:
+    # Memory: the model's prediction beside a measured peak, for each toy config (both kernels, both families).
+    memory = result["memory"]
+    assert [row["attention"] for row in memory] == ["fused", "fused", "fused", "eager", "fused"]
+    assert [row["config"].split("-")[0] for row in memory] == ["vit_micro"] * 4 + ["swin_micro"]
+    for row in memory:
         assert row["predicted_gb"] > 0 and row["measured_gb"] > 0
         assert row["error"] == pytest.approx(row["predicted_gb"] / row["measured_gb"] - 1)
     # Step time: three keep rates at two resolutions, each against keep 1 at its own resolution.
