@@ -126,3 +126,40 @@ def test_a_refused_back_fill_writes_no_report(recipe_sweep: Path, tmp_path: Path
         result = cli("report", "keep", "--runs-dir", runs, "--to-mlflow", "--layout", layout, "--out", tmp_path / "out")
         assert_one_line_error(result, "sweep 'keep': cannot reach the MLflow tracking store http://127.0.0.1:9")
     assert not (tmp_path / "out").exists()
+
+
+def _child_tags(runs: Path) -> dict[str, dict[str, str]]:
+    """Each child run's tags in the sweep's SQLite store, by run name (the config's name)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("keep_rate")
+    found = client.search_runs([experiment.experiment_id], "tags.`mlflow.parentRunId` != ''")
+    return {run.info.run_name: run.data.tags for run in found}
+
+
+def test_mlflow_names_each_trial_by_its_label_and_group_live_and_back_filled(recipe_sweep: Path, tmp_path: Path,
+                                                                            cli) -> None:
+    """The MLflow UI shows a recipe's trials as the paper table does: its label and group as tags,
+    on the runs logged during the sweep and on the runs `report --to-mlflow` back-fills."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    space = load_space(RECIPE, CPU_SIZED)
+    expected = {e.config.name: (e.label, e.group) for e in space.configs}
+    live = _child_tags(recipe_sweep)
+    assert {name: (t.get("pdsweep.label"), t.get("pdsweep.group")) for name, t in live.items()} == expected
+    # Back-filled: a copy of the sweep whose child runs were deleted from its store.
+    runs = tmp_path / "runs"
+    shutil.copytree(recipe_sweep, runs)
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("keep_rate")
+    for run in client.search_runs([experiment.experiment_id], "tags.`mlflow.parentRunId` != ''"):
+        client.delete_run(run.info.run_id)
+    assert _child_tags(runs) == {}
+    result = cli("report", "keep", "--runs-dir", runs, "--to-mlflow", "--out", tmp_path / "out")
+    assert result.code == 0, result.err
+    assert "back-filled 10 trial(s)" in result.err
+    filled = _child_tags(runs)
+    assert {name: (t.get("pdsweep.label"), t.get("pdsweep.group")) for name, t in filled.items()} == expected

@@ -45,14 +45,12 @@ class Report(Command):
             tables = [paper_table_of(sweep, sweep_space(sweep.name, args.runs_dir)) for sweep in sweeps]
         else:
             reports = [report.build(s.name, s.rows, **s.options) for s in sweeps]
-        if args.to_mlflow:
-            for sweep in sweeps:
-                _check_backfill(sweep)
+        labels = [_check_backfill(sweep, args.runs_dir) if args.to_mlflow else None for sweep in sweeps]
         written = []
         for i, sweep in enumerate(sweeps):
             out_dir = Path(args.out) / sweep.name if args.out and len(sweeps) > 1 else Path(args.out or sweep.folder / "report")
             files = paper.write_paper(tables[i], out_dir) if args.layout == "paper" else list(report.write(reports[i], out_dir))
-            _to_mlflow(sweep, files, backfill=args.to_mlflow)
+            _to_mlflow(sweep, files, backfill=labels[i])
             written.append(files)
         if args.json:
             payload = [t.to_json() for t in tables] if args.layout == "paper" else [r.to_json() for r in reports]
@@ -78,9 +76,11 @@ def paper_table_of(sweep: SweepFiles, space: SearchSpace) -> PaperTable:
     return paper_table(sweep.name, space.name, space.description, space.configs, sweep.rows)
 
 
-def _check_backfill(sweep: SweepFiles) -> None:
-    """``--to-mlflow``: the sweep has a tracking store and it answers (before anything is written)."""
+def _check_backfill(sweep: SweepFiles, runs_dir: str) -> dict[str, dict[str, str]]:
+    """``--to-mlflow``: the sweep has a tracking store and it answers (before anything is written);
+    returns the MLflow tags of its listed configs (none where its space no longer parses)."""
     from pdsweep.results import tracking
+    from pdsweep.sweep.files import sweep_space
 
     if not sweep.mlflow:
         raise PdsweepError(f"sweep {sweep.name!r} was run without MLflow tracking; nothing to back-fill into.")
@@ -89,17 +89,21 @@ def _check_backfill(sweep: SweepFiles) -> None:
     except PdsweepError as error:
         raise PdsweepError(f"sweep {sweep.name!r}: {str(error).split('; ')[0]}; start it (or reach it) and run "
                            "report --to-mlflow again; without --to-mlflow the report is written all the same.") from None
+    try:
+        return tracking.listed_tags(sweep_space(sweep.name, runs_dir).configs)
+    except PdsweepError:  # the trials are logged all the same, without a recipe's labels
+        return {}
 
 
-def _to_mlflow(sweep: SweepFiles, files: list[Path], *, backfill: bool) -> None:
+def _to_mlflow(sweep: SweepFiles, files: list[Path], *, backfill: dict[str, dict[str, str]] | None) -> None:
     """The report's files as artifacts of the sweep's parent run (and, with --to-mlflow, the trials
-    MLflow is missing); the report stands without MLflow."""
+    MLflow is missing, ``backfill`` the tags of its listed configs); the report stands without MLflow."""
     from pdsweep.results import tracking
 
     if not sweep.mlflow:
         return
-    if backfill:
-        logged = tracking.backfill(sweep.mlflow, sweep.rows)
+    if backfill is not None:
+        logged = tracking.backfill(sweep.mlflow, sweep.rows, backfill)
         print(f"MLflow: back-filled {logged} trial(s) of {sweep.name!r}", file=sys.stderr)
     try:
         tracking.log_artifacts(sweep.mlflow, files)

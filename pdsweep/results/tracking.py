@@ -5,7 +5,8 @@ one call per metric, with no nesting; ``setup_mlflow`` logs from the workers, wh
 route to the tracking server and would make a SQLite store a many-writer database. pdsweep logs
 from the driver instead, with ``MlflowClient.log_batch``: per trial, the config axes as params,
 the costs and the final metrics as metrics, every epoch's metrics with its step, tags for tier,
-phase, seed and status, and a readable run name (``deit_base-448px-p16-d12-k0.25-x1``).
+phase, seed and status (and, for a recipe's listed configs, ``pdsweep.label`` and
+``pdsweep.group``), and a readable run name (``deit_base-448px-p16-d12-k0.25-x1``).
 
 The default store is SQLite, ``RUNS_DIR/mlflow.db``, with artifacts in ``RUNS_DIR/mlartifacts``
 (MLflow 3 refuses the old ``./mlruns`` file store). A store that cannot be reached at the start
@@ -28,9 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from pdsweep.config import column_names
 from pdsweep.errors import PdsweepError
+from pdsweep.space.listed import LABEL_KEYS
 
 if TYPE_CHECKING:
     from pdsweep.results.rows import ResultRow
+    from pdsweep.space.listed import ListedConfig
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +199,9 @@ class Tracker:
 
     cooldown_s = 60.0
 
-    def __init__(self, ids: TrackingIds) -> None:
+    def __init__(self, ids: TrackingIds, labels: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.ids = ids
+        self.labels = dict(labels or {})  # config name -> the tags of its listed entry (label, group)
         self.runs: dict[str, str] = {}  # trial id -> child run id
         self.ended: set[str] = set()  # trials whose child run is closed
         self.steps: dict[str, set[int]] = {}  # trial id -> epochs logged by this driver
@@ -247,7 +251,8 @@ class Tracker:
                 self.runs[trial_id] = run.info.run_id
                 return
             run = client.create_run(self.ids.experiment_id, run_name=run_name, start_time=start_ms,
-                                    tags={"mlflow.parentRunId": parent, TRIAL_TAG: trial_id, **tags})
+                                    tags={"mlflow.parentRunId": parent, TRIAL_TAG: trial_id, **tags,
+                                          **self.labels.get(run_name, {})})
             self.runs[trial_id] = run.info.run_id
 
         self._guard(trial_id, create)
@@ -282,7 +287,8 @@ class Tracker:
             return
         missed = {p.epoch for p in row.history or ()} - self.steps.get(trial_id, set())
         history = history or bool(missed)  # epochs the breaker skipped go with the row
-        if self._guard(trial_id, lambda: log_row(self.ids.uri, run_id, row, history=history)):
+        labels = self.labels.get(row.config.name, {})
+        if self._guard(trial_id, lambda: log_row(self.ids.uri, run_id, row, history=history, labels=labels)):
             self.ended.add(trial_id)
             self.unlogged.discard(trial_id)
 
@@ -354,9 +360,18 @@ def run_tags(row: ResultRow | None = None, *, tier: float | None = None, phase: 
 RUN_STATUS = {"completed": "FINISHED", "stopped": "FINISHED", "interrupted": "KILLED"}  # else FAILED
 
 
-def log_row(uri: str, run_id: str, row: ResultRow, *, history: bool = False) -> None:
+def listed_tags(listed: Iterable[ListedConfig]) -> dict[str, dict[str, str]]:
+    """The tags that name a recipe's trials in the MLflow UI, by config name: each listed
+    config's label and group (``pdsweep.label``, ``pdsweep.group``), those it has."""
+    return {entry.config.name: {f"pdsweep.{key}": value for key in LABEL_KEYS if (value := getattr(entry, key))}
+            for entry in listed}
+
+
+def log_row(uri: str, run_id: str, row: ResultRow, *, history: bool = False,
+            labels: Mapping[str, str] | None = None) -> None:
     """Params, metrics and tags of a results row onto a child run, and close it at the time
-    the trial ended (``history``: also each epoch's metrics that the run lacks, at its step)."""
+    the trial ended (``history``: also each epoch's metrics that the run lacks, at its step;
+    ``labels``: the tags of its listed config, :func:`listed_tags`)."""
     from mlflow.entities import Metric, Param, RunTag
 
     client = _client(uri)
@@ -372,7 +387,7 @@ def log_row(uri: str, run_id: str, row: ResultRow, *, history: bool = False) -> 
             logged = {m.step for m in client.get_metric_history(run_id, key)}
             metrics += [Metric(key, float(getattr(p, key)), ended, p.epoch) for p in row.history or ()
                         if p.epoch not in logged and _number(getattr(p, key))]
-    tags = [RunTag(k, v) for k, v in run_tags(row).items()]
+    tags = [RunTag(k, v) for k, v in {**run_tags(row), **(labels or {})}.items()]
     if row.error:
         tags.append(RunTag("pdsweep.error", _text(row.error)))
     for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
@@ -419,16 +434,16 @@ def log_artifacts(ids: TrackingIds, files: Iterable[Path]) -> None:
         client.log_artifact(ids.parent_run_id, str(file))
 
 
-def backfill(ids: TrackingIds, rows: Iterable[ResultRow]) -> int:
+def backfill(ids: TrackingIds, rows: Iterable[ResultRow], labels: Mapping[str, Mapping[str, str]] | None = None) -> int:
     """Log every row whose child run is missing or still open, with each epoch's metrics at
-    its step; returns how many were logged."""
+    its step (``labels``: :func:`listed_tags` of a recipe's configs); returns how many were logged."""
     client = _client(ids.uri)
     done = {
         run.data.tags.get(TRIAL_TAG)
         for run in client.search_runs([ids.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{ids.parent_run_id}'")
         if run.info.status in ("FINISHED", "FAILED")
     }
-    tracker = Tracker(ids)
+    tracker = Tracker(ids, labels)
     count = 0
     for row in rows:
         if row.trial_id in done:

@@ -41,11 +41,13 @@ def _callback_base() -> type:
 class SweepCallback(_callback_base()):  # type: ignore[misc]
     """On the driver: a results row and a progress line for every trial that ends."""
 
-    def __init__(self, settings: SweepSettings, err: Print, mlflow_ids: tracking.TrackingIds | None = None) -> None:
+    def __init__(self, settings: SweepSettings, err: Print, mlflow_ids: tracking.TrackingIds | None = None,
+                 labels: dict[str, dict[str, str]] | None = None) -> None:
         self.sweep_dir = settings.sweep_dir
         self.settings = settings
         self.err = err
         self.mlflow_ids = mlflow_ids
+        self.labels = labels or {}  # a recipe's config name -> its MLflow label and group tags
         self.tracker: tracking.Tracker | None = None
         self.table = RowTable()  # the rows written so far, by trial id
         self.finished_before: set[str] = set()  # trials a previous driver recorded as ended
@@ -60,7 +62,7 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
     def setup(self, **info: Any) -> None:
         self.table = RowTable(read_rows(self.sweep_dir / RESULTS_FILE))
         self.finished_before = {trial_id for trial_id, row in self.rows.items() if row.status != "interrupted"}
-        self.tracker = tracking.Tracker(self.mlflow_ids) if self.mlflow_ids else None
+        self.tracker = tracking.Tracker(self.mlflow_ids, self.labels) if self.mlflow_ids else None
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         if result.get("done_training") or "epoch" not in result:
@@ -139,7 +141,7 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"storage_warned": False, "ended": set(), **state})
+        self.__dict__.update({"storage_warned": False, "ended": set(), "labels": {}, **state})
         self.__dict__.pop("rows", None)  # pickled by pdsweep before RowTable: a plain dict, empty
         self.table = RowTable()  # read again in setup()
         _UNPICKLED[self.settings.name] = self
@@ -164,7 +166,7 @@ def driving(callback: SweepCallback) -> SweepCallback:
     if restored is None or restored is callback:
         return callback
     restored.settings, restored.sweep_dir, restored.err = callback.settings, callback.sweep_dir, callback.err
-    restored.mlflow_ids = callback.mlflow_ids
+    restored.mlflow_ids, restored.labels = callback.mlflow_ids, callback.labels
     return restored
 
 

@@ -264,7 +264,8 @@ def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # the checkpoints' saves
     if not settings.verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the engine that honours verbose=0
-    active = [SweepCallback(settings, err, state.mlflow if log else None)]  # the callback Tune calls, as it changes
+    labels = tracking.listed_tags(space.configs)  # a recipe's trials named by label and group in MLflow
+    active = [SweepCallback(settings, err, state.mlflow if log else None, labels)]  # the callback Tune calls, as it changes
     status = "FAILED"
     with tracking.quick_requests():  # a tracking store that went away costs seconds, not minutes
         try:
