@@ -222,3 +222,27 @@ def test_every_window_of_the_first_stage_reads_the_bias_at_its_tokens_original_o
                         if allowed[i, j]:
                             expected = (y - y2 + window - 1) * (2 * window - 1) + (x - x2 + window - 1)
                             assert int(installed[i, j]) == expected, (shift, top, left, i, j)
+
+
+def test_one_draw_per_step_shared_by_every_image_and_window_and_fresh_the_next_step() -> None:
+    """The choice documented in docs/swin.md: the kept rows and columns are drawn once per
+    training step (per batch), the same for every image and inside every window, and drawn again
+    at the next step."""
+    torch.manual_seed(0)
+    model = _model(TINY, 56).train()
+    dropout = WindowPatchDropout(model, (3, 5))
+    grid = torch.arange(14, dtype=torch.float)
+    # Each patch embedding carries its own (image, row, column), so the gather shows what it kept.
+    x = torch.stack(torch.broadcast_tensors(torch.arange(4.0)[:, None, None], grid[None, :, None], grid[None, None, :]),
+                    dim=-1)
+    draws = set()
+    for _ in range(12):
+        out = dropout._hook(model.patch_embed, (), x)
+        assert out.shape == (4, 2 * 3, 2 * 5, 3)
+        assert torch.equal(out[..., 0], torch.arange(4.0)[:, None, None].expand(4, 6, 10))  # images stay apart
+        rows, cols = out[0, :, 0, 1].long(), out[0, 0, :, 2].long()
+        assert all(torch.equal(out[b, :, :, 1:], out[0, :, :, 1:]) for b in range(4))  # one draw for the batch
+        assert torch.equal(rows[3:] - 7, rows[:3]) and torch.equal(cols[5:] - 7, cols[:5])  # the same in both windows
+        assert bool((rows[:3] < 7).all() and (cols[:5] < 7).all())
+        draws.add((tuple(rows[:3].tolist()), tuple(cols[:5].tolist())))
+    assert len(draws) > 1  # 12 steps of C(7,3) x C(7,5) = 735 choices: one repeated every step would be a bug
