@@ -155,7 +155,9 @@ class Config:
             check_positive_int(name, getattr(self, name))
         if self.depth is not None:
             check_positive_int("depth", self.depth)
-        if self.resolution % self.patch_size:
+        if isinstance(preset, SwinShape):  # its own rule (its patch size is not the user's to change)
+            self._check_resolution(preset)
+        elif self.resolution % self.patch_size:
             raise PdsweepError(
                 f"patch size {self.patch_size} does not divide resolution {self.resolution}; "
                 f"use a patch size that divides it (e.g. {_divisors_hint(self.resolution)})."
@@ -177,14 +179,18 @@ class Config:
         if isinstance(preset, SwinShape):
             self._window_rates(preset)
             self._check_swin(preset)
+        if self.keep_mode == "uniform" and self.keep_range_low == self.keep_rate:  # a range of one rate trains
+            object.__setattr__(self, "keep_mode", "fixed")  # as fixed does: one config, one name (a search
+            object.__setattr__(self, "keep_range_low", None)  # does not train it twice)
 
     def _window_rates(self, preset: SwinShape) -> None:
         """A Swin's keep rates moved onto those its window expresses, (n/W)^2: down for the keep
         rate (as a ViT's ``int(N * rate)`` rounds down), up for a uniform range's low end, so the
         range stays inside the one given; a range that holds no such rate is an error.
 
-        The one place a config changes what it was given (with a Swin's patch size and sampling,
-        above): a config is canonical, so equal configs compare, hash and name alike."""
+        Where a config changes what it was given (with a Swin's patch size and sampling, above,
+        and a uniform range of one rate, which is fixed, below): a config is canonical, so configs
+        that train alike compare, hash and name alike."""
         W = preset.window
         high = window_keep_at_most(self.keep_rate, W)
         if self.keep_mode == "uniform":
@@ -198,11 +204,13 @@ class Config:
             object.__setattr__(self, "keep_range_low", (low / W) ** 2)
         object.__setattr__(self, "keep_rate", (high / W) ** 2)
 
-    def _check_swin(self, preset: SwinShape) -> None:
+    def _check_resolution(self, preset: SwinShape) -> None:
         problem = resolution_problem(preset, self.resolution)
         if problem:
             raise PdsweepError(f"{self.model} cannot train at {self.resolution} px: {problem}; use one of "
                                f"{resolutions_text(preset)}")
+
+    def _check_swin(self, preset: SwinShape) -> None:
         if self.depth is not None:
             preset.stage_depths(self.depth)
 

@@ -48,16 +48,18 @@ def window_keep_rates(window: int = 7) -> tuple[float, ...]:
     return tuple((n / window) ** 2 for n in range(window, 0, -1))
 
 
-# A rate written to four digits (0.5102 for 25/49) names its square keep.
-_RATE_TOLERANCE = 5e-4
+def names_rate(given: float, exact: float) -> bool:
+    """Whether ``given`` names the keep rate ``exact``: equal to it, or it rounded to two decimals
+    or more (0.51, 0.510, 0.5102 name 25/49; 0.5, and 0.5106, do not)."""
+    return any(abs(given - round(exact, digits)) < 1e-12 for digits in range(2, 17)) or abs(given - exact) < 1e-9
 
 
 def expressible_rate(rate: float, window: int = 7) -> int | None:
-    """The n whose (n / W)^2 is ``rate`` (to four digits), None if no n is (or it is no rate)."""
+    """The n whose (n / W)^2 ``rate`` names (:func:`names_rate`), None if no n's does (or it is no rate)."""
     if not is_rate(rate):
         return None
     n = round(window * math.sqrt(rate))
-    return n if 1 <= n <= window and abs((n / window) ** 2 - rate) <= _RATE_TOLERANCE else None
+    return n if 1 <= n <= window and names_rate(rate, (n / window) ** 2) else None
 
 
 def window_keep_at_most(rate: float, window: int = 7) -> int:
@@ -71,22 +73,30 @@ def window_keep_at_least(rate: float, window: int = 7) -> int:
     return expressible_rate(rate, window) or max(1, min(window, math.ceil(window * math.sqrt(rate))))
 
 
+def window_keep_nearest(rate: float, window: int = 7) -> int:
+    """The rows (and columns) per window whose keep rate is nearest ``rate``: what a robustness
+    curve asked for ``rate`` measures on a Swin (0.75, 0.5, 0.25 -> 36/49, 25/49, 9/49)."""
+    return min(range(1, window + 1), key=lambda n: (abs((n / window) ** 2 - rate), n))
+
+
 def rates_text(window: int = 7) -> str:
     """The expressible keep rates, as a message lists them (``1, 0.7347 (36/49), ...``)."""
     area = window * window
     return ", ".join("1" if n == window else f"{(n / window) ** 2:.4g} ({n * n}/{area})" for n in range(window, 0, -1))
 
 
-def resolutions_text(shape: SwinShape, up_to: int = 900) -> str:
-    """The resolutions ``shape`` runs at, as a message lists them."""
-    allowed = [r for r in range(shape.patch_size, up_to, shape.patch_size) if resolution_problem(shape, r) is None]
-    return ", ".join(map(str, allowed[:7])) + ", ..."
+def resolutions_text(shape: SwinShape) -> str:
+    """The resolutions ``shape`` runs at, as a message lists them (``28, 56, 112 or a multiple of
+    224``): every stage's grid whole windows from the one that merges down to a single window on."""
+    period = shape.patch_size * shape.window * 2 ** (len(shape.depths) - 1)
+    allowed = [r for r in range(shape.patch_size, period, shape.patch_size) if resolution_problem(shape, r) is None]
+    return ", ".join(map(str, allowed)) + f" or a multiple of {period} ({period}, {2 * period}, {3 * period}, ...)"
 
 
 def rates_within(low: float, high: float, window: int = 7) -> list[float]:
-    """The expressible keep rates in ``[low, high]`` (to four digits at the ends), lowest first."""
+    """The expressible keep rates in ``[low, high]`` (an end may name one, :func:`names_rate`), lowest first."""
     ladder = [(n / window) ** 2 for n in range(1, window + 1)]
-    return [r for r in ladder if low - _RATE_TOLERANCE <= r <= high + _RATE_TOLERANCE]
+    return [r for r in ladder if (r >= low or names_rate(low, r)) and (r <= high or names_rate(high, r))]
 
 
 def rate_problem(shape: SwinShape, rate: float) -> str | None:

@@ -92,3 +92,25 @@ def test_search_fraction_maps_onto_the_affordable_range(paper) -> None:
     assert low is not None and high is not None and fill is not None
     assert low.keep_rate == 0.05 and high.keep_rate == fill.keep_rate
     assert patches_kept(196, low.keep_rate) < patches_kept(196, high.keep_rate)
+
+
+def test_a_uniform_range_of_one_rate_is_the_fixed_config_and_trains_once(tmp_path) -> None:
+    """keep mode uniform between a rate and itself draws that rate every step: it is the fixed
+    config (one name, one trial), whichever family; a window's snapping can collapse a range too."""
+    from pdsweep.config import Config
+    from pdsweep.space.listed import trains_as
+
+    assert Config("vit_micro", 32, 8, keep_rate=0.5, keep_mode="uniform", keep_range_low=0.5) == Config("vit_micro", 32, 8, keep_rate=0.5)
+    swin = Config("swin_tiny", 224, 4, keep_rate=0.35, keep_mode="uniform", keep_range_low=0.3)  # both ends: 16/49
+    assert swin == Config("swin_tiny", 224, 4, keep_rate=16 / 49) and swin.keep_range_low is None
+    path = tmp_path / "space.yaml"
+    path.write_text("axes: {model: [deit_tiny, swin_tiny], resolution: 224, patch_size: 16, sampling: [random, structured],\n"
+                    "       keep_mode: [fixed, uniform], keep_rate: [0.25, 0.5, 1.0]}\n")
+    sampler = BudgetSampler(load_space(str(path)), Budget(2), policy="search")
+    configs = sampler.candidates
+    assert len({trains_as(c) for c in configs}) == len({c.name for c in configs}) == len(configs) > 1
+    assert {c.keep_mode for c in configs} == {"fixed", "uniform"}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for config in configs:  # each enqueued by its params comes back as itself
+        study.enqueue_trial(sampler.params(config))
+        assert sampler.suggest(study.ask()) == config

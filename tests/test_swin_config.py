@@ -53,7 +53,7 @@ def test_depth_changes_the_third_stage_and_has_a_floor() -> None:
 
 @pytest.mark.parametrize("resolution", [32, 64, 96, 168, 336])
 def test_a_resolution_the_windows_cannot_tile_is_refused_with_the_rule(resolution: int) -> None:
-    with pytest.raises(PdsweepError, match=r"cannot train at .*use one of 28, 56, 112, 224, 448"):
+    with pytest.raises(PdsweepError, match=r"cannot train at .*use one of 28, 56, 112 or a multiple of 224 \(224, 448"):
         Config("swin_micro", resolution, 4)
 
 
@@ -127,6 +127,11 @@ def test_flops_refuses_a_keep_rate_no_window_expresses(cli: Callable[..., CliRes
 @pytest.mark.parametrize(("args", "fragment"), [
     (("--model", "swin_tiny", "--resolution", "224", "--patch-size", "16"), "has patch size 4"),
     (("--model", "swin_tiny", "--resolution", "200"), "cannot train at 200 px"),
+    (("--model", "swin_tiny", "--resolution", "30"), "cannot train at 30 px: patch size 4 does not divide resolution 30; "
+                                                     "use one of 28, 56, 112 or a multiple of 224"),
+    (("--model", "swin_tiny", "--resolution", "224", "--keep-rate", "0.5106"), "0.5106 is none of them"),
+    (("--model", "swin_tiny", "--resolution", "224", "--keep-rate", "0.0209"), "0.0209 is none of them"),
+    (("--model", "swin_tiny", "--resolution", "224", "--keep-rate", "25/0"), "a fraction such as 25/49"),
     (("--model", "swin_tiny", "--resolution", "224", "--depth", "3"), "needs depth >= 7"),
     (("--model", "swin_tiny", "--curve"), "is a Swin"),
 ])
@@ -283,3 +288,58 @@ def test_tpe_params_of_a_swin_are_choices_the_space_offers() -> None:
     study = optuna.create_study()
     study.enqueue_trial(sampler.params(swin))
     assert sampler.suggest(study.ask()) == swin
+
+
+@pytest.mark.parametrize(("given", "n"), [("25/49", 5), ("0.51", 5), ("0.510", 5), ("0.5102", 5), ("36/49", 6),
+                                          ("0.735", 6), ("0.02", 1), ("0.0816", 2), ("0.08163", 2), ("1", 7)])
+def test_a_swin_rate_is_named_to_two_decimals_or_more_or_as_a_fraction(cli: Callable[..., CliResult], given: str,
+                                                                        n: int) -> None:
+    result = cli("flops", "--model", "swin_tiny", "--resolution", "224", "--keep-rate", given, "--json")
+    assert result.code == 0, result.err
+    assert result.json()["config"]["keep_rate"] == pytest.approx((n / 7) ** 2)
+
+
+def test_a_space_of_swins_only_needs_no_patch_size(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    text = "axes: {model: [swin_micro], resolution: [28, 56], keep_rate: {low: 0.1, high: 1.0}}\n"
+    space = load_space(str(_space(tmp_path, text)))
+    assert list(space.axes["patch_size"].values()) == [4] and not any("patch_size" in n for n in space.notes)
+    result = cli("plan", "--space", space.source, "--budget-gflops", "0.01", "--json")
+    assert result.code == 0, result.err
+    assert {c["resolution"] for c in result.json()["configs"]} == {28, 56}
+    # With a ViT in it, the space still needs one (the ViT's).
+    mixed = text.replace("[swin_micro]", "[swin_micro, vit_micro]")
+    assert_one_line_error(cli("plan", "--space", _space(tmp_path, mixed), "--budget-gflops", "1"), "axes.patch_size: is missing")
+
+
+def test_a_listed_swin_at_a_resolution_it_cannot_take_gets_the_whole_rule(cli: Callable[..., CliResult],
+                                                                          tmp_path: Path) -> None:
+    text = "configs:\n  - {model: swin_micro, resolution: 64}\n"
+    result = cli("plan", "--space", _space(tmp_path, text))
+    assert_one_line_error(result, "configs[0]", "cannot train at 64 px", "or a multiple of 224 (224, 448, 672, ...).")
+
+
+def test_the_plan_says_which_window_rates_a_listed_keep_rate_axis_gives_a_swin(tmp_path: Path) -> None:
+    text = MIXED.replace("keep_rate: {low: 0.3, high: 1.0}", "keep_rate: [0.5, 0.25]")
+    notes = " ".join(load_space(str(_space(tmp_path, text))).notes)
+    assert "within the space's keep rates [0.25, 0.5] it takes 0.3265" in notes
+
+
+@pytest.mark.parametrize(("asked", "measured"), [((1.0, 0.75, 0.5, 0.25), (36 / 49, 25 / 49, 9 / 49)),
+                                                 ((1.0, 0.5, 0.45), (25 / 49,)),
+                                                 ((0.5102, 0.1), (25 / 49, 4 / 49))])
+def test_a_swins_robustness_curve_measures_the_nearest_window_rates_and_the_plan_says_so(
+        tmp_path: Path, asked: tuple[float, ...], measured: tuple[float, ...]) -> None:
+    from pdsweep.training.loop import robustness_curve
+
+    text = f"configs:\n  - {{model: swin_micro, resolution: 56}}\ntraining: {{test_keep_rates: {list(asked)}}}\n"
+    space = load_space(str(_space(tmp_path, text)))
+    model = build_model(space.configs[0].config)
+    seen: list[int | None] = []
+    curve = robustness_curve(model, lambda: (seen.append(model.members[0].window_drop.test_keep) or 0.5, None), 0,
+                             space.training.test_keep_rates)
+    assert list(curve) == pytest.approx(list(measured))  # keyed by what was measured, one point per window rate
+    assert seen == [round(7 * math.sqrt(r)) for r in measured]
+    notes = " ".join(space.notes)
+    moved = [r for r in asked if r < 1 and not any(abs(r - round(m, 4)) < 1e-9 for m in measured)]
+    assert ("robustness curve measures the window rates nearest" in notes) == bool(moved)
+    assert ("rates that meet give one point" in notes) == (len(measured) < len([r for r in asked if r < 1]))

@@ -133,6 +133,23 @@ def flag_groups() -> dict[str, argparse.ArgumentParser]:
     return {"common": common, "one_config": one_config, "budgets": budgets, "cluster": cluster}
 
 
+def rate_number(text: str) -> float:
+    """A keep rate as given: a number (``0.5102``) or a fraction (``25/49``, how a Swin's rates are named)."""
+    numerator, slash, denominator = text.strip().partition("/")
+    try:
+        return float(numerator) / float(denominator) if slash else float(numerator)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"expected a number such as 0.5 or a fraction such as 25/49, got {text!r}") from None
+
+
+def rate_flag(text: str) -> float:
+    """:func:`rate_number` as an argparse type."""
+    try:
+        return rate_number(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def config_flags(parser: argparse.ArgumentParser, *, shape_required: bool = True, shape_note: str = "") -> None:
     """The flags of one config; ``shape_required=False`` leaves --resolution and --patch-size
     optional (``flops --curve`` spans them), with ``shape_note`` in their help."""
@@ -142,8 +159,8 @@ def config_flags(parser: argparse.ArgumentParser, *, shape_required: bool = True
     parser.add_argument("--model", required=True, help=f"model preset: {', '.join(PRESETS)}")
     parser.add_argument("--resolution", type=int, required=shape_required, help="image side in pixels" + shape_note)
     parser.add_argument("--patch-size", type=int, help="patch side in pixels (a ViT needs it; a Swin's is 4)" + shape_note)
-    parser.add_argument("--keep-rate", type=float, help="fraction of patches kept in training (default 1; a Swin "
-                                                        "takes (n/7)^2: 1, 0.7347, 0.5102, 0.3265, ...)")
+    parser.add_argument("--keep-rate", type=rate_flag, help="fraction of patches kept in training (default 1; a Swin "
+                                                            "takes (n/7)^2: 1, 0.7347 or 36/49, 0.5102 or 25/49, ...)")
     parser.add_argument("--depth", type=int, help="transformer blocks (default: the preset's)")
     parser.add_argument("--ensemble-size", type=int, default=default(Config, "ensemble_size"),
                         help="ensemble members (default %(default)s)")

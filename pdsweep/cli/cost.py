@@ -8,7 +8,7 @@ import json
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from pdsweep.cli._base import Command, choices, config_flags, config_of, default, json_flag
+from pdsweep.cli._base import Command, choices, config_flags, config_of, default, json_flag, rate_number
 
 if TYPE_CHECKING:
     from pdsweep.config import Config
@@ -110,7 +110,7 @@ ONE_CONFIG_ONLY = ("resolution", "keep_rate", "verify")  # and the memory flags 
 def rate_list(text: str) -> list[float]:
     """``0.5`` or ``0.5,0.25``: numbers here; :func:`pdsweep.cost.compute_curve` checks they are rates."""
     try:
-        return [float(part) for part in text.split(",")]
+        return [rate_number(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected keep rates separated by commas, such as 0.5,0.25, got {text!r}"
@@ -282,6 +282,8 @@ def _print_listed(tier: Plan, space: SearchSpace) -> None:
         config, cost = planned.config, planned.cost
         print(f"{planned.group:<{group_width}} {planned.label:<{label_width}} {config.name:<44} {config.tokens_kept:>6} "
               f"{cost.train_gflops:>9.4g} {cost.inference_gflops:>9.4g} {cost.memory_gb:>7.3g}")
+    for note in tier.notes:
+        print(f"note: {note}")
     print()
 
 

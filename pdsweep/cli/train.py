@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pdsweep.cli._base import Command, choices, config_of, default, json_flag, positive_float, set_flag
+from pdsweep.cli._base import Command, choices, config_of, default, json_flag, positive_float, rate_number, set_flag
 from pdsweep.errors import PdsweepError
 
 if TYPE_CHECKING:
@@ -124,9 +124,9 @@ class Train(Command):
 
 def _keep_range(text: str) -> tuple[float, float]:
     try:
-        low, high = (float(part) for part in text.split(","))
+        low, high = (rate_number(part) for part in text.split(","))
     except ValueError:
-        raise PdsweepError(f"--keep-range takes LOW,HIGH such as 0.5,1, got {text!r}.") from None
+        raise PdsweepError(f"--keep-range takes LOW,HIGH such as 0.5,1 (or 9/49,36/49), got {text!r}.") from None
     return low, high
 
 def _config_of(args: argparse.Namespace) -> Config:

@@ -231,7 +231,7 @@ def _parse_weights(where: _Where, raw: Any, base_dir: Path) -> dict[str, WeightS
         try:
             source = WeightSource.parse(text)
         except PdsweepError as error:
-            where.fail(f"weights.{model}", str(error).rstrip("."))
+            where.fail(f"weights.{model}", str(error).removesuffix("."))
         if source.kind == "file" and not Path(source.location).is_absolute():
             source = WeightSource("file", str(base_dir / source.location))
         weights[model] = source
@@ -303,7 +303,7 @@ def _parse_configs(where: _Where, raw: Any, with_weights: set[str]) -> tuple[Lis
         try:
             config = Config(**values)
         except PdsweepError as error:
-            where.fail(key_path, str(error).rstrip("."))
+            where.fail(key_path, str(error).removesuffix("."))
         listed.append(ListedConfig(config, str(entry.get("label", "")), str(entry.get("group", ""))))
     try:
         check_listed(tuple(listed))

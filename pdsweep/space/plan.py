@@ -118,7 +118,7 @@ def _plan_listed(space: SearchSpace, budget: Budget, policy: KeepPolicy, num_cla
         low = config.keep_range_low if config.keep_mode == "uniform" else config.keep_rate
         entry = space.configs[index]
         planned.append(PlannedConfig(cost, low, entry.label, entry.group))  # type: ignore[arg-type]
-    return Plan(space.name, budget, policy, len(planned), tuple(planned), listed=True)
+    return Plan(space.name, budget, policy, len(planned), tuple(planned), listed=True, notes=space.notes)
 
 
 def _nothing_fits(space: SearchSpace, budget: Budget, architectures: list[Config]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,12 +12,12 @@ from pdsweep._compat import restore_with_defaults
 from pdsweep.config import Config, Init, architecture_axes
 from pdsweep.cost import KeepRates, StepSetup
 from pdsweep.errors import PdsweepError
-from pdsweep.presets import SwinShape, get_preset
+from pdsweep.presets import PRESETS, SwinShape, get_preset
 from pdsweep.space.axes import Axis, Categorical, FloatRange, keep_rates
 from pdsweep.space.listed import ListedConfig, check_listed
 from pdsweep.space.settings import TrainingSettings
 from pdsweep.space.weights import WeightSource
-from pdsweep.windows import rates_text, rates_within, resolution_problem, resolutions_text
+from pdsweep.windows import names_rate, rates_text, rates_within, resolution_problem, resolutions_text, window_keep_nearest
 
 # A space larger than this is a typo (a range with a tiny step), not a sweep.
 MAX_VALUES_PER_AXIS = 10_000
@@ -48,6 +48,10 @@ class SearchSpace:
     configs: tuple[ListedConfig, ...] = ()
 
     def __post_init__(self) -> None:
+        swins = [PRESETS.get(str(m)) for m in self.axes["model"].values()] if "model" in self.axes else []
+        if "patch_size" not in self.axes and swins and all(isinstance(p, SwinShape) for p in swins):
+            # a space of Swins only: the patch size is theirs (a space is canonical, as a config is)
+            object.__setattr__(self, "axes", {**self.axes, "patch_size": Categorical((swins[0].patch_size,))})  # type: ignore[union-attr]
         for axis in REQUIRED_AXES:
             if axis not in self.axes:
                 raise PdsweepError(f"axes.{axis}: is missing; give a value, a list, or {{low: ..., high: ...}}.")
@@ -87,7 +91,7 @@ class SearchSpace:
                 problem = resolution_problem(preset, int(resolution))
                 if problem:
                     raise PdsweepError(f"axes.resolution: {model} cannot train at {resolution} px ({problem}); use "
-                                       f"{resolutions_text(preset)} or split the space into files.")
+                                       f"{resolutions_text(preset)}, or split the space into files.")
             depths = self.axes["depth"].values() if "depth" in self.axes else []
             shallow = [d for d in depths if d is not None and int(d) < preset.min_depth]
             if shallow:
@@ -101,10 +105,10 @@ class SearchSpace:
 
     @property
     def notes(self) -> tuple[str, ...]:
-        """What the space's axes mean for its Swins: the axes that do not apply to them, and the
-        keep rates a window takes of the space's."""
+        """What the space means for its Swins: the axes that do not apply to them, the keep rates a
+        window takes of the space's, and the test-time rates its robustness curve measures."""
         if self.configs:
-            return ()
+            return self._test_keep_notes(dict.fromkeys(e.config.model for e in self.configs))
         notes = []
         low, high = self.keep_rate_bounds
         for model in self.models:
@@ -117,8 +121,27 @@ class SearchSpace:
                 notes.append(f"{' and '.join(ignored)} {'do' if len(ignored) > 1 else 'does'} not apply to {model} (patch {preset.patch_size}; rows and "
                              "columns kept per window): ignored for it.")
             rates = rates_within(low, high, preset.window)
-            notes.append(f"{model} keeps (n/{preset.window})^2 of its tokens; of the space's keep rates it takes "
-                         f"{', '.join(f'{r:.4g}' for r in reversed(rates))}.")
+            notes.append(f"{model} keeps (n/{preset.window})^2 of its tokens, so within the space's keep rates "
+                         f"[{low:g}, {high:g}] it takes {', '.join(f'{r:.4g}' for r in reversed(rates))}.")
+        return (*notes, *self._test_keep_notes(self.models))
+
+    def _test_keep_notes(self, models: Iterable[str]) -> tuple[str, ...]:
+        """The test-time keep rates each Swin's robustness curve measures: the window rates
+        nearest ``training.test_keep_rates`` (rates that meet at one rate give one point)."""
+        notes = []
+        for model in models:
+            preset = get_preset(model)
+            if not isinstance(preset, SwinShape):
+                continue
+            W = preset.window
+            asked = [r for r in self.training.test_keep_rates if r < 1]
+            kept = {r: (window_keep_nearest(r, W) / W) ** 2 for r in asked}
+            moved = [f"{r:g} -> {k:.4g}" for r, k in kept.items() if not names_rate(r, k)]
+            if not moved:
+                continue
+            merged = len(set(kept.values())) < len(kept)
+            notes.append(f"{model}'s robustness curve measures the window rates nearest training.test_keep_rates: "
+                         f"{', '.join(moved)}" + ("; rates that meet give one point." if merged else "."))
         return tuple(notes)
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # pickled by an older pdsweep: new fields default
@@ -222,7 +245,7 @@ class SearchSpace:
         return list(dict.fromkeys(configs))  # a Swin ignores patch size and sampling: one config for all
 
 
-REQUIRED_AXES = ("model", "resolution", "patch_size", "keep_rate")
+REQUIRED_AXES = ("model", "resolution", "patch_size", "keep_rate")  # patch_size: not for a space of Swins only
 # Training settings a finetune section may not change: pretrained and random trials share them.
 SHARED_SETTINGS = ("epochs", "batch_size", "precision", "seed", "attention", "test_keep_rates")
 DEFAULT_AXES: dict[str, Axis] = {

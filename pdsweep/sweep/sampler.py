@@ -97,9 +97,11 @@ class BudgetSampler:
     def params(self, config: Config) -> dict[str, object]:
         """The Optuna parameters that :meth:`suggest` turns into ``config`` (to enqueue it)."""
         values: dict[str, object] = {name: getattr(config, name) for name in architecture_axes() if name in self.space.axes}
-        for name in ("patch_size", "sampling") if config.family == "swin" else ():  # axes a Swin ignores: any
+        # Axes a Swin ignores, and a uniform range that collapsed to one rate (a fixed config): any
+        # of the space's values gives it.
+        for name in ("patch_size", "sampling", "keep_mode") if config.family == "swin" else ("keep_mode",):
             choices = self.space.axes[name].values() if name in self.space.axes else [values.get(name)]
-            if name in values and values[name] not in choices:  # of the space's values gives it
+            if name in values and values[name] not in choices:
                 values[name] = choices[0]
         if self.policy == "search":
             setup, rates = self.space.step_for(config), self.space.keep_rates
@@ -154,7 +156,7 @@ class BudgetSampler:
                     for v in sorted(axis.values())
                     if float(v) <= planned.config.keep_rate
                 ]
-        return configs
+        return list(dict.fromkeys(configs))  # a uniform range of one rate is the fixed config
 
 
 def _fraction_of(config: Config, rates, highest: float) -> float:

@@ -14,7 +14,7 @@ from pdsweep.cost import Attention
 from pdsweep.presets import SwinShape
 from pdsweep.training.patch_dropout import PatchDropout
 from pdsweep.training.swin_dropout import WindowPatchDropout
-from pdsweep.windows import window_keep_at_most
+from pdsweep.windows import window_keep_nearest
 
 
 def build_member(config: Config, *, device: str | torch.device | None = None, attention: Attention = "fused") -> nn.Module:
@@ -71,7 +71,7 @@ def set_test_keep(member: nn.Module, keep_rate: float | None) -> None:
     """Make ``member`` drop tokens in evaluation at ``keep_rate`` (None: use every token)."""
     if hasattr(member, "window_drop"):
         window = member.window_drop.window
-        member.window_drop.test_keep = None if keep_rate is None else window_keep_at_most(keep_rate, window)
+        member.window_drop.test_keep = None if keep_rate is None else window_keep_nearest(keep_rate, window)
     else:
         member.patch_drop.test_keep_rate = keep_rate
 
@@ -105,11 +105,12 @@ def build_model(config: Config, *, device: str | torch.device | None = None, att
 
 def kept_at_test(model: Ensemble, keep_rate: float) -> float:
     """The keep rate ``model`` keeps when asked for ``keep_rate`` at test time: a Swin's window
-    keeps (n/W)^2 (the most n not above it), a ViT the rate asked."""
+    keeps (n/W)^2 (the n whose rate is nearest, :func:`pdsweep.windows.window_keep_nearest`), a
+    ViT the rate asked."""
     member = model.members[0]
     if hasattr(member, "window_drop"):
         window = member.window_drop.window
-        return (window_keep_at_most(keep_rate, window) / window) ** 2
+        return (window_keep_nearest(keep_rate, window) / window) ** 2
     return keep_rate
 
 
