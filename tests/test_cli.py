@@ -62,6 +62,21 @@ def test_plan_text_and_search_policy(cli) -> None:
     assert "of 36 architectures fit 0.02 GFLOPs" in result.out
 
 
+def test_plan_text_tells_apart_rows_that_differ_in_sampling_or_keep_mode(cli, tmp_path: Path) -> None:
+    space = _space(tmp_path, "axes: {model: vit_micro, resolution: 32, patch_size: 8, sampling: [random, structured],\n"
+                             "       keep_mode: [fixed, uniform], keep_rate: {low: 0.25, high: 1.0}}\n")
+    result = cli("plan", "--space", space, "--budget-gflops", "1")
+    assert result.code == 0, result.err
+    header, *rows = result.out.splitlines()[1:6]
+    assert header.split()[-1] == "sampling"
+    # Four configs, four different rows: the uniform ones show their range, every row its sampling.
+    assert len(set(rows)) == 4 and sum("0.250~1.000" in row for row in rows) == 2
+    assert {row.split()[-1] for row in rows} == {"random", "structured"}
+    assert "drawn per step from the range" in result.out
+    plain = cli("plan", "--space", "quickstart", "--budget-gflops", "0.02").out
+    assert "sampling" not in plain.splitlines()[1] and "~" not in plain  # the columns only where the space varies them
+
+
 def _space(tmp_path: Path, text: str) -> str:
     path = tmp_path / "bad.yaml"
     path.write_text(text)

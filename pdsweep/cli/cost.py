@@ -301,18 +301,28 @@ def _print_plan(tier: Plan, space: SearchSpace) -> None:
         f"space {tier.space!r}: {len(tier.configs)} of {tier.architectures} architectures fit {tier.budget} "
         f"({keep}; memory at batch {training.batch_size}, {training.precision}, {optimizer})"
     )
+    # Columns for the axes that tell rows apart only where the space varies them.
+    sampled = len({c.config.sampling for c in tier.configs}) > 1
     print(f"{'model':<11} {'res':>4} {'patch':>5} {'depth':>5} {'K':>2} {'keep':>11} {'tokens':>6} "
-          f"{'train GF':>9} {'infer GF':>9} {'mem GB':>7}" + (" init" if inits else ""))
+          f"{'train GF':>9} {'infer GF':>9} {'mem GB':>7}" + (" init" if inits else "") + (" sampling" if sampled else ""))
     for planned in tier.configs:
         config, cost = planned.config, planned.cost
-        keep_rate = f"{planned.keep_rate_low:.3f}-{config.keep_rate:.3f}" if search else f"{config.keep_rate:.3f}"
+        if search:
+            keep_rate = f"{planned.keep_rate_low:.3f}-{config.keep_rate:.3f}"
+        elif config.keep_mode == "uniform":  # drawn per step from the range
+            keep_rate = f"{config.keep_range_low:.3f}~{config.keep_rate:.3f}"
+        else:
+            keep_rate = f"{config.keep_rate:.3f}"
         print(
             f"{config.model:<11} {config.resolution:>4} {config.patch_size:>5} {config.blocks:>5} "
             f"{config.ensemble_size:>2} {keep_rate:>11} {config.tokens_kept:>6} {cost.train_gflops:>9.4g} "
             f"{cost.inference_gflops:>9.4g} {cost.memory_gb:>7.3g}" + (f" {config.init}" if inits else "")
+            + (f" {config.sampling}" if sampled else "")
         )
     if search:
         print("(costs at the top of each keep-rate range: no trial costs more)")
+    elif any(p.config.keep_mode == "uniform" for p in tier.configs):
+        print("(low~high: a keep rate drawn per step from the range; its cost is the mean over the draws)")
     for note in tier.notes:
         print(f"note: {note}")
     print()
