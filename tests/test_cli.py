@@ -36,6 +36,44 @@ def test_flops_text_output(cli) -> None:
     assert "train GFLOPs" in result.out and "memory" in result.out
 
 
+def test_flops_costs_a_uniform_keep_as_the_mean_over_its_draws_and_any_sampling(cli) -> None:
+    """flops takes the keep flags train takes: a uniform config costs the mean of the fixed configs
+    it draws (a ViT: every patch count in the range; a Swin: every n), and sampling changes what is kept."""
+    from pdsweep.config import Config, patches_kept
+    from pdsweep.cost import train_gflops
+
+    vit = cli("flops", "--model", "vit_micro", "--resolution", "32", "--patch-size", "8", "--keep-mode", "uniform",
+              "--keep-range", "0.25,1", "--json")
+    assert vit.code == 0, vit.err
+    fixed = [train_gflops(Config("vit_micro", 32, 8, keep_rate=count / 16)) for count in range(patches_kept(16, 0.25), 17)]
+    assert vit.json()["train_gflops"] == pytest.approx(sum(fixed) / len(fixed), rel=1e-9)
+    assert vit.json()["config"]["keep_mode"] == "uniform" and vit.json()["eq1_gflops"] is None
+    swin = cli("flops", "--model", "swin_tiny", "--resolution", "224", "--keep-mode", "uniform", "--keep-range",
+               "9/49,36/49", "--json")
+    assert swin.code == 0, swin.err
+    fixed = [train_gflops(Config("swin_tiny", 224, 4, keep_rate=(n / 7) ** 2)) for n in (3, 4, 5, 6)]
+    assert swin.json()["train_gflops"] == pytest.approx(sum(fixed) / 4, rel=1e-9)
+    structured = cli("flops", "--model", "vit_micro", "--resolution", "64", "--patch-size", "8", "--keep-rate", "0.3",
+                     "--sampling", "structured", "--json").json()
+    assert structured["patches_kept"] == Config("vit_micro", 64, 8, keep_rate=0.3, sampling="structured").patches_kept
+    assert "drawn per step" in cli("flops", "--model", "swin_tiny", "--resolution", "224", "--keep-mode", "uniform",
+                                   "--keep-range", "0.1837,1").out
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (("--keep-mode", "uniform", "--keep-range", "0.25,1", "--verify"), "--verify counts one forward pass"),
+    (("--keep-range", "0.25,1"), "--keep-range is for --keep-mode uniform"),
+    (("--keep-mode", "uniform"), "--keep-mode uniform needs --keep-range"),
+    (("--keep-mode", "uniform", "--keep-range", "a,b"), "--keep-range takes LOW,HIGH"),
+])
+def test_flops_refuses_keep_flags_that_do_not_make_one_costable_config(cli, args: tuple[str, ...], fragment: str) -> None:
+    assert_one_line_error(cli("flops", "--model", "vit_micro", "--resolution", "32", "--patch-size", "8", *args), fragment)
+    if "--verify" not in args:
+        return
+    curve = cli("flops", "--model", "vit_micro", "--curve", "--keep-mode", "uniform")
+    assert_one_line_error(curve, "--curve spans every resolution", "drop --keep-mode")
+
+
 def test_plan_json_lists_only_configs_within_budget(cli) -> None:
     r = cli("plan", "--budget-gflops", "17.6", "--json").json()
     assert r["budget_gflops"] == 17.6 and r["architectures"] == 432

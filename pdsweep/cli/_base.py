@@ -166,6 +166,41 @@ def config_flags(parser: argparse.ArgumentParser, *, shape_required: bool = True
                         help="ensemble members (default %(default)s)")
 
 
+def keep_flags(parser: argparse.ArgumentParser) -> None:
+    """How a config keeps patches, beside :func:`config_flags`: sampling and keep mode (default
+    None, so a command can tell them given; :func:`keep_values` fills in the defaults)."""
+    from pdsweep.config import KeepMode, Sampling
+
+    parser.add_argument("--sampling", choices=choices(Sampling),
+                        help="which patches survive (default random; a Swin keeps its window's rows and columns)")
+    parser.add_argument("--keep-mode", choices=choices(KeepMode),
+                        help="fixed (default), or uniform: a keep rate drawn per iteration from --keep-range")
+    parser.add_argument("--keep-range", metavar="LOW,HIGH",
+                        help="keep-rate range for --keep-mode uniform, e.g. 0.5,1 (a Swin's: 9/49,36/49)")
+
+
+def keep_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The config values of --keep-rate and :func:`keep_flags`: keep rate, keep mode, the range's
+    low end, and sampling where it was given."""
+    keep_mode = args.keep_mode or "fixed"
+    keep_rate, keep_low = 1.0 if args.keep_rate is None else args.keep_rate, None
+    if keep_mode == "uniform":
+        if not args.keep_range:
+            raise PdsweepError("--keep-mode uniform needs --keep-range LOW,HIGH (e.g. 0.5,1).")
+        if args.keep_rate is not None:
+            raise PdsweepError("give --keep-range (its HIGH is the keep rate) or --keep-rate, not both.")
+        try:
+            keep_low, keep_rate = (rate_number(part) for part in args.keep_range.split(","))
+        except ValueError:
+            raise PdsweepError(f"--keep-range takes LOW,HIGH such as 0.5,1 (or 9/49,36/49), got {args.keep_range!r}.") from None
+    elif args.keep_range:
+        raise PdsweepError("--keep-range is for --keep-mode uniform; add --keep-mode uniform or drop it.")
+    values: dict[str, Any] = {"keep_rate": keep_rate, "keep_mode": keep_mode, "keep_range_low": keep_low}
+    if args.sampling is not None:
+        values["sampling"] = args.sampling
+    return values
+
+
 def config_of(args: argparse.Namespace, **values: Any) -> Config:
     """The config the flags of :func:`config_flags` (and ``values``) give: a Swin's patch size is
     its own, and its keep rates are those its window expresses, never rounded silently."""

@@ -8,7 +8,7 @@ import json
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from pdsweep.cli._base import Command, choices, config_flags, config_of, default, json_flag, rate_number
+from pdsweep.cli._base import Command, choices, config_flags, config_of, default, json_flag, keep_flags, keep_values, rate_number
 
 if TYPE_CHECKING:
     from pdsweep.config import Config
@@ -30,6 +30,7 @@ class Flops(Command):
         # --resolution and --patch-size optional: --curve spans the resolutions.
         config_flags(parser, shape_required=False,
                      shape_note=f" (--curve: every resolution, patch size {CURVE_PATCH_SIZE} unless given)")
+        keep_flags(parser)
         parser.add_argument("--num-classes", type=int, default=default(Config, "num_classes"),
                             help="classes of the head (default %(default)s)")
         # Memory flags default to None so that --curve can refuse them; StepSetup fills the rest.
@@ -66,8 +67,10 @@ class Flops(Command):
                        if value is None and not (swin and flag == "--patch-size")]:
             raise PdsweepError(f"flops needs {' and '.join(missing)} for one config; give {_it(missing)}, or add "
                                "--curve for the compute curve over every resolution.")
-        config = config_of(args, keep_rate=1.0 if args.keep_rate is None else args.keep_rate,
-                           num_classes=args.num_classes)
+        config = config_of(args, **keep_values(args), num_classes=args.num_classes)
+        if args.verify and config.keep_mode == "uniform":
+            raise PdsweepError("--verify counts one forward pass, and a uniform config's train GFLOPs are the mean over "
+                               "its draws; verify each end with --keep-rate LOW and --keep-rate HIGH instead.")
         setup = cost.StepSetup(**{name: getattr(args, name) for name in _memory_dests() if _given(args, (name,))})
         estimate = cost.estimate(config, setup)
         result: dict[str, Any] = {
@@ -77,7 +80,8 @@ class Flops(Command):
             "tokens_kept": config.tokens_kept,
             "train_gflops": estimate.train_gflops,
             "inference_gflops": estimate.inference_gflops,
-            "eq1_gflops": None if config.family == "swin" else cost.eq1_flops(config) / cost.GIGA,
+            # Eq. 1 is the paper's for one token count: none for a Swin, nor for a draw per step
+            "eq1_gflops": None if config.family == "swin" or config.keep_mode == "uniform" else cost.eq1_flops(config) / cost.GIGA,
             "params": cost.param_count(config),
             "memory_gb": estimate.memory_gb,
             "memory": {
@@ -104,7 +108,7 @@ class Flops(Command):
 
 CURVE_PATCH_SIZE = 16  # --curve without --patch-size
 CURVE_ONLY = ("keep_rates", "out")
-ONE_CONFIG_ONLY = ("resolution", "keep_rate", "verify")  # and the memory flags (:func:`_memory_dests`)
+ONE_CONFIG_ONLY = ("resolution", "keep_rate", "keep_mode", "keep_range", "sampling", "verify")  # and the memory flags
 
 
 def rate_list(text: str) -> list[float]:
@@ -186,6 +190,9 @@ def _print_flops(config: Config, result: dict[str, Any]) -> None:
     else:
         rows = [("patches", f"{result['num_patches']}; {result['patches_kept']} kept + 1 class token = "
                             f"{result['tokens_kept']} tokens in training")]
+    if config.keep_mode == "uniform":
+        rows.append(("keep", f"drawn per step from {config.keep_range_low:.4g} to {config.keep_rate:.4g} (patches: "
+                             "the top of the range; train GFLOPs: the mean over the draws)"))
     rows += [
         ("train GFLOPs", f"{result['train_gflops']:.6g}"),
         ("inference GFLOPs", f"{result['inference_gflops']:.6g}"),

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pdsweep.cli._base import Command, choices, config_of, default, json_flag, positive_float, rate_number, set_flag
+from pdsweep.cli._base import Command, choices, config_of, default, json_flag, keep_flags, keep_values, positive_float, set_flag
 from pdsweep.errors import PdsweepError
 
 if TYPE_CHECKING:
@@ -28,16 +28,11 @@ class Train(Command):
     groups = ("one_config",)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        from pdsweep.config import Config, KeepMode, Sampling
         from pdsweep.cost import OptimizerName, Precision
         from pdsweep.sweep.settings import SweepSettings
         from pdsweep.training.device import DeviceName
 
-        parser.add_argument("--sampling", choices=choices(Sampling), default=default(Config, "sampling"),
-                            help="which patches survive (default %(default)s)")
-        parser.add_argument("--keep-mode", choices=choices(KeepMode), default=default(Config, "keep_mode"),
-                            help="fixed, or uniform: a keep rate drawn per iteration from --keep-range")
-        parser.add_argument("--keep-range", metavar="LOW,HIGH", help="keep-rate range for --keep-mode uniform, e.g. 0.5,1")
+        keep_flags(parser)
         parser.add_argument("--dataset", default=default(SweepSettings, "dataset"),
                             help="synthetic[:N] (default), folder:PATH, npz:PATH or parquet:PATH")
         parser.add_argument("--space", help="take training settings from this space file or name")
@@ -122,25 +117,8 @@ class Train(Command):
         return 0
 
 
-def _keep_range(text: str) -> tuple[float, float]:
-    try:
-        low, high = (rate_number(part) for part in text.split(","))
-    except ValueError:
-        raise PdsweepError(f"--keep-range takes LOW,HIGH such as 0.5,1 (or 9/49,36/49), got {text!r}.") from None
-    return low, high
-
 def _config_of(args: argparse.Namespace) -> Config:
-    keep_rate, keep_low = 1.0 if args.keep_rate is None else args.keep_rate, None
-    if args.keep_mode == "uniform":
-        if not args.keep_range:
-            raise PdsweepError("--keep-mode uniform needs --keep-range LOW,HIGH (e.g. 0.5,1).")
-        if args.keep_rate is not None:
-            raise PdsweepError("give --keep-range (its HIGH is the keep rate) or --keep-rate, not both.")
-        keep_low, keep_rate = _keep_range(args.keep_range)
-    elif args.keep_range:
-        raise PdsweepError("--keep-range is for --keep-mode uniform; add --keep-mode uniform or drop it.")
-    return config_of(args, keep_rate=keep_rate, sampling=args.sampling, keep_mode=args.keep_mode,
-                     keep_range_low=keep_low, init="pretrained" if args.pretrained else "random")
+    return config_of(args, **keep_values(args), init="pretrained" if args.pretrained else "random")
 
 
 def _weights_of(args: argparse.Namespace, config: Config) -> WeightFile | None:
