@@ -43,13 +43,15 @@ def optuna_number(study: optuna.Study, trial_id: int) -> int | None:
     return None
 
 
-def asha_trial_ids(scheduler: Any) -> set[str]:
-    """The trial ids an ``AsyncHyperBandScheduler`` tracks.
+def asha_rungs(scheduler: Any) -> tuple[dict[float, dict[str, float]], float]:
+    """The rungs of an ``AsyncHyperBandScheduler`` with one bracket (milestone -> trial id ->
+    value recorded there) and its reduction factor.
 
-    Ray 2.60.0 (``AsyncHyperBandScheduler._trial_info``). Only for tiered schedulers pickled by
-    pdsweep before they kept their own map of trials.
+    Ray 2.60.0 (``AsyncHyperBandScheduler._brackets``, ``_Bracket._rungs`` and ``_Bracket.rf``).
+    Only for tiered schedulers pickled by pdsweep before it kept rungs of its own.
     """
-    return set(scheduler._trial_info)
+    bracket = scheduler._brackets[0]
+    return {float(milestone): dict(recorded) for milestone, recorded in bracket._rungs}, float(bracket.rf)
 
 
 def rebase_trial_storage(trial: Any, experiment_fs_path: str) -> bool:

@@ -27,15 +27,16 @@ def test_an_optuna_trial_by_number_is_that_trial() -> None:
     assert _compat.optuna_number(study, 10_000) is None
 
 
-def test_asha_tracks_the_trials_added_to_it() -> None:
+def test_asha_rungs_are_read_with_what_they_recorded() -> None:
     from ray.tune.schedulers import AsyncHyperBandScheduler
 
-    asha = AsyncHyperBandScheduler(time_attr="epoch", metric="acc", mode="max", max_t=4)
+    asha = AsyncHyperBandScheduler(time_attr="epoch", metric="acc", mode="max", max_t=4, grace_period=1, reduction_factor=2)
     trial = SimpleNamespace(trial_id="t0", config={})
     asha.on_trial_add(None, trial)
-    assert _compat.asha_trial_ids(asha) == {"t0"}
-    asha.on_trial_remove(None, trial)
-    assert _compat.asha_trial_ids(asha) == set()
+    asha.on_trial_result(None, trial, {"epoch": 1, "acc": 0.25})
+    rungs, reduction = _compat.asha_rungs(asha)
+    assert reduction == 2 and set(rungs) == {1.0, 2.0, 4.0}
+    assert rungs[1.0] == {"t0": 0.25} and rungs[2.0] == {}
 
 
 def test_option_strings_include_those_of_parent_parsers() -> None:

@@ -63,19 +63,19 @@ def test_coordinates_order_models_by_width_and_separate_names() -> None:
     assert math.isclose(math.dist(p, q), 1.0)
 
 
-def test_the_startup_design_holds_the_baseline_and_spends_less_per_spread() -> None:
-    from statistics import fmean
-
+def test_the_startup_design_starts_at_both_ends_of_the_trade_then_spreads_cheapest_first() -> None:
     from pdsweep.cost import train_gflops
     from pdsweep.sweep.design import startup_design
 
     candidates = _grid()
     design = startup_design(candidates, 6, seed=0)
-    baseline = max((c for c in candidates if c.keep_rate == 1.0), key=train_gflops)
-    assert baseline in design and len({c.name for c in design}) == 6
-    costs = [train_gflops(c) for c in design]
-    assert costs == sorted(costs)  # cheapest first: the first results for the least compute
-    # Weighted by cost, the spread is bought cheaper than by plain maximin from the same start.
-    plain = space_filling(candidates, 6, seed=0, first=baseline)
-    assert fmean(costs) < fmean(train_gflops(c) for c in plain)
-    assert _min_distance(design) > 0
+    assert len({c.name for c in design}) == 6 and _min_distance(design) > 0
+    # First the baseline without PatchDropout (the costliest config at keep 1) ...
+    full = [c for c in candidates if c.keep_rate == 1.0]
+    assert design[0] == max(full, key=train_gflops)
+    # ... then the study's corner: the most patch tokens, at the lowest keep rate among them.
+    most = max(c.num_patches for c in candidates)
+    assert design[1].num_patches == most
+    assert design[1].keep_rate == min(c.keep_rate for c in candidates if c.num_patches == most) < 1.0
+    rest = [train_gflops(c) for c in design[2:]]
+    assert rest == sorted(rest)  # the spread, cheapest first

@@ -474,6 +474,55 @@ def test_tpe_starts_from_a_space_filling_design(tmp_path: Path) -> None:
     assert all(t.system_attrs.get("fixed_params") for t in searcher.study("tier-1").trials[:4])
 
 
+def _parallel_sweep(tmp_path: Path, folder: str, concurrency: int, policy: str = "fill") -> tuple[list[Config], BudgetSearcher]:
+    """Eight trials of the twelve-config space, ``concurrency`` at a time: each ask after the
+    first ``concurrency`` comes when the oldest running trial ends (scored by ``_accuracy``)."""
+    (tmp_path / "twelve.yaml").write_text(TWELVE)
+    (tmp_path / folder).mkdir()
+    searcher = BudgetSearcher(load_space(str(tmp_path / "twelve.yaml")), [Budget(1.0)], search="tpe", trials=8,
+                              policy=policy, seed=0, store=SweepStore(str(tmp_path / folder), "s"),  # type: ignore[arg-type]
+                              context=CONTEXT, num_classes=4, concurrency=concurrency)
+    (tmp_path / folder / "s").mkdir()
+    issued, running = [], []
+    for i in range(8):
+        if len(running) == concurrency:
+            trial_id, config = running.pop(0)
+            searcher.on_trial_complete(trial_id, {"epoch": 2, "val_accuracy": _accuracy(config), "done_training": True})
+        config = Config(**searcher.suggest(f"t{i}")["config"])
+        issued.append(config)
+        running.append((f"t{i}", config))
+    return issued, searcher
+
+
+def test_parallel_trials_start_from_the_design_then_ask_tpe_with_a_constant_liar(tmp_path: Path, monkeypatch) -> None:
+    from pdsweep.sweep import searcher as searcher_module
+    from pdsweep.sweep.design import startup_design
+
+    issued, searcher = _parallel_sweep(tmp_path, "tpe", concurrency=4)
+    design = startup_design(searcher.samplers["tier-1"].candidates, 4, seed=0)
+    assert issued[:4] == design  # every slot's first trial is a point of the design
+    # Asked while three trials still ran: TPE's asks, not the random draws a start-up of ended
+    # trials (Optuna's count) would have given. The same sweep with TPE left in its random start-up:
+    real = searcher_module.make_optuna_sampler
+    monkeypatch.setattr(searcher_module, "make_optuna_sampler",
+                        lambda kind, seed, startup=10: real(kind, seed, startup=1_000))
+    random_issued, _ = _parallel_sweep(tmp_path, "random-start", concurrency=4)
+    assert random_issued[:4] == design
+    assert [c.name for c in issued[4:]] != [c.name for c in random_issued[4:]]
+    assert len({c.name for c in issued}) == 8  # no config twice
+
+
+def test_the_design_has_a_point_for_every_slot_and_spreads_the_keep_fraction(tmp_path: Path) -> None:
+    issued, searcher = _parallel_sweep(tmp_path, "search", concurrency=5, policy="search")
+    design = searcher.study("tier-1").trials[:5]
+    assert all(t.system_attrs.get("fixed_params") for t in design)  # more than a third of 8 trials: one per slot
+    fractions = sorted(t.params["keep_fraction"] for t in design)
+    # A point in each fifth of the keep fraction's range (as near as an architecture's patch count
+    # lets it keep), not five at the most the budget affords.
+    assert fractions[0] < 0.3 and fractions[-1] > 0.7 and len({min(int(f * 5), 4) for f in fractions}) >= 4
+    assert len({c.keep_rate for c in issued[:5]}) >= 4
+
+
 def test_no_trial_stays_open_when_a_tier_runs_out_of_quota(tmp_path: Path) -> None:
     (tmp_path / "twelve.yaml").write_text(TWELVE)
     space = load_space(str(tmp_path / "twelve.yaml"))

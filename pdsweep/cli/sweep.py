@@ -35,8 +35,10 @@ class Run(Command):
         parser.add_argument("--scheduler", choices=choices(SchedulerName),
                             help="early stopping (default asha; a space of listed configs: none, every config "
                                  "trains to the end)")
-        parser.add_argument("--grace-period", type=int, default=of("grace_period"),
-                            help="epochs before ASHA may stop a trial (default %(default)s)")
+        parser.add_argument("--grace-period", type=int, default=of("grace_period"), metavar="EPOCHS",
+                            help="the first epoch at which ASHA may stop a trial (default: a quarter of the epochs); "
+                                 "never before warm-up ends, and a trial is only compared with trials at its keep "
+                                 "rate or lower")
         parser.add_argument("--reduction-factor", type=float, default=of("reduction_factor"),
                             help="ASHA's reduction factor (default %(default)g)")
         parser.add_argument("--repeats", type=int, default=of("repeats"),

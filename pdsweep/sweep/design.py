@@ -9,8 +9,9 @@ keep rate on its range; an axis of names (sampling, keep mode) counts 1 between 
 names. Ties are broken in an order drawn with the sweep's seed.
 
 :func:`startup_design` is what a tier's search starts with (``bench/search.py`` measured the
-choices against a table of real results; ``bench/RESULTS.md``): the tier's baseline without
-PatchDropout, then the spread that costs least per unit of distance, cheapest first.
+choices against tables of real results; ``bench/RESULTS.md``): the two ends of PatchDropout's
+trade (the tier's baseline at keep rate 1, and the most tokens and model at the lowest keep rate),
+then the spread, cheapest first.
 
 :func:`nearest_unseen` is what a tier trains instead of a config it has trained already: the
 untried config closest to it, so a searcher that wants the same region again gets the next point
@@ -21,8 +22,7 @@ from __future__ import annotations
 
 import math
 import random
-import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from pdsweep.config import Config, architecture_axes
 from pdsweep.presets import get_preset
@@ -63,29 +63,19 @@ def _distance(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return math.dist(a, b)
 
 
-def space_filling(candidates: Sequence[Config], count: int, seed: int, *,
-                  cost: Callable[[Config], float] | None = None, first: Config | None = None) -> list[Config]:
+def space_filling(candidates: Sequence[Config], count: int, seed: int, *, first: Sequence[Config] = ()) -> list[Config]:
     """``count`` of ``candidates`` spread over them by greedy maximin distance (all of them when
-    ``count`` is at least their number). With ``cost``, each next pick maximises its distance
-    per relative cost (distance / (cost / median cost)), so a cheap config far from the picks
-    wins over a dear one as far. ``first``: the first pick (else one drawn with ``seed``)."""
+    ``count`` is at least their number). ``first``: the first picks (else one drawn with ``seed``)."""
     if not candidates or count <= 0:
         return []
     points = coordinates(candidates)
     rng = random.Random(seed)
     order = list(range(len(candidates)))
     rng.shuffle(order)  # ties go to a seeded order, not to the order of the list
-    if cost is None:
-        weight = [1.0] * len(candidates)
-    else:
-        costs = [max(cost(c), 1e-12) for c in candidates]
-        middle = statistics.median(costs)
-        weight = [middle / c for c in costs]
-    start = candidates.index(first) if first is not None and first in candidates else order[0]
-    picked = [start]
-    nearest = [_distance(points[i], points[start]) for i in range(len(candidates))]
+    picked = list(dict.fromkeys(candidates.index(c) for c in first if c in candidates))[:count] or [order[0]]
+    nearest = [min(_distance(points[i], points[p]) for p in picked) for i in range(len(candidates))]
     while len(picked) < min(count, len(candidates)):
-        best = max(order, key=lambda i: nearest[i] * weight[i])
+        best = max(order, key=lambda i: nearest[i])
         if nearest[best] <= 0:  # what is left sits on a point already picked
             best = next(i for i in order if i not in picked)
         picked.append(best)
@@ -94,15 +84,35 @@ def space_filling(candidates: Sequence[Config], count: int, seed: int, *,
 
 
 def startup_design(candidates: Sequence[Config], count: int, seed: int) -> list[Config]:
-    """A tier's first ``count`` trials: the tier's baseline without PatchDropout (its costliest
-    config at keep rate 1, when it has one), then the configs that cover the feasible set with
-    the most spread per FLOP (:func:`space_filling` weighted by train cost), issued cheapest
-    first, so the first results arrive for the least compute and the model after them learns
-    from configs across the whole set."""
+    """A tier's first ``count`` trials: the two ends of PatchDropout's trade first, then the spread.
+
+    - the tier's baseline without PatchDropout: its costliest config at keep rate 1;
+    - the study's corner (:func:`study_corner`): the budget spent on what a reduced keep rate
+      buys, the most patch tokens and the widest, deepest model, at the lowest keep rate;
+    - then the configs that cover the rest of the feasible set by greedy maximin distance,
+      cheapest first, so their results arrive for the least compute.
+
+    The two ends run first so that the first results a user sees answer the study's question
+    (does the trade pay on this data?), and a reduced keep rate is in every tier's search from
+    its start. ``bench/search.py`` compared this with cost-weighted spreads and a cheapest-first
+    order (``bench/RESULTS.md``): on its selection table it ended every 8-trial sweep within
+    0.5 points of the tier's best, where the cost-weighted start of earlier versions ended
+    58-78% of them there.
+    """
     from pdsweep.cost import train_gflops
 
     baseline = max((c for c in candidates if c.keep_rate >= 1.0), key=lambda c: (train_gflops(c), c.name), default=None)
-    return sorted(space_filling(candidates, count, seed, cost=train_gflops, first=baseline), key=train_gflops)
+    ends = list(dict.fromkeys(c for c in (baseline, study_corner(candidates)) if c is not None))[:count]
+    spread = space_filling(candidates, count, seed, first=ends)[len(ends):]
+    return ends + sorted(spread, key=train_gflops)
+
+
+def study_corner(candidates: Sequence[Config]) -> Config | None:
+    """The candidate the PatchDropout study's trades point to: the most patch tokens before
+    dropout (the largest image over the finest patch grid), then the widest and deepest model
+    and the largest ensemble, at the lowest keep rate among those."""
+    return max(candidates, key=lambda c: (c.num_patches, c.preset.embed_dim, c.blocks, c.ensemble_size,
+                                          -c.keep_rate, c.name), default=None)
 
 
 def nearest_unseen(config: Config, candidates: Sequence[Config], seen: set[str]) -> Config | None:

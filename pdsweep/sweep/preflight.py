@@ -51,6 +51,7 @@ def preflight(settings: SweepSettings, space: SearchSpace, plans: dict[float, Pl
         f"{epochs} epochs on {images:,} images ({settings.dataset})")
     for line in init_lines(space, weights or {}, settings.scheduler):
         err(line)
+    err(stopping_line(settings, space.training))
     for line in lines:
         err(line)
     err(f"  estimated compute: ~{_flops(planned * 1e12)} (train GFLOPs x images x epochs x 3, before early stopping)")
@@ -75,6 +76,20 @@ def preflight(settings: SweepSettings, space: SearchSpace, plans: dict[float, Pl
         err(f"  that is {format_hours(hours)} on this machine's CPUs, which have no GPU; start with the smaller space: "
             f"`pdsweep run {SMALLER_START}`")
     return ComputePlan(planned, hours), throughput
+
+
+def stopping_line(settings: SweepSettings, training: TrainingSettings) -> str:
+    """When the sweep may stop a trial early (see :mod:`pdsweep.sweep.schedulers`)."""
+    from pdsweep.sweep.schedulers import first_rung
+
+    if settings.scheduler == "none":
+        return "  early stopping: none (every trial trains to its last epoch)"
+    first = first_rung(training.epochs, training.warmup_epochs, settings.grace_period)
+    if first >= training.epochs:
+        return f"  early stopping: none (its first rung, epoch {first}, is not before the last of {training.epochs})"
+    return (f"  early stopping: ASHA per tier from epoch {first} of {training.epochs} (after {training.warmup_epochs} "
+            f"warm-up), reduction factor {settings.reduction_factor:g}; a trial is compared only with trials at its keep "
+            "rate or lower")
 
 
 def init_lines(space: SearchSpace, weights: Mapping[str, WeightFile], scheduler: str = "none") -> list[str]:

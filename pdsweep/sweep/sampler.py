@@ -136,6 +136,13 @@ class BudgetSampler:
                         return candidate
         return None
 
+    def at_fraction(self, config: Config, fraction: float) -> Config:
+        """``config``'s architecture at ``fraction`` of the way from the space's lowest keep rate
+        to the highest the budget affords it (as :meth:`suggest` maps ``keep_fraction``)."""
+        rates = self.space.keep_rates
+        highest = largest_keep_rate(replace(config, keep_rate=rates.high), self.budget, self.space.step_for(config), rates)
+        return replace(config, keep_rate=keep_rate_between(config, rates, highest or config.keep_rate, fraction))
+
     def grid(self) -> list[Config]:
         """Every feasible config once: each architecture at its ``fill`` keep rate, or at each
         listed keep rate it can afford when the space lists keep rates; a space's listed configs
@@ -171,11 +178,12 @@ def _fraction_of(config: Config, rates, highest: float) -> float:
     return 1.0 if high <= low else min(1.0, max(0.0, (patches_kept(n, config.keep_rate) - low) / (high - low)))
 
 
-def startup_trials(quota: int) -> int:
+def startup_trials(quota: int, concurrency: int = 1) -> int:
     """How many of a tier's ``quota`` trials start the search from a space-filling design before
     TPE models the results: a third, at least 2 and at most 10 (Optuna's default, which alone
-    would leave a sweep of 8 trials a random search)."""
-    return max(2, min(10, math.ceil(quota * STARTUP_SHARE)))
+    would leave a sweep of 8 trials a random search), and at least ``concurrency``: every slot's
+    first trial is a point of the design, and TPE's first ask comes once one of them has ended."""
+    return min(quota, max(concurrency, 2, min(10, math.ceil(quota * STARTUP_SHARE))))
 
 
 def _suggest_axis(trial: optuna.Trial, name: str, axis: Categorical | IntRange | FloatRange) -> object:
@@ -187,10 +195,13 @@ def _suggest_axis(trial: optuna.Trial, name: str, axis: Categorical | IntRange |
 
 
 def make_optuna_sampler(kind: SearchKind, seed: int, startup: int = 10) -> optuna.samplers.BaseSampler:
-    """TPE (multivariate, constant liar for parallel trials) after ``startup`` trials, or random
-    (also for a grid, whose points the searcher enqueues itself). Optuna's GPSampler was tried
-    in ``bench/search.py`` and left out: on a CPU driver each of its suggestions took seconds
-    (a GP fit), against milliseconds for TPE."""
+    """TPE (multivariate, constant liar for parallel trials) after ``startup`` random trials, or
+    random (also for a grid, whose points the searcher enqueues itself). The searcher starts TPE
+    with ``startup=0`` after its own design: Optuna counts only ended trials (infeasible draws
+    among them) towards its random start-up, so asks made while the design runs would be random
+    draws; with none, they are TPE's, each kept away from the trials still running by the
+    constant liar. Optuna's GPSampler was tried in ``bench/search.py`` and left out: on a CPU
+    driver each of its suggestions took seconds (a GP fit), against milliseconds for TPE."""
     import optuna
 
     if kind == "tpe":

@@ -1,23 +1,43 @@
-"""When to stop a trial: one ASHA per budget tier, so trials of different tiers never compete.
+"""When to stop a trial: successive halving per budget tier that never judges a trial too early.
 
-A cheap tier's trials are never stopped for being worse than an expensive tier's. Tune does not
-save a scheduler's state, so after ``pdsweep resume`` :class:`TieredASHA` rebuilds its rungs from
-the epochs the studies recorded for the trials Tune restored, so the trials that run after a
-resume are judged against those that ran before it.
+Three rules keep early stopping from discarding the configs PatchDropout exists to find:
+
+- **One set of rungs per budget tier** (:class:`TieredASHA`): a cheap tier's trials are never
+  stopped for being worse than an expensive tier's.
+- **No judgement during warm-up, nor in the first part of training** (:func:`first_rung`): while
+  the learning rate is still rising every config looks alike, and a trial's first epochs say
+  little of where it ends. The first rung is a quarter of the epochs, after warm-up.
+- **A trial is judged only against trials at its keep rate or lower** (:class:`KeepAwareRungs`):
+  a config trained at a reduced keep rate sees fewer patches per step and lags in its first
+  epochs, then catches up (the PatchDropout study; ``bench/paper_small.py`` measured keep 0.5
+  7 points behind keep 1 after 4 epochs). Successive halving over all trials at a rung stops
+  exactly those configs; compared with its peers at the same or a lower keep rate, a trial is
+  stopped only for being behind configs that saw no more of each image than it did.
+
+Tune does not save a scheduler's state, so after ``pdsweep resume`` :class:`TieredASHA` rebuilds
+its rungs from the epochs the studies recorded for the trials Tune restored, so the trials that
+run after a resume are judged against those that ran before it.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+import numpy as np
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from pdsweep._compat import asha_trial_ids, rebase_trial_storage
+from pdsweep._compat import asha_rungs, rebase_trial_storage
 from pdsweep.results.rows import RESULTS_FILE, read_rows
 from pdsweep.sweep.searcher import recorded_epochs
 from pdsweep.sweep.spec import METRIC, TIME_ATTR
 from pdsweep.sweep.store import SweepStore, relocated, resuming
+
+if TYPE_CHECKING:
+    from pdsweep.space import TrainingSettings
+    from pdsweep.sweep.settings import SweepSettings
 
 
 class InPlace(FIFOScheduler):
@@ -70,35 +90,78 @@ class InPlace(FIFOScheduler):
         super().on_trial_add(tune_controller, trial)
 
 
+GRACE_SHARE = 1 / 4  # of the epochs: the first rung, unless warm-up lasts longer (see first_rung)
+MIN_PEERS = 1  # trials at a rung (the judged one aside) before a cutoff is drawn from them
+_SAME_KEEP = 1e-9
+
+
+def first_rung(epochs: int, warmup_epochs: int, grace_period: int | None = None) -> int:
+    """The first epoch at which a trial can be stopped: ``grace_period`` (default: a quarter of
+    ``epochs``, at least 1), and never before warm-up has ended."""
+    grace = grace_period if grace_period is not None else max(1, math.ceil(epochs * GRACE_SHARE))
+    return max(grace, warmup_epochs + 1)
+
+
+@dataclass
+class KeepAwareRungs:
+    """Asynchronous successive halving (ASHA: Li et al., MLSys 2020) for one tier, in which a
+    trial at a rung is compared only with the trials recorded there whose keep rate is at most
+    its own: stopped when its accuracy is below the ``1 - 1/reduction_factor`` quantile of theirs.
+
+    A rung at each ``first * reduction_factor**k`` below ``max_t``; as Ray Tune's
+    ``AsyncHyperBandScheduler``, a trial is judged once per rung, at the first result at or past it.
+    """
+
+    first: int
+    max_t: int
+    reduction_factor: float
+    min_peers: int = MIN_PEERS
+    # milestone -> trial id -> (keep rate, accuracy at the milestone)
+    recorded: dict[float, dict[str, tuple[float, float]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        milestone = float(self.first)
+        while milestone < self.max_t:
+            self.recorded.setdefault(milestone, {})
+            milestone *= self.reduction_factor
+
+    def on_result(self, trial_id: str, keep_rate: float, epoch: float, accuracy: float) -> bool:
+        """Records the trial at the highest rung it has reached; True when it should stop there."""
+        for milestone in sorted(self.recorded, reverse=True):
+            rung = self.recorded[milestone]
+            if epoch < milestone:
+                continue
+            if trial_id in rung:  # judged at this rung already (a resumed trial repeating an epoch)
+                return False
+            peers = [value for keep, value in rung.values() if keep <= keep_rate + _SAME_KEEP]
+            rung[trial_id] = (keep_rate, accuracy)
+            if len(peers) < self.min_peers:
+                return False
+            return bool(accuracy < np.nanpercentile(peers, (1 - 1 / self.reduction_factor) * 100))
+        return False
+
+
+def keep_rate_of(trial: Any) -> float:
+    """The trial's keep rate, from its config (a trial without one is compared with every other)."""
+    return float((trial.config.get("config") or {}).get("keep_rate", 1.0))
+
+
 class TieredASHA(InPlace):
-    """One ASHA per budget tier; trials of different tiers never compete."""
+    """One :class:`KeepAwareRungs` per budget tier; trials of different tiers never compete.
+
+    ``grace_period``: the first rung (see :func:`first_rung` for the default ``pdsweep run`` uses).
+    """
 
     def __init__(self, tiers: list[float], *, max_t: int, grace_period: int, reduction_factor: float,
-                 store: SweepStore | None = None) -> None:
+                 store: SweepStore | None = None, min_peers: int = MIN_PEERS) -> None:
         super().__init__(store)
         self.max_t = max_t
         self.store = store  # where the studies are, to rebuild the rungs on resume
         self.seeded = store is None
-        self.tiers: dict[str, float] = {}  # trial id -> tier, of the trials the tiers' ASHAs track
-        self.by_tier = {
-            tier: AsyncHyperBandScheduler(
-                time_attr=TIME_ATTR, metric=METRIC, mode="max", max_t=max_t,
-                grace_period=min(grace_period, max_t), reduction_factor=reduction_factor,
-                stop_last_trials=False,  # a trial at the last epoch still sends its test metrics
-            )
-            for tier in tiers
-        }
-
-    def _for(self, trial: Any) -> AsyncHyperBandScheduler:
-        return self.by_tier[trial.config["tier"]]
+        self.by_tier = {tier: KeepAwareRungs(min(grace_period, max_t), max_t, reduction_factor, min_peers) for tier in tiers}
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
-        return True  # each tier's ASHA was built with the metric and mode
-
-    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        super().on_trial_add(tune_controller, trial)
-        self._for(trial).on_trial_add(tune_controller, trial)
-        self.tiers[trial.trial_id] = trial.config["tier"]
+        return True  # the tiers judge by the sweep's metric, declared in pdsweep.sweep.spec
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
         # First called before any trial runs, once Tune has added the trials it restored; trials
@@ -109,45 +172,38 @@ class TieredASHA(InPlace):
 
     def seed_rungs(self, trial_ids: set[str]) -> None:
         """Replays the epochs the studies recorded for ``trial_ids`` (the trials Tune restored)
-        through each tier's ASHA, so its rungs hold what they held before the driver died; a new
+        through each tier's rungs, so they hold what they held before the driver died; a new
         sweep has none to replay. A trial Tune resumes keeps its id, so its rungs count once."""
         self.seeded = True
         if self.store is None:
             return
-        for tier, scheduler in self.by_tier.items():
-            for trial_id, epochs in recorded_epochs(self.store, tier, trial_ids).items():
-                past = SimpleNamespace(trial_id=trial_id, config={"tier": tier})
-                added = trial_id not in self.tiers  # a trial Tune will resume is in already
-                if added:
-                    scheduler.on_trial_add(None, past)
+        for tier, rungs in self.by_tier.items():
+            for trial_id, (keep_rate, epochs) in recorded_epochs(self.store, tier, trial_ids).items():
                 for epoch, accuracy in epochs.items():
                     if epoch < self.max_t:  # as in on_trial_result: no decision at the last epoch
-                        scheduler.on_trial_result(None, past, {TIME_ATTR: epoch, METRIC: accuracy})
-                if added:
-                    scheduler.on_trial_remove(None, past)
+                        rungs.on_result(trial_id, keep_rate, epoch, accuracy)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         # The final report repeats the last epoch, and a trial at its last epoch has nothing left to
-        # save: stopping it then would only lose its test metrics (ASHA puts a rung at max_t).
-        if result.get("done_training") or result.get(TIME_ATTR, 0) >= self.max_t:
+        # save: stopping it then would only lose its test metrics.
+        if result.get("done_training") or result.get(TIME_ATTR, 0) >= self.max_t or METRIC not in result:
             return TrialScheduler.CONTINUE
-        return self._for(trial).on_trial_result(tune_controller, trial, result)
-
-    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
-        if self.tiers.pop(trial.trial_id, None) is not None:
-            self._for(trial).on_trial_complete(tune_controller, trial, result)
-
-    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
-        self.on_trial_remove(tune_controller, trial)
-
-    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
-        if self.tiers.pop(trial.trial_id, None) is not None:
-            self._for(trial).on_trial_remove(tune_controller, trial)
+        rungs = self.by_tier[trial.config["tier"]]
+        stop = rungs.on_result(trial.trial_id, keep_rate_of(trial), result[TIME_ATTR], float(result[METRIC]))
+        return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__({"seeded": True, **state})  # sweeps started before the replay lack it (and a store)
-        if "tiers" not in state:  # pickled before the scheduler kept its own map of trials
-            self.tiers = {trial_id: tier for tier, scheduler in self.by_tier.items() for trial_id in asha_trial_ids(scheduler)}
+        # A sweep started before the keep-aware rungs pickled one of Ray's ASHAs per tier: its
+        # records carry on, as trials at keep rate 1 (compared with every trial, as they were).
+        for tier, scheduler in list(self.by_tier.items()):
+            if not isinstance(scheduler, KeepAwareRungs):
+                milestones, rf = asha_rungs(scheduler)
+                rungs = KeepAwareRungs(int(min(milestones)), self.max_t, rf)
+                for milestone, recorded in milestones.items():
+                    rungs.recorded[float(milestone)] = {t: (1.0, v) for t, v in recorded.items()}
+                self.by_tier[tier] = rungs
+        self.__dict__.pop("tiers", None)  # a map of running trials it kept before; their config says it
 
 
 def ended_trials(store: SweepStore | None) -> set[str]:
@@ -155,3 +211,13 @@ def ended_trials(store: SweepStore | None) -> set[str]:
     if store is None:
         return set()
     return {row.trial_id for row in read_rows(store.local_dir / RESULTS_FILE) if row.status != "interrupted"}
+
+
+def search_scheduler(settings: SweepSettings, training: TrainingSettings, store: SweepStore | None) -> InPlace:
+    """The scheduler of a sweep's search, as ``pdsweep run`` builds it from its settings
+    (``store``: the sweep, for a resume to rebuild the rungs; None in a replay)."""
+    if settings.scheduler == "none":
+        return InPlace(store)
+    return TieredASHA(list(settings.budgets), max_t=training.epochs,
+                      grace_period=first_rung(training.epochs, training.warmup_epochs, settings.grace_period),
+                      reduction_factor=settings.reduction_factor, store=store)

@@ -20,6 +20,7 @@ The tiered ASHA that decides when to stop is in :mod:`pdsweep.sweep.schedulers`.
 from __future__ import annotations
 
 import pickle
+import random
 from dataclasses import replace
 from typing import Any
 
@@ -68,9 +69,10 @@ def journal(store: SweepStore) -> optuna.storages.JournalStorage:
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(store.local_dir / STUDY_FILE)))
 
 
-def recorded_epochs(store: SweepStore, tier: float, trial_ids: set[str]) -> dict[str, dict[int, float]]:
-    """The validation accuracy per epoch that the tier's study recorded for each of ``trial_ids``
-    (Ray trial ids); a trial of a Tune run lost in a crash is not among them."""
+def recorded_epochs(store: SweepStore, tier: float, trial_ids: set[str]) -> dict[str, tuple[float, dict[int, float]]]:
+    """The keep rate and the validation accuracy per epoch that the tier's study recorded for each
+    of ``trial_ids`` (Ray trial ids); a trial of a Tune run lost in a crash is not among them. A
+    trial recorded before the keep rate was kept counts as keep rate 1."""
     if not (store.local_dir / STUDY_FILE).is_file():
         return {}
     storage = journal(store)
@@ -79,7 +81,7 @@ def recorded_epochs(store: SweepStore, tier: float, trial_ids: set[str]) -> dict
         return {}
     study = optuna.load_study(study_name=key, storage=storage)
     return {
-        t.user_attrs["ray_trial_id"]: dict(sorted(t.intermediate_values.items()))
+        t.user_attrs["ray_trial_id"]: (float(t.user_attrs.get("keep_rate", 1.0)), dict(sorted(t.intermediate_values.items())))
         for t in study.get_trials(deepcopy=False)
         if t.intermediate_values and t.user_attrs.get("ray_trial_id") in trial_ids
     }
@@ -103,8 +105,10 @@ class BudgetSearcher(Searcher):
         store: SweepStore,
         context: TrialContext,
         num_classes: int,
+        concurrency: int = 1,
     ) -> None:
         super().__init__(metric=METRIC, mode="max")
+        self.concurrency = concurrency  # trials at once: the start-up design has at least this many
         self.space = space
         self.samplers = {tier_key(b): BudgetSampler(space, b, policy, num_classes) for b in budgets}
         self.budgets = {tier_key(b): b for b in budgets}
@@ -143,16 +147,17 @@ class BudgetSearcher(Searcher):
     def _open(self, key: str) -> None:
         if key not in self._studies:
             index = list(self.samplers).index(key)
-            startup = min(startup_trials(self.quota[key]), self.quota[key])
+            startup = startup_trials(self.quota[key], self.concurrency)
             with quiet_experimental():
                 study = self._studies[key] = optuna.create_study(
                     study_name=key, storage=journal(self.store), direction="maximize", load_if_exists=True,
-                    sampler=make_optuna_sampler(self.search, self.seed + index, startup),
+                    # TPE starts from the design below, not from random draws of its own.
+                    sampler=make_optuna_sampler(self.search, self.seed + index, 0 if self.search == "tpe" else startup),
                 )
                 if self.search == "tpe" and not study.get_trials(deepcopy=False):
                     # A model's own start-up draws at random; a space-filling design over the configs
-                    # that fit covers them in fewer trials, for less compute (pdsweep.sweep.design).
-                    for config in startup_design(self.samplers[key].candidates, startup, self.seed + index):
+                    # that fit covers them in fewer trials (pdsweep.sweep.design).
+                    for config in self._design(key, startup, self.seed + index):
                         study.enqueue_trial(self.samplers[key].params(config))
             self.queued[key] = self._requeue(key, study)
             # Trials still open that this state does not know were asked or issued after Tune's last
@@ -166,6 +171,18 @@ class BudgetSearcher(Searcher):
                         with quiet_experimental():  # a point of the start-up design: asked again, not lost
                             study.enqueue_trial(trial.system_attrs["fixed_params"])
             self._count_ended_unknown(key, study)
+
+    def _design(self, key: str, count: int, seed: int) -> list[Config]:
+        """The tier's start-up design. Under policy ``search`` over a continuous keep range (the
+        candidates are each architecture at the most it affords), each point is given its own
+        stratum of the keep fraction, in a seeded order, so the design spreads the keep rate too."""
+        sampler = self.samplers[key]
+        design = startup_design(sampler.candidates, count, seed)
+        if sampler.finite or not design:
+            return design
+        strata = list(range(len(design)))
+        random.Random(seed).shuffle(strata)
+        return [sampler.at_fraction(config, (stratum + 0.5) / len(design)) for config, stratum in zip(design, strata)]
 
     def _count_ended_unknown(self, key: str, study: optuna.Study) -> None:
         """Trials issued and ended after Tune's last save of this state (their rows and results are
@@ -228,6 +245,7 @@ class BudgetSearcher(Searcher):
             else:
                 trial, config = self._ask_new(key, study, set(self.seen[key]))
         trial.set_user_attr("config", config.name)
+        trial.set_user_attr("keep_rate", config.keep_rate)  # how a resumed scheduler finds the trial's peers
         trial.set_user_attr("ray_trial_id", trial_id)  # how a resumed ASHA finds the trial's epochs
         self.issued[key] += 1
         if self.issued_numbers is not None:
@@ -400,7 +418,8 @@ class BudgetSearcher(Searcher):
             training = TrainingSettings(**fields["training"])
             state["context"] = TrialContext(replace(training, seed=fields["seed"]), fields["dataset"],
                                             fields["split_seed"], fields["cache_dir"], fields["starts_log"])
-        self.__dict__.update({"issued_numbers": None, **state})  # pickled before it: see restore()
+        # Pickled before these: issued_numbers (see restore()), concurrency (a design of its own size).
+        self.__dict__.update({"issued_numbers": None, "concurrency": 1, **state})
         self.store = relocated(self.store)
         if self.context.starts_log:  # the sweep folder may have moved: new trials log where it is now
             self.context = replace(self.context, starts_log=self.store.starts_log)

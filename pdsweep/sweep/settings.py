@@ -45,7 +45,7 @@ class SweepSettings:
     trials: int = 8
     concurrency: int | None = None  # None: as many as the cluster's resources allow
     scheduler: SchedulerName | None = None  # None: asha, or none for a space of listed configs (a recipe)
-    grace_period: int = 1
+    grace_period: int | None = None  # None: a quarter of the epochs; never within warm-up (schedulers.first_rung)
     reduction_factor: float = 2.0
     repeats: int = 1
     top_k: int = 3  # configs per tier that --repeats re-trains
@@ -75,7 +75,7 @@ class SweepSettings:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             raise PdsweepError(f"sweep name {self.name!r} must be letters, digits, '.', '_' or '-'.")
         for name in ("trials", "grace_period", "repeats", "top_k", "cpus_per_trial"):
-            if not is_positive_int(getattr(self, name)):
+            if (name != "grace_period" or self.grace_period is not None) and not is_positive_int(getattr(self, name)):
                 raise PdsweepError(f"`--{name.replace('_', '-')}` must be a positive integer, got {getattr(self, name)!r}.")
         if self.concurrency is not None and not is_positive_int(self.concurrency):
             raise PdsweepError(f"`--concurrency` must be a positive integer, got {self.concurrency!r}.")

@@ -46,7 +46,7 @@ def search_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState,
     from ray.tune.search import ConcurrencyLimiter
 
     from pdsweep.sweep.ledger import LedgerSearcher
-    from pdsweep.sweep.schedulers import InPlace, TieredASHA
+    from pdsweep.sweep.schedulers import search_scheduler
     from pdsweep.sweep.searcher import BudgetSearcher
 
     path = settings.store.experiment("search")
@@ -55,14 +55,11 @@ def search_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState,
     searcher = BudgetSearcher(
         space, [Budget(g, settings.memory_gb) for g in settings.budgets], search=settings.search,
         trials=settings.trials, policy=settings.policy, seed=space.training.seed, store=settings.store,
+        concurrency=settings.concurrency or slots(settings),
         context=trial_context(settings, space, state.data.train_images, state.weights), num_classes=state.data.num_classes,
     )
     ledger = LedgerSearcher(searcher, settings.cap, sweep=settings.name, prior=prior, store=settings.store)
-    scheduler = (
-        TieredASHA(list(settings.budgets), max_t=space.training.epochs, grace_period=settings.grace_period,
-                   reduction_factor=settings.reduction_factor, store=settings.store)
-        if settings.scheduler == "asha" else InPlace(settings.store)
-    )
+    scheduler = search_scheduler(settings, space.training, settings.store)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
