@@ -257,6 +257,14 @@ class Config:
         return self.grid_size**2
 
     @property
+    def mean_keep_rate(self) -> float:
+        """The share of patches kept on average in training: the keep rate, or the middle of a
+        uniform keep range (early stopping compares trials by it)."""
+        if self.keep_mode == "uniform" and self.keep_range_low is not None:
+            return (self.keep_range_low + self.keep_rate) / 2
+        return self.keep_rate
+
+    @property
     def requested_counts(self) -> range:
         """Patch counts asked of the strategy in training: one, or a range drawn uniformly (a ViT's)."""
         if self.family == "swin":

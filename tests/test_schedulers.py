@@ -14,7 +14,7 @@ from ray.tune.schedulers import TrialScheduler
 from pdsweep.config import Config
 from pdsweep.space import load_space
 from pdsweep.sweep import SweepSettings, run_sweep
-from pdsweep.sweep.schedulers import KeepAwareRungs, TieredASHA, first_rung, search_scheduler
+from pdsweep.sweep.schedulers import KeepAwareRungs, TieredASHA, first_rung, keep_rate_of, search_scheduler
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 
@@ -34,7 +34,9 @@ def test_the_first_rung_is_past_warm_up(epochs: int, warmup: int, grace: int | N
 
 
 def _trial(trial_id: str, keep_rate: float, tier: float = 1.0) -> SimpleNamespace:
-    return SimpleNamespace(trial_id=trial_id, config={"tier": tier, "config": {"keep_rate": keep_rate}})
+    """A trial as Tune holds it: its config is the searcher's suggestion (a TrialSpec's dict)."""
+    config = Config("vit_micro", 32, 8, keep_rate=keep_rate, num_classes=4)
+    return SimpleNamespace(trial_id=trial_id, config={**_spec(config), "tier": tier})
 
 
 def test_a_trial_is_judged_only_against_trials_that_keep_no_more_tokens() -> None:
@@ -64,6 +66,48 @@ def test_tiered_asha_reads_each_trials_keep_rate_and_tier() -> None:
     late = _trial("late", 1.0)
     assert scheduler.on_trial_result(None, late, {"epoch": 2, "val_accuracy": 0.10}) == STOP  # below full and low
     assert scheduler.on_trial_result(None, late, {"epoch": 8, "val_accuracy": 0.0}) == CONTINUE  # no decision at the end
+
+
+def test_a_uniform_keep_range_is_judged_at_its_mean_keep_rate() -> None:
+    uniform = Config("vit_micro", 32, 8, keep_rate=1.0, keep_mode="uniform", keep_range_low=0.5, num_classes=4)
+    trial = SimpleNamespace(trial_id="u", config={"tier": 1.0, **_spec(uniform)})
+    assert keep_rate_of(trial) == 0.75  # not 1: it lags as a reduced keep rate does
+    full = SimpleNamespace(trial_id="f", config={"tier": 1.0, **_spec(Config("vit_micro", 32, 8, keep_rate=1.0, num_classes=4))})
+    scheduler = TieredASHA([1.0], max_t=8, grace_period=2, reduction_factor=2)
+    assert scheduler.on_trial_result(None, full, {"epoch": 2, "val_accuracy": 0.8}) == CONTINUE
+    assert scheduler.on_trial_result(None, trial, {"epoch": 2, "val_accuracy": 0.3}) == CONTINUE  # no peer at <= 0.75
+
+
+def _spec(config: Config) -> dict[str, Any]:
+    from pdsweep.space import TrainingSettings
+    from pdsweep.sweep.spec import TrialContext, TrialSpec
+
+    return TrialSpec(config, 1.0, "search", 0, TrialContext(TrainingSettings(), "synthetic", split_seed=0)).to_dict()
+
+
+@pytest.mark.parametrize(("first", "reduction"), [(0, 2.0), (1, 1.0)])
+def test_rungs_that_would_never_end_are_refused(first: int, reduction: float) -> None:
+    with pytest.raises(ValueError, match=r"`first >= 1` and `reduction_factor > 1` must hold"):
+        KeepAwareRungs(first=first, max_t=8, reduction_factor=reduction)
+
+
+def test_a_scheduler_pickled_with_rays_asha_keeps_its_rungs() -> None:
+    import pickle
+
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    old = TieredASHA([1.0], max_t=8, grace_period=1, reduction_factor=2)
+    asha = AsyncHyperBandScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=8, grace_period=1,
+                                   reduction_factor=2, stop_last_trials=False)
+    for name, accuracy in (("a", 0.8), ("b", 0.6)):
+        asha.on_trial_add(None, SimpleNamespace(trial_id=name, config={}))
+        asha.on_trial_result(None, SimpleNamespace(trial_id=name, config={}), {"epoch": 1, "val_accuracy": accuracy})
+    old.by_tier = {1.0: asha}  # as an older pdsweep pickled it
+    loaded = pickle.loads(pickle.dumps(old))
+    rungs = loaded.by_tier[1.0]
+    assert isinstance(rungs, KeepAwareRungs) and rungs.recorded[1.0] == {"a": (1.0, 0.8), "b": (1.0, 0.6)}
+    # Its records still judge: below the rung's median at keep 1, a new trial stops.
+    assert loaded.on_trial_result(None, _trial("c", 1.0), {"epoch": 1, "val_accuracy": 0.5}) == STOP
 
 
 def test_the_scheduler_pdsweep_run_builds_waits_for_warm_up() -> None:

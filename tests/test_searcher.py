@@ -474,12 +474,13 @@ def test_tpe_starts_from_a_space_filling_design(tmp_path: Path) -> None:
     assert all(t.system_attrs.get("fixed_params") for t in searcher.study("tier-1").trials[:4])
 
 
-def _parallel_sweep(tmp_path: Path, folder: str, concurrency: int, policy: str = "fill") -> tuple[list[Config], BudgetSearcher]:
+def _parallel_sweep(tmp_path: Path, folder: str, concurrency: int, policy: str = "fill",
+                    space: str = TWELVE) -> tuple[list[Config], BudgetSearcher]:
     """Eight trials of the twelve-config space, ``concurrency`` at a time: each ask after the
     first ``concurrency`` comes when the oldest running trial ends (scored by ``_accuracy``)."""
-    (tmp_path / "twelve.yaml").write_text(TWELVE)
+    (tmp_path / f"{folder}.yaml").write_text(space)
     (tmp_path / folder).mkdir()
-    searcher = BudgetSearcher(load_space(str(tmp_path / "twelve.yaml")), [Budget(1.0)], search="tpe", trials=8,
+    searcher = BudgetSearcher(load_space(str(tmp_path / f"{folder}.yaml")), [Budget(1.0)], search="tpe", trials=8,
                               policy=policy, seed=0, store=SweepStore(str(tmp_path / folder), "s"),  # type: ignore[arg-type]
                               context=CONTEXT, num_classes=4, concurrency=concurrency)
     (tmp_path / folder / "s").mkdir()
@@ -513,13 +514,17 @@ def test_parallel_trials_start_from_the_design_then_ask_tpe_with_a_constant_liar
 
 
 def test_the_design_has_a_point_for_every_slot_and_spreads_the_keep_fraction(tmp_path: Path) -> None:
-    issued, searcher = _parallel_sweep(tmp_path, "search", concurrency=5, policy="search")
+    # Architectures of 16 to 256 patches, so each can keep a share of them in any third of its range.
+    fine = TWELVE.replace("resolution: [16, 32, 48]", "resolution: [32, 48, 64]").replace("patch_size: [8, 16]", "patch_size: [4, 8]")
+    issued, searcher = _parallel_sweep(tmp_path, "search", concurrency=5, policy="search", space=fine)
     design = searcher.study("tier-1").trials[:5]
     assert all(t.system_attrs.get("fixed_params") for t in design)  # more than a third of 8 trials: one per slot
-    fractions = sorted(t.params["keep_fraction"] for t in design)
-    # A point in each fifth of the keep fraction's range (as near as an architecture's patch count
-    # lets it keep), not five at the most the budget affords.
-    assert fractions[0] < 0.3 and fractions[-1] > 0.7 and len({min(int(f * 5), 4) for f in fractions}) >= 4
+    # The two ends keep their meaning: the baseline at keep 1, the study's corner at the lowest keep.
+    assert issued[0].keep_rate == 1.0 and issued[1].keep_rate == 0.25
+    # The spread takes a third of the keep fraction's range each (as near as an architecture's
+    # patch count lets it keep), not three points at the most the budget affords.
+    spread = sorted(t.params["keep_fraction"] for t in design[2:])
+    assert spread[0] < 1 / 3 < spread[1] < 2 / 3 < spread[2]
     assert len({c.keep_rate for c in issued[:5]}) >= 4
 
 

@@ -101,16 +101,27 @@ def startup_design(candidates: Sequence[Config], count: int, seed: int) -> list[
     """
     from pdsweep.cost import train_gflops
 
-    baseline = max((c for c in candidates if c.keep_rate >= 1.0), key=lambda c: (train_gflops(c), c.name), default=None)
-    ends = list(dict.fromkeys(c for c in (baseline, study_corner(candidates)) if c is not None))[:count]
+    ends = [c for c in dict.fromkeys(trade_ends(candidates)) if c is not None][:count]
     spread = space_filling(candidates, count, seed, first=ends)[len(ends):]
     return ends + sorted(spread, key=train_gflops)
+
+
+def trade_ends(candidates: Sequence[Config]) -> tuple[Config | None, Config | None]:
+    """The baseline without PatchDropout (the costliest config at a fixed keep rate of 1) and
+    :func:`study_corner`; either is None when no candidate is one, and they can be the same config
+    (when every architecture fits at keep rate 1, the costliest is the corner too)."""
+    from pdsweep.cost import train_gflops
+
+    baseline = max((c for c in candidates if c.keep_rate >= 1.0 and c.keep_mode == "fixed"),
+                   key=lambda c: (train_gflops(c), c.name), default=None)
+    return baseline, study_corner(candidates)
 
 
 def study_corner(candidates: Sequence[Config]) -> Config | None:
     """The candidate the PatchDropout study's trades point to: the most patch tokens before
     dropout (the largest image over the finest patch grid), then the widest and deepest model
-    and the largest ensemble, at the lowest keep rate among those."""
+    and the largest ensemble, at the lowest keep rate among those. In a space of ViTs and Swins
+    it is a Swin's (patch 4 gives the most tokens)."""
     return max(candidates, key=lambda c: (c.num_patches, c.preset.embed_dim, c.blocks, c.ensemble_size,
                                           -c.keep_rate, c.name), default=None)
 

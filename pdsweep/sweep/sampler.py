@@ -104,9 +104,7 @@ class BudgetSampler:
             if name in values and values[name] not in choices:
                 values[name] = choices[0]
         if self.policy == "search":
-            setup, rates = self.space.step_for(config), self.space.keep_rates
-            highest = largest_keep_rate(replace(config, keep_rate=rates.high), self.budget, setup, rates)
-            values["keep_fraction"] = _fraction_of(config, rates, highest or config.keep_rate)
+            values["keep_fraction"] = _fraction_of(config, self.space.keep_rates, self.highest(config) or config.keep_rate)
         return values
 
     def untried_neighbour(self, config: Config, taken: set[str]) -> Config | None:
@@ -118,7 +116,7 @@ class BudgetSampler:
         rates = self.space.keep_rates
         if self.policy != "search" or rates.values is not None:
             return None
-        highest = largest_keep_rate(replace(config, keep_rate=rates.high), self.budget, self.space.step_for(config), rates)
+        highest = self.highest(config)
         if highest is None:
             return None
         if config.family == "swin":  # the few rates a window expresses, nearest first
@@ -139,9 +137,14 @@ class BudgetSampler:
     def at_fraction(self, config: Config, fraction: float) -> Config:
         """``config``'s architecture at ``fraction`` of the way from the space's lowest keep rate
         to the highest the budget affords it (as :meth:`suggest` maps ``keep_fraction``)."""
+        highest = self.highest(config) or config.keep_rate
+        return replace(config, keep_rate=keep_rate_between(config, self.space.keep_rates, highest, fraction))
+
+    def highest(self, config: Config) -> float | None:
+        """The largest keep rate of the space that the budget affords ``config``'s architecture
+        (None if not even the lowest)."""
         rates = self.space.keep_rates
-        highest = largest_keep_rate(replace(config, keep_rate=rates.high), self.budget, self.space.step_for(config), rates)
-        return replace(config, keep_rate=keep_rate_between(config, rates, highest or config.keep_rate, fraction))
+        return largest_keep_rate(replace(config, keep_rate=rates.high), self.budget, self.space.step_for(config), rates)
 
     def grid(self) -> list[Config]:
         """Every feasible config once: each architecture at its ``fill`` keep rate, or at each
@@ -194,13 +197,13 @@ def _suggest_axis(trial: optuna.Trial, name: str, axis: Categorical | IntRange |
     raise TypeError(f"axis {name} cannot be a float range.")
 
 
-def make_optuna_sampler(kind: SearchKind, seed: int, startup: int = 10) -> optuna.samplers.BaseSampler:
+def make_optuna_sampler(kind: SearchKind, seed: int, startup: int = 0) -> optuna.samplers.BaseSampler:
     """TPE (multivariate, constant liar for parallel trials) after ``startup`` random trials, or
-    random (also for a grid, whose points the searcher enqueues itself). The searcher starts TPE
-    with ``startup=0`` after its own design: Optuna counts only ended trials (infeasible draws
-    among them) towards its random start-up, so asks made while the design runs would be random
-    draws; with none, they are TPE's, each kept away from the trials still running by the
-    constant liar. Optuna's GPSampler was tried in ``bench/search.py`` and left out: on a CPU
+    random (also for a grid, whose points the searcher enqueues itself). The searcher's own
+    design is TPE's start-up, so it takes none of Optuna's: Optuna counts only ended trials
+    (infeasible draws among them) towards its random start-up, so asks made while the design
+    runs would be random draws; with none, they are TPE's, each kept away from the trials still
+    running by the constant liar. Optuna's GPSampler was tried in ``bench/search.py`` and left out: on a CPU
     driver each of its suggestions took seconds (a GP fit), against milliseconds for TPE."""
     import optuna
 

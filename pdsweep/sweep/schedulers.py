@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,7 +31,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from pdsweep._compat import asha_rungs, rebase_trial_storage
 from pdsweep.results.rows import RESULTS_FILE, read_rows
 from pdsweep.sweep.searcher import recorded_epochs
-from pdsweep.sweep.spec import METRIC, TIME_ATTR
+from pdsweep.sweep.spec import METRIC, TIME_ATTR, TrialSpec
 from pdsweep.sweep.store import SweepStore, relocated, resuming
 
 if TYPE_CHECKING:
@@ -91,7 +90,6 @@ class InPlace(FIFOScheduler):
 
 
 GRACE_SHARE = 1 / 4  # of the epochs: the first rung, unless warm-up lasts longer (see first_rung)
-MIN_PEERS = 1  # trials at a rung (the judged one aside) before a cutoff is drawn from them
 _SAME_KEEP = 1e-9
 
 
@@ -115,11 +113,13 @@ class KeepAwareRungs:
     first: int
     max_t: int
     reduction_factor: float
-    min_peers: int = MIN_PEERS
     # milestone -> trial id -> (keep rate, accuracy at the milestone)
     recorded: dict[float, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not (self.first >= 1 and self.reduction_factor > 1):
+            raise ValueError(f"`first >= 1` and `reduction_factor > 1` must hold, but got {self.first=}, "
+                             f"{self.reduction_factor=}.")
         milestone = float(self.first)
         while milestone < self.max_t:
             self.recorded.setdefault(milestone, {})
@@ -135,15 +135,18 @@ class KeepAwareRungs:
                 return False
             peers = [value for keep, value in rung.values() if keep <= keep_rate + _SAME_KEEP]
             rung[trial_id] = (keep_rate, accuracy)
-            if len(peers) < self.min_peers:
+            if not peers:
                 return False
             return bool(accuracy < np.nanpercentile(peers, (1 - 1 / self.reduction_factor) * 100))
         return False
 
 
 def keep_rate_of(trial: Any) -> float:
-    """The trial's keep rate, from its config (a trial without one is compared with every other)."""
-    return float((trial.config.get("config") or {}).get("keep_rate", 1.0))
+    """The share of patches the trial keeps on average (``Config.mean_keep_rate``); a trial
+    without a config (a stand-in) counts as keep rate 1, compared with every other."""
+    if "config" not in trial.config:
+        return 1.0
+    return TrialSpec.from_dict(trial.config).config.mean_keep_rate
 
 
 class TieredASHA(InPlace):
@@ -153,12 +156,12 @@ class TieredASHA(InPlace):
     """
 
     def __init__(self, tiers: list[float], *, max_t: int, grace_period: int, reduction_factor: float,
-                 store: SweepStore | None = None, min_peers: int = MIN_PEERS) -> None:
+                 store: SweepStore | None = None) -> None:
         super().__init__(store)
         self.max_t = max_t
         self.store = store  # where the studies are, to rebuild the rungs on resume
         self.seeded = store is None
-        self.by_tier = {tier: KeepAwareRungs(min(grace_period, max_t), max_t, reduction_factor, min_peers) for tier in tiers}
+        self.by_tier = {tier: KeepAwareRungs(min(grace_period, max_t), max_t, reduction_factor) for tier in tiers}
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         return True  # the tiers judge by the sweep's metric, declared in pdsweep.sweep.spec
@@ -195,7 +198,8 @@ class TieredASHA(InPlace):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__({"seeded": True, **state})  # sweeps started before the replay lack it (and a store)
         # A sweep started before the keep-aware rungs pickled one of Ray's ASHAs per tier: its
-        # records carry on, as trials at keep rate 1 (compared with every trial, as they were).
+        # records carry on as trials at keep rate 1 (the peers of full-token trials only), and its
+        # rungs stay where they were (from epoch 1: it predates the warm-up rule).
         for tier, scheduler in list(self.by_tier.items()):
             if not isinstance(scheduler, KeepAwareRungs):
                 milestones, rf = asha_rungs(scheduler)
@@ -215,7 +219,8 @@ def ended_trials(store: SweepStore | None) -> set[str]:
 
 def search_scheduler(settings: SweepSettings, training: TrainingSettings, store: SweepStore | None) -> InPlace:
     """The scheduler of a sweep's search, as ``pdsweep run`` builds it from its settings
-    (``store``: the sweep, for a resume to rebuild the rungs; None in a replay)."""
+    (``store``: the sweep, for a resume to rebuild the rungs; None in a replay). A scheduler
+    left None is ASHA: ``run_sweep`` has already turned it into none for a space of listed configs."""
     if settings.scheduler == "none":
         return InPlace(store)
     return TieredASHA(list(settings.budgets), max_t=training.epochs,

@@ -7,7 +7,10 @@ architecture cannot fit (:func:`pdsweep.sweep.sampler.ask_feasible`), interleave
 run so they share the cluster, reports every epoch's validation accuracy as an intermediate
 value, and tells a trial that ASHA stopped as *pruned* rather than complete: a stopped trial's
 partial accuracy would otherwise rank it as a finished one, and TPE would learn from a number
-that was never comparable. A trial that ran out of memory or diverged is told as infeasible
+that was never comparable. Pruned ranks a trial below the finished ones (optuna#4211), which is
+a fair verdict only because the scheduler stops a trial for being behind trials at its keep rate
+or lower (:mod:`pdsweep.sweep.schedulers`), never for the early lag of a reduced keep rate: a
+region of low keep rates is not marked bad for learning slower. A trial that ran out of memory or diverged is told as infeasible
 (pruned, with a constraint), like an architecture over the budget; one that raised, as failed.
 
 Random search and grid issue their trials longest first (LPT order): the long trials start early
@@ -19,6 +22,7 @@ The tiered ASHA that decides when to stop is in :mod:`pdsweep.sweep.schedulers`.
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 from dataclasses import replace
@@ -33,7 +37,7 @@ from pdsweep.config import Config
 from pdsweep.cost import Budget, inference_gflops, train_gflops
 from pdsweep.results.rows import RESULTS_FILE, read_rows
 from pdsweep.space import KeepPolicy, SearchSpace, TrainingSettings
-from pdsweep.sweep.design import nearest_first, nearest_unseen, startup_design
+from pdsweep.sweep.design import nearest_first, nearest_unseen, startup_design, trade_ends
 from pdsweep.sweep.sampler import (
     BudgetSampler,
     SearchKind,
@@ -147,12 +151,13 @@ class BudgetSearcher(Searcher):
     def _open(self, key: str) -> None:
         if key not in self._studies:
             index = list(self.samplers).index(key)
-            startup = startup_trials(self.quota[key], self.concurrency)
+            # The tiers take turns at the slots: each starts with a design point per slot it gets.
+            startup = startup_trials(self.quota[key], math.ceil(self.concurrency / len(self.samplers)))
             with quiet_experimental():
                 study = self._studies[key] = optuna.create_study(
                     study_name=key, storage=journal(self.store), direction="maximize", load_if_exists=True,
                     # TPE starts from the design below, not from random draws of its own.
-                    sampler=make_optuna_sampler(self.search, self.seed + index, 0 if self.search == "tpe" else startup),
+                    sampler=make_optuna_sampler(self.search, self.seed + index),
                 )
                 if self.search == "tpe" and not study.get_trials(deepcopy=False):
                     # A model's own start-up draws at random; a space-filling design over the configs
@@ -174,15 +179,24 @@ class BudgetSearcher(Searcher):
 
     def _design(self, key: str, count: int, seed: int) -> list[Config]:
         """The tier's start-up design. Under policy ``search`` over a continuous keep range (the
-        candidates are each architecture at the most it affords), each point is given its own
-        stratum of the keep fraction, in a seeded order, so the design spreads the keep rate too."""
+        candidates are each architecture at the most it affords), the baseline stays at keep
+        rate 1 and the study's corner goes to the space's lowest keep rate, and each point of the
+        spread is given its own stratum of the keep fraction, in a seeded order, so the design
+        spreads the keep rate too."""
         sampler = self.samplers[key]
         design = startup_design(sampler.candidates, count, seed)
         if sampler.finite or not design:
             return design
-        strata = list(range(len(design)))
+        # The ends are two configs here even when they share an architecture (the costliest fits
+        # at keep rate 1): the baseline at keep rate 1, the corner at the space's lowest.
+        baseline, corner = trade_ends(sampler.candidates)
+        ends = [sampler.at_fraction(c, fraction) for c, fraction in ((baseline, 1.0), (corner, 0.0)) if c is not None]
+        ends = list(dict.fromkeys(ends))[:count]
+        spread = [c for c in design if c not in (baseline, corner)][: count - len(ends)]
+        strata = list(range(len(spread)))
         random.Random(seed).shuffle(strata)
-        return [sampler.at_fraction(config, (stratum + 0.5) / len(design)) for config, stratum in zip(design, strata)]
+        spread = [sampler.at_fraction(c, (stratum + 0.5) / len(spread)) for c, stratum in zip(spread, strata)]
+        return ends + sorted(spread, key=train_gflops)
 
     def _count_ended_unknown(self, key: str, study: optuna.Study) -> None:
         """Trials issued and ended after Tune's last save of this state (their rows and results are
@@ -245,7 +259,7 @@ class BudgetSearcher(Searcher):
             else:
                 trial, config = self._ask_new(key, study, set(self.seen[key]))
         trial.set_user_attr("config", config.name)
-        trial.set_user_attr("keep_rate", config.keep_rate)  # how a resumed scheduler finds the trial's peers
+        trial.set_user_attr("keep_rate", config.mean_keep_rate)  # how a resumed scheduler finds the trial's peers
         trial.set_user_attr("ray_trial_id", trial_id)  # how a resumed ASHA finds the trial's epochs
         self.issued[key] += 1
         if self.issued_numbers is not None:

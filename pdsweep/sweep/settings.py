@@ -74,9 +74,11 @@ class SweepSettings:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             raise PdsweepError(f"sweep name {self.name!r} must be letters, digits, '.', '_' or '-'.")
-        for name in ("trials", "grace_period", "repeats", "top_k", "cpus_per_trial"):
-            if (name != "grace_period" or self.grace_period is not None) and not is_positive_int(getattr(self, name)):
+        for name in ("trials", "repeats", "top_k", "cpus_per_trial"):
+            if not is_positive_int(getattr(self, name)):
                 raise PdsweepError(f"`--{name.replace('_', '-')}` must be a positive integer, got {getattr(self, name)!r}.")
+        if self.grace_period is not None and not is_positive_int(self.grace_period):
+            raise PdsweepError(f"`--grace-period` must be a positive integer, got {self.grace_period!r}.")
         if self.concurrency is not None and not is_positive_int(self.concurrency):
             raise PdsweepError(f"`--concurrency` must be a positive integer, got {self.concurrency!r}.")
         if not self.reduction_factor > 1:

@@ -52,10 +52,11 @@ def search_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState,
     path = settings.store.experiment("search")
     if restore and restorable(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    concurrency = settings.concurrency or slots(settings)
     searcher = BudgetSearcher(
         space, [Budget(g, settings.memory_gb) for g in settings.budgets], search=settings.search,
         trials=settings.trials, policy=settings.policy, seed=space.training.seed, store=settings.store,
-        concurrency=settings.concurrency or slots(settings),
+        concurrency=concurrency,
         context=trial_context(settings, space, state.data.train_images, state.weights), num_classes=state.data.num_classes,
     )
     ledger = LedgerSearcher(searcher, settings.cap, sweep=settings.name, prior=prior, store=settings.store)
@@ -63,7 +64,7 @@ def search_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState,
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(ledger, max_concurrent=settings.concurrency or slots(settings)),
+            search_alg=ConcurrencyLimiter(ledger, max_concurrent=concurrency),
             scheduler=scheduler, num_samples=searcher.total_trials, reuse_actors=settings.reuse_actors,
         ),
         run_config=run_config(settings, "search", callback),
