@@ -203,8 +203,9 @@ def make_optuna_sampler(kind: SearchKind, seed: int, startup: int = 0) -> optuna
     design is TPE's start-up, so it takes none of Optuna's: Optuna counts only ended trials
     (infeasible draws among them) towards its random start-up, so asks made while the design
     runs would be random draws; with none, they are TPE's, each kept away from the trials still
-    running by the constant liar. Optuna's GPSampler was tried in ``bench/search.py`` and left out: on a CPU
-    driver each of its suggestions took seconds (a GP fit), against milliseconds for TPE."""
+    running by the constant liar. Optuna's GPSampler was tried in ``bench/search.py`` and left
+    out: on a CPU driver each of its suggestions took seconds (a GP fit), against milliseconds
+    for TPE."""
     import optuna
 
     if kind == "tpe":
