@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 DatasetKind = Literal["synthetic", "folder", "npz", "parquet"]
 DATASET_KINDS: tuple[str, ...] = get_args(DatasetKind)
+# The ``KIND:PATH?KEY=VALUE&...`` options each kind takes.
+DATASET_OPTIONS: dict[str, tuple[str, ...]] = {"parquet": ("image", "label")}
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -61,10 +63,26 @@ class DatasetSpec:
                 raise PdsweepError(f"synthetic:N takes a number of training images >= 10, got {arg!r}.")
         elif not arg:
             raise PdsweepError(f"dataset {kind} needs a path: --dataset {kind}:PATH.")
-        return cls(kind, arg)  # type: ignore[arg-type]
+        spec = cls(kind, arg)  # type: ignore[arg-type]
+        unknown = sorted(set(spec.options) - set(DATASET_OPTIONS.get(kind, ())))
+        if unknown:
+            allowed = ", ".join(DATASET_OPTIONS.get(kind, ())) or "none"
+            raise PdsweepError(f"dataset {text!r}: unknown option {', '.join(unknown)}; {kind} takes {allowed} "
+                               f"(as {kind}:PATH?OPTION=VALUE&...).")
+        return spec
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.arg}" if self.arg else self.kind
+
+    @property
+    def options(self) -> dict[str, str]:
+        """``?key=value&key=value`` after the path, as a dict (empty without them)."""
+        _, _, query = self.arg.partition("?")
+        pairs = [part.partition("=") for part in query.split("&") if part]
+        for key, mark, _ in pairs:
+            if not mark or not key:
+                raise PdsweepError(f"dataset {self}: option {key!r} needs a value, as {self.kind}:PATH?{key or 'KEY'}=VALUE.")
+        return {key: value for key, _, value in pairs}
 
     @property
     def path(self) -> str:
@@ -173,7 +191,7 @@ def _build(spec: DatasetSpec, source: Path | None, resolution: int, seed: int, e
     elif spec.kind == "npz":
         splits, class_names, skipped = sources.npz(source, resolution)  # type: ignore[arg-type]
     else:
-        splits, class_names, skipped = sources.parquet(spec.arg, source, resolution, seed)  # type: ignore[arg-type]
+        splits, class_names, skipped = sources.parquet(spec.options, source, resolution, seed)  # type: ignore[arg-type]
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=entry.parent))
     try:
         for name, (images, labels) in splits.items():

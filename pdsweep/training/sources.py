@@ -229,7 +229,7 @@ def _resize_array(images: np.ndarray, resolution: int, where: str) -> np.ndarray
 # ---- parquet ------------------------------------------------------------------------------
 
 
-def parquet(arg: str, path: Path, resolution: int, seed: int) -> tuple[Arrays, tuple[str, ...], int]:
+def parquet(options: dict[str, str], path: Path, resolution: int, seed: int) -> tuple[Arrays, tuple[str, ...], int]:
     """A Parquet file or folder with an image-bytes column and a label column.
 
     Columns ``image`` and ``label`` by default; ``parquet:PATH?image=COL&label=COL`` names
@@ -239,7 +239,6 @@ def parquet(arg: str, path: Path, resolution: int, seed: int) -> tuple[Arrays, t
     """
     import pyarrow.parquet as pq
 
-    options = dict(part.split("=", 1) for part in arg.partition("?")[2].split("&") if "=" in part)
     image_col, label_col = options.get("image", "image"), options.get("label", "label")
     files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
     if not files:
