@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,3 +70,24 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@contextlib.contextmanager
+def stand_in_trainable(monkeypatch: pytest.MonkeyPatch, function: Callable[[dict[str, Any]], None]) -> Iterator[None]:
+    """Trials of ``run_sweep`` run ``function`` (a test's stand-in for training, which reports as
+    ``pdsweep.sweep.trainable.run_trial`` does) instead of training; the rest of the sweep is real."""
+    from ray import cloudpickle, tune
+
+    import pdsweep.sweep.run as run_module
+    from pdsweep.sweep.cluster import resources_for
+
+    def trainable(settings: Any, space: Any, state: Any) -> Any:
+        return tune.with_resources(function, resources_for(settings, space, state.data.worker_gpu_memory_gb))
+
+    monkeypatch.setattr(run_module, "tune_trainable", trainable)
+    module = sys.modules[function.__module__]
+    cloudpickle.register_pickle_by_value(module)  # Ray's workers cannot import a test module
+    try:
+        yield
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)

@@ -37,3 +37,13 @@ def test_without_crop_rotation_or_jitter_only_flips_remain() -> None:
         assert torch.allclose(result, original, atol=1e-5) or torch.allclose(result, original.flip(-1), atol=1e-5)
     flipped = sum(not torch.allclose(r, o, atol=1e-5) for o, r in zip(images, out))
     assert 5 < flipped < 27  # about half
+
+
+def test_to_float_scales_uint16_and_repeats_a_grey_channel() -> None:
+    grey = torch.randint(0, 256, (2, 4, 4, 1), dtype=torch.uint8)
+    assert torch.equal(to_float(grey), to_float(grey.expand(-1, -1, -1, 3)))  # as its RGB copy would give
+    deep = torch.tensor([0, 4095, 65535], dtype=torch.int32).to(torch.uint16).view(1, 1, 3, 1)
+    out = to_float(deep)
+    assert out.shape == (1, 3, 1, 3) and torch.allclose(out[0, 0, 0], torch.tensor([0, 4095 / 65535, 1.0]))
+    jittered = augment(to_float(grey), torch.Generator().manual_seed(0))
+    assert torch.equal(jittered[:, 0], jittered[:, 1]) and torch.equal(jittered[:, 1], jittered[:, 2])  # stays grey

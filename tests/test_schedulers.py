@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
+from conftest import stand_in_trainable
 from pdsweep.config import Config
+from pdsweep.objective import Objective
 from pdsweep.space import load_space
 from pdsweep.sweep import SweepSettings, run_sweep
 from pdsweep.sweep.schedulers import KeepAwareRungs, TieredASHA, first_rung, keep_rate_of, search_scheduler
@@ -66,6 +68,17 @@ def test_tiered_asha_reads_each_trials_keep_rate_and_tier() -> None:
     late = _trial("late", 1.0)
     assert scheduler.on_trial_result(None, late, {"epoch": 2, "val_accuracy": 0.10}) == STOP  # below full and low
     assert scheduler.on_trial_result(None, late, {"epoch": 8, "val_accuracy": 0.0}) == CONTINUE  # no decision at the end
+
+
+def test_under_a_loss_the_rungs_stop_the_highest() -> None:
+    scheduler = TieredASHA([1.0], max_t=8, grace_period=2, reduction_factor=2, objective=Objective("loss"))
+    low, high = _trial("low", 1.0), _trial("high", 1.0)
+    assert scheduler.on_trial_result(None, low, {"epoch": 2, "val_loss": 0.3, "val_accuracy": 0.2}) == CONTINUE
+    # Its accuracy is the higher, but the loss is what the sweep minimises.
+    assert scheduler.on_trial_result(None, high, {"epoch": 2, "val_loss": 0.9, "val_accuracy": 0.9}) == STOP
+    better = _trial("better", 1.0)
+    assert scheduler.on_trial_result(None, better, {"epoch": 2, "val_loss": 0.1, "val_accuracy": 0.1}) == CONTINUE
+    assert scheduler.on_trial_result(None, _trial("none", 1.0), {"epoch": 2}) == CONTINUE  # no value of the metric
 
 
 def test_a_uniform_keep_range_is_judged_at_its_mean_keep_rate() -> None:
@@ -154,21 +167,10 @@ def stand_in(trial_config: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-def stand_in_trials(monkeypatch):
+def stand_in_trials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Trials run :func:`stand_in` instead of training (the rest of the sweep is real)."""
-    from ray import cloudpickle, tune
-
-    import pdsweep.sweep.run as run_module
-    from pdsweep.sweep.cluster import resources_for
-
-    def trainable(settings: Any, space: Any, state: Any) -> Any:
-        return tune.with_resources(stand_in, resources_for(settings, space, state.data.worker_gpu_memory_gb))
-
-    monkeypatch.setattr(run_module, "tune_trainable", trainable)
-    module = sys.modules[__name__]
-    cloudpickle.register_pickle_by_value(module)  # Ray's workers cannot import a test module
-    yield
-    cloudpickle.unregister_pickle_by_value(module)
+    with stand_in_trainable(monkeypatch, stand_in):
+        yield
 
 
 LAGGING_SPACE = """\

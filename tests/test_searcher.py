@@ -556,3 +556,22 @@ def test_a_design_point_lost_in_a_crash_is_asked_again(tmp_path: Path) -> None:
     second.restore(str(tmp_path / "state.pkl"))
     after = [Config(**s["config"]).name for s in _issue_all(second, "n")]
     assert lost in after and len(after) == 11 and len(set(after)) == 11
+
+
+def test_under_a_loss_the_studies_minimise_what_trials_report(tmp_path: Path) -> None:
+    context = TrialContext(TrainingSettings(metric="loss"), "synthetic", split_seed=0)
+    searcher = BudgetSearcher(load_space("paper"), [Budget(1.3)], search="tpe", trials=2, policy="fill", seed=0,
+                              store=SweepStore(str(tmp_path), "s"), context=context, num_classes=10)
+    assert (searcher.metric, searcher.mode) == ("val_loss", "min")
+    first, second = searcher.suggest("a"), searcher.suggest("b")
+    assert first and second
+    searcher.on_trial_result("a", {"epoch": 1, "val_loss": 0.9, "val_accuracy": 0.5})
+    searcher.on_trial_complete("a", {"epoch": 2, "val_loss": 0.7, "best_val_loss": 0.6, "val_accuracy": 0.6,
+                                     "best_val_accuracy": 0.6, "done_training": True})
+    searcher.on_trial_complete("b", {"epoch": 2, "val_loss": 0.8, "best_val_loss": 0.8, "val_accuracy": 0.7,
+                                     "best_val_accuracy": 0.7, "done_training": True})
+    study = searcher.study("tier-1.3")
+    assert study.direction.name == "MINIMIZE"
+    told = sorted(t.value for t in study.trials if t.state.name == "COMPLETE")
+    assert told == [0.6, 0.8] and study.best_trial.value == 0.6  # the lower loss wins, whatever the accuracy
+    assert [t.intermediate_values for t in study.trials if t.value == 0.6] == [{1: 0.9}]

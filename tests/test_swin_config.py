@@ -335,7 +335,7 @@ def test_a_swins_robustness_curve_measures_the_nearest_window_rates_and_the_plan
     space = load_space(str(_space(tmp_path, text)))
     model = build_model(space.configs[0].config)
     seen: list[int | None] = []
-    curve = robustness_curve(model, lambda: (seen.append(model.members[0].window_drop.test_keep) or 0.5, None), 0,
+    curve = robustness_curve(model, lambda: seen.append(model.members[0].window_drop.test_keep) or 0.5, 0,
                              space.training.test_keep_rates)
     assert list(curve) == pytest.approx(list(measured))  # keyed by what was measured, one point per window rate
     assert seen == [round(7 * math.sqrt(r)) for r in measured]

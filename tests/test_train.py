@@ -12,7 +12,8 @@ from pdsweep.config import Config
 from pdsweep.training.data import Dataset, Split, load_dataset
 from pdsweep.errors import PdsweepError
 from pdsweep.space import TrainingSettings
-from pdsweep.training.loop import CHECKPOINT_FILE, binary_auc, train, warmup_cosine
+from pdsweep.objective import METRICS
+from pdsweep.training.loop import CHECKPOINT_FILE, train, warmup_cosine
 
 FAST = TrainingSettings(epochs=2, batch_size=16, optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup_epochs=1, precision="fp32", augment=False)
 
@@ -40,7 +41,14 @@ def test_training_learns_and_reports_every_metric() -> None:
     assert result.test_accuracy > 0.6  # chance is 0.25
     assert set(result.robustness) == {1.0, 0.75, 0.5, 0.25} and result.robustness[1.0] == result.test_accuracy
     first = result.history[0]
-    assert first.images_per_second > 0 and first.val_auc is None and first.peak_memory_gb is None
+    assert first.images_per_second > 0 and first.peak_memory_gb is None
+    assert all(first.val(m) is not None for m in METRICS)  # four classes: AUC is the macro one-vs-rest
+    assert set(result.test_scores) == set(METRICS) and result.test_scores["accuracy"] == result.test_accuracy
+    for metric, (low, high) in result.test_intervals.items():  # type: ignore[misc]
+        assert low <= result.test_scores[metric] <= high, metric
+    recall = result.class_recall
+    assert len(recall) == 4 and result.test_scores["balanced_accuracy"] == pytest.approx(sum(recall) / 4)  # type: ignore[arg-type]
+    assert result.best_val("loss") == min(m.val_loss for m in result.history)  # type: ignore[type-var]
     assert result.to_dict()["num_classes"] == 4
 
 
@@ -85,6 +93,10 @@ def test_checkpoint_round_trip_resumes_the_same_loss_curve(tmp_path: Path) -> No
     assert resumed.test_accuracy == straight.test_accuracy
     with pytest.raises(PdsweepError, match=r"was trained with other settings \(epochs\); resume with the same ones"):
         train(config, dataset, replace(settings, epochs=5), device="cpu", checkpoint_dir=tmp_path)
+    # Another objective changes no step (every metric is recorded); class weights change the loss.
+    assert train(config, dataset, replace(settings, metric="loss"), device="cpu", checkpoint_dir=tmp_path).epochs == 3
+    with pytest.raises(PdsweepError, match=r"was trained with other settings \(class_weights\)"):
+        train(config, dataset, replace(settings, class_weights="balanced"), device="cpu", checkpoint_dir=tmp_path)
 
 
 def test_checkpoints_are_saved_once_their_interval_has_passed(tmp_path: Path) -> None:
@@ -127,16 +139,6 @@ def test_ensemble_that_cannot_fit_in_memory_is_refused_before_training() -> None
 def test_config_and_dataset_must_agree() -> None:
     with pytest.raises(PdsweepError, match=r"the config has 10 classes but dataset corner has 4"):
         train(Config("vit_micro", 32, 8, depth=1), _corner_dataset(n=16), FAST, device="cpu")
-
-
-def test_binary_auc_matches_pairwise_definition() -> None:
-    torch.manual_seed(0)
-    scores = torch.rand(60).round(decimals=1)  # with ties
-    labels = (torch.rand(60) > 0.5).long()
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    pairwise = sum((p > n) + 0.5 * (p == n) for p, n in itertools.product(pos.tolist(), neg.tolist())) / (len(pos) * len(neg))
-    assert binary_auc(scores, labels) == pytest.approx(pairwise)
-    assert binary_auc(scores, torch.ones(60, dtype=torch.long)) is None
 
 
 def test_warmup_then_cosine() -> None:

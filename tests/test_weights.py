@@ -146,7 +146,7 @@ def test_saved_weights_give_identical_logits_and_timm_loads_them(tmp_path: Path)
         load_into(member, read_state(Path(path), path)[0], head=True)
     loaded = build_model(config)
     loaded.members = torch.nn.ModuleList(members)
-    accuracy, _ = evaluate(loaded, dataset.test, batch_size=8, device=torch.device("cpu"))
+    accuracy = evaluate(loaded, dataset.test, batch_size=8, device=torch.device("cpu"))["accuracy"]
     assert accuracy == result.test_accuracy  # the saved ensemble is the trained one
     preset = get_preset("vit_micro")
     reference = timm.create_model(preset.timm_name, pretrained=True,

@@ -59,7 +59,7 @@ def test_saved_weights_train_again_and_name_their_file(cli, tmp_path: Path, hf_h
     model = build_model(Config("vit_micro", 32, 8, depth=1, ensemble_size=2, num_classes=dataset.num_classes))
     for member, path in zip(model.members, first.json()["saved_weights"]):
         load_into(member, read_state(Path(path), path)[0], head=True)
-    assert evaluate(model, dataset.test, batch_size=64, device=torch.device("cpu"))[0] == first.json()["test_accuracy"]
+    assert evaluate(model, dataset.test, batch_size=64, device=torch.device("cpu"))["accuracy"] == first.json()["test_accuracy"]
     again = cli(*TRAIN[:-1], "--pretrained", saved, "--resolution", "64")
     assert again.code == 0, again.err
     assert "started from" in again.out and "1 of 1 blocks" in again.out

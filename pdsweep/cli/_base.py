@@ -235,6 +235,37 @@ def set_flag(parser: argparse.ArgumentParser, what: str = "a value of the space 
                              "axes.resolution=[32,64] (YAML values; repeatable, the later wins)")
 
 
+def window_flag(parser: argparse.ArgumentParser) -> None:
+    """``--window LOW,HIGH``, beside ``--dataset``: :func:`dataset_with_window` folds it in."""
+    parser.add_argument("--window", type=_window_text, metavar="LOW,HIGH",
+                        help="pixel values shown black..white, those outside clipped (16-bit, float and DICOM images: "
+                             "e.g. 0,4095, or -1000,400 in Hounsfield units); the dataset's ?window=LOW,HIGH option")
+
+
+def _window_text(text: str) -> str:
+    from pdsweep.training.decode import Window
+
+    try:
+        Window.parse(text)
+    except PdsweepError as error:
+        raise argparse.ArgumentTypeError(str(error).rstrip(".")) from None
+    return text
+
+
+def dataset_with_window(dataset: str, window: str | None) -> str:
+    """``--dataset`` with ``--window`` added as its ``?window=`` option (so the cache keys on it)."""
+    from pdsweep.training.data import DATASET_OPTIONS, DatasetSpec
+
+    if window is None:
+        return dataset
+    spec = DatasetSpec.parse(dataset)
+    if "window" not in DATASET_OPTIONS.get(spec.kind, ()):
+        raise PdsweepError(f"--window: {spec.kind} images are 8-bit RGB and take no window; drop --window.")
+    if "window" in spec.options:
+        raise PdsweepError(f"--window and ?window= in --dataset {dataset} both give a window; keep one.")
+    return str(DatasetSpec(spec.kind, f"{spec.arg}{'&' if '?' in spec.arg else '?'}window={window}"))
+
+
 def runs_dir_flag(parser: argparse.ArgumentParser) -> None:
     from pdsweep.paths import DEFAULT_RUNS_DIR
 
@@ -243,3 +274,18 @@ def runs_dir_flag(parser: argparse.ArgumentParser) -> None:
 
 def json_flag(parser: argparse.ArgumentParser, what: str = "print JSON") -> None:
     parser.add_argument("--json", action="store_true", help=what)
+
+
+def metric_flag(parser: argparse.ArgumentParser) -> None:
+    """``--metric``: what the search or the training ranks by (``training.metric``)."""
+    from pdsweep.objective import MetricName
+
+    parser.add_argument("--metric", choices=choices(MetricName),
+                        help="what to optimise: accuracy (default), balanced_accuracy, auc (macro one-vs-rest beyond "
+                             "two classes), macro_f1, or loss (minimised); sets training.metric. Every metric is "
+                             "recorded whatever this is")
+
+
+def with_metric(overrides: list[str] | tuple[str, ...], metric: str | None) -> tuple[str, ...]:
+    """The ``--set`` overrides with ``--metric`` last (so it wins over a --set of the same key)."""
+    return (*overrides, *((f"training.metric={metric}",) if metric else ()))

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pdsweep.cli._base import Command, json_flag, runs_dir_flag
+from pdsweep.cli._base import Command, choices, json_flag, runs_dir_flag
 from pdsweep.errors import PdsweepError
 
 if TYPE_CHECKING:
+    from pdsweep.objective import Objective
     from pdsweep.results.paper import PaperTable
     from pdsweep.space import SearchSpace
     from pdsweep.sweep.files import SweepFiles
@@ -33,24 +34,35 @@ class Report(Command):
         parser.add_argument("--layout", choices=["tiers", "paper"], default="tiers",
                             help="tiers: best config per budget tier (default); paper: a recipe's listed configs side "
                                  "by side with the difference against each group's baseline, and robustness curves")
+        from pdsweep.objective import MetricName
+
+        parser.add_argument("--metric", choices=choices(MetricName),
+                            help="rank by this metric instead of the one the sweep searched under (every trial records "
+                                 "all of them; written to report-METRIC/ unless --out is given)")
         json_flag(parser, "print the report as JSON")
 
     def take_action(self, args: argparse.Namespace) -> int:
+        from pdsweep.objective import Objective
         from pdsweep.results import paper, report
         from pdsweep.sweep.files import load_sweep, sweep_space
 
         # Every sweep is read and checked before anything is written.
         sweeps = [load_sweep(name, args.runs_dir) for name in args.names]
+        objective = Objective(args.metric) if args.metric else None
         if args.layout == "paper":
-            tables = [paper_table_of(sweep, sweep_space(sweep.name, args.runs_dir)) for sweep in sweeps]
+            tables = [paper_table_of(sweep, sweep_space(sweep.name, args.runs_dir), objective) for sweep in sweeps]
         else:
-            reports = [report.build(s.name, s.rows, **s.options) for s in sweeps]
+            reports = [report.build(s.name, s.rows, **s.options, objective=objective) for s in sweeps]
         labels = [_check_backfill(sweep, args.runs_dir) if args.to_mlflow else None for sweep in sweeps]
         written = []
         for i, sweep in enumerate(sweeps):
-            out_dir = Path(args.out) / sweep.name if args.out and len(sweeps) > 1 else Path(args.out or sweep.folder / "report")
+            # A report under another metric than the search's goes beside the sweep's own, not over it.
+            own = args.metric in (None, report.search_metric(sweep.rows))
+            default_dir = sweep.folder / ("report" if own else f"report-{args.metric}")
+            out_dir = Path(args.out) / sweep.name if args.out and len(sweeps) > 1 else Path(args.out or default_dir)
             files = paper.write_paper(tables[i], out_dir) if args.layout == "paper" else list(report.write(reports[i], out_dir))
-            _to_mlflow(sweep, files, backfill=labels[i])
+            # Another metric's report goes beside the sweep's own in MLflow too (report-METRIC/).
+            _to_mlflow(sweep, files, backfill=labels[i], artifact_path=None if own else default_dir.name)
             written.append(files)
         if args.json:
             payload = [t.to_json() for t in tables] if args.layout == "paper" else [r.to_json() for r in reports]
@@ -65,7 +77,7 @@ class Report(Command):
         return 0
 
 
-def paper_table_of(sweep: SweepFiles, space: SearchSpace) -> PaperTable:
+def paper_table_of(sweep: SweepFiles, space: SearchSpace, objective: Objective | None = None) -> PaperTable:
     """A recipe sweep's paper table; a sweep that searched axes has none (one line, exit 2)."""
     from pdsweep.results.paper import paper_table
 
@@ -73,7 +85,7 @@ def paper_table_of(sweep: SweepFiles, space: SearchSpace) -> PaperTable:
         raise PdsweepError(f"sweep {sweep.name!r} searched the axes of space {space.name!r}; --layout paper is for a "
                            "recipe (a space that lists its configs, e.g. search_spaces/paper/keep_rate.yaml); "
                            "drop --layout for the per-tier report.")
-    return paper_table(sweep.name, space.name, space.description, space.configs, sweep.rows)
+    return paper_table(sweep.name, space.name, space.description, space.configs, sweep.rows, objective)
 
 
 def _check_backfill(sweep: SweepFiles, runs_dir: str) -> dict[str, dict[str, str]]:
@@ -95,7 +107,8 @@ def _check_backfill(sweep: SweepFiles, runs_dir: str) -> dict[str, dict[str, str
         return {}
 
 
-def _to_mlflow(sweep: SweepFiles, files: list[Path], *, backfill: dict[str, dict[str, str]] | None) -> None:
+def _to_mlflow(sweep: SweepFiles, files: list[Path], *, backfill: dict[str, dict[str, str]] | None,
+               artifact_path: str | None = None) -> None:
     """The report's files as artifacts of the sweep's parent run (and, with --to-mlflow, the trials
     MLflow is missing, ``backfill`` the tags of its listed configs); the report stands without MLflow."""
     from pdsweep.results import tracking
@@ -106,7 +119,7 @@ def _to_mlflow(sweep: SweepFiles, files: list[Path], *, backfill: dict[str, dict
         logged = tracking.backfill(sweep.mlflow, sweep.rows, backfill)
         print(f"MLflow: back-filled {logged} trial(s) of {sweep.name!r}", file=sys.stderr)
     try:
-        tracking.log_artifacts(sweep.mlflow, files)
+        tracking.log_artifacts(sweep.mlflow, files, artifact_path)
     except Exception as error:  # the report stands without MLflow
         print(f"pdsweep: warning: could not log the report to MLflow ({error}).", file=sys.stderr)
 

@@ -7,7 +7,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from pdsweep.cli._base import Command, choices, default, json_flag, non_negative_float, positive_float, runs_dir_flag
+from pdsweep.cli._base import (Command, choices, dataset_with_window, default, json_flag, non_negative_float, positive_float,
+                               metric_flag, runs_dir_flag, window_flag, with_metric)
 
 if TYPE_CHECKING:
     from pdsweep.sweep import SweepOutcome
@@ -55,7 +56,9 @@ class Run(Command):
         parser.add_argument("--no-estimate", action="store_true",
                             help="skip the pre-flight's measured wall-time estimate (a few seconds of training steps)")
         parser.add_argument("--dataset", default=of("dataset"),
-                            help="synthetic[:N] (default), folder:PATH, npz:PATH, parquet:PATH")
+                            help="synthetic[:N] (default), folder:PATH, npz:PATH, parquet:PATH, csv:PATH (a manifest)")
+        window_flag(parser)
+        metric_flag(parser)
         parser.add_argument("--name", help="sweep name (default: a timestamp)")
         runs_dir_flag(parser)
         parser.add_argument("--address", help="a Ray cluster (HOST:PORT, ray://HOST:PORT or auto); default: a local Ray")
@@ -92,12 +95,13 @@ class Run(Command):
         from pdsweep.sweep import SweepSettings, check_sweep, default_name, run_sweep
 
         settings = SweepSettings(
-            name=args.name or default_name(), space=args.space, overrides=tuple(args.overrides),
+            name=args.name or default_name(), space=args.space, overrides=with_metric(args.overrides, args.metric),
             budgets=tuple(args.budget_gflops or ()),  # none: a space of listed configs runs them all
             memory_gb=args.budget_memory_gb, policy=args.keep_policy, search=args.search, trials=args.trials,
             concurrency=args.concurrency, scheduler=args.scheduler, grace_period=args.grace_period,
             reduction_factor=args.reduction_factor, repeats=args.repeats, top_k=args.top_k, max_tflop=args.max_tflop,
-            max_device_hours=args.max_device_hours, estimate=not args.no_estimate, dataset=args.dataset,
+            max_device_hours=args.max_device_hours, estimate=not args.no_estimate,
+            dataset=dataset_with_window(args.dataset, args.window),
             runs_dir=args.runs_dir, address=args.address, cpus_per_trial=args.cpus_per_trial,
             gpu_memory_gb=args.gpu_memory_gb, max_failures=args.max_failures, cache_dir=args.cache_dir,
             checkpoint_every_s=args.checkpoint_every_s,

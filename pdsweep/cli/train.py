@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pdsweep.cli._base import Command, choices, config_of, default, json_flag, keep_flags, keep_values, positive_float, set_flag
+from pdsweep.cli._base import (Command, choices, config_of, dataset_with_window, default, json_flag, keep_flags, keep_values,
+                               metric_flag, positive_float, set_flag, window_flag, with_metric)
 from pdsweep.errors import PdsweepError
 
 if TYPE_CHECKING:
@@ -34,9 +35,11 @@ class Train(Command):
 
         keep_flags(parser)
         parser.add_argument("--dataset", default=default(SweepSettings, "dataset"),
-                            help="synthetic[:N] (default), folder:PATH, npz:PATH or parquet:PATH")
+                            help="synthetic[:N] (default), folder:PATH, npz:PATH, parquet:PATH or csv:PATH (a manifest)")
+        window_flag(parser)
         parser.add_argument("--space", help="take training settings from this space file or name")
         set_flag(parser, "a training setting (training.KEY) of --space or of the defaults")
+        metric_flag(parser)
         parser.add_argument("--epochs", type=int, help="epochs")
         parser.add_argument("--batch-size", type=int, help="batch size")
         parser.add_argument("--warmup-epochs", type=int, help="epochs of linear learning-rate warm-up")
@@ -64,6 +67,7 @@ class Train(Command):
         from dataclasses import asdict, replace
         from pathlib import Path
 
+        from pdsweep.objective import check_scorable
         from pdsweep.space import load_training
         from pdsweep.training.data import DatasetSpec, load_dataset
         from pdsweep.training.faults import fault_line, fault_status
@@ -74,23 +78,27 @@ class Train(Command):
         checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else None
         if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
             raise PdsweepError(f"--checkpoint-dir {str(checkpoint_dir)!r} is a file; give a folder.")
-        base = load_training(args.space, args.overrides)
+        base = load_training(args.space, with_metric(args.overrides, args.metric))
         settings = _settings_of(args, base)
-        spec = DatasetSpec.parse(args.dataset)
+        spec = DatasetSpec.parse(dataset_with_window(args.dataset, args.window))
         check_fits(config, settings, args.device)  # before minutes of decoding; the head's size hardly matters
         # The split depends on the space's seed only, as in a sweep: --seed varies the training alone.
         dataset = load_dataset(spec, config.resolution, seed=base.seed, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
         config = replace(config, num_classes=dataset.num_classes)
+        check_scorable(dataset, settings.metric, settings.eval_groups)  # bad input, before the first line of progress
+        groups = "/".join(str(g) for _, g in dataset.counts().values()) if dataset.train.groups is not None else ""
         print(
             f"{config.name}: {dataset.num_classes} classes, {len(dataset.train)}/{len(dataset.val)}/{len(dataset.test)} "
-            f"train/val/test images, {settings.epochs} epochs",
+            f"train/val/test images" + (f" in {groups} groups" if groups else "") + f", {settings.epochs} epochs",
             file=sys.stderr,
         )
 
         def progress(metrics: Any, checkpoint_dir: Any) -> None:
             memory = f"  {metrics.peak_memory_gb:.2f} GB" if metrics.peak_memory_gb is not None else ""
+            o = settings.objective
+            shown = f"val {metrics.val_accuracy:.1%}" + ("" if o.metric == "accuracy" else f", {o.label} {o.format(metrics.val(o.metric))}")
             print(
-                f"epoch {metrics.epoch}/{settings.epochs}  loss {metrics.train_loss:.4f}  val {metrics.val_accuracy:.1%}"
+                f"epoch {metrics.epoch}/{settings.epochs}  loss {metrics.train_loss:.4f}  {shown}"
                 f"  {metrics.images_per_second:,.0f} img/s  {metrics.seconds:.1f} s{memory}",
                 file=sys.stderr,
             )
@@ -113,7 +121,7 @@ class Train(Command):
                                   "epochs": len(history), "history": [asdict(m) for m in history]},
                                  indent=2, allow_nan=False, default=str))
             return 1
-        _print_result(result, args.json)
+        _print_result(result, settings, dataset.class_names, args.json)
         return 0
 
 
@@ -163,13 +171,22 @@ def _settings_of(args: argparse.Namespace, base: TrainingSettings) -> TrainingSe
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _print_result(result: TrainResult, as_json: bool) -> None:
+def _print_result(result: TrainResult, settings: TrainingSettings, class_names: tuple[str, ...], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+        print(json.dumps({**result.to_dict(), "metric": settings.metric, "class_names": list(class_names)},
+                         indent=2, allow_nan=False))
     else:
         curve = ", ".join(f"{rate:g}: {acc:.1%}" for rate, acc in result.robustness.items())
         print(f"{result.config.name}  test accuracy {result.test_accuracy:.1%}  (val {result.val_accuracy:.1%}, best "
               f"{result.best_val_accuracy:.1%})  {result.train_gflops:.4g} train GFLOPs  {result.seconds:.0f} s")
+        o, over = settings.objective, "groups" if result.scored_by == "mean" else "images"
+        interval = result.test_intervals.get(o.metric)
+        print(f"test {o.label} {o.format(result.test_scores.get(o.metric))}"
+              + (f" (95% bootstrap interval over the test {over}: {o.format(interval[0])} to {o.format(interval[1])})"
+                 if interval else "") + f"; best val {o.label} {o.format(result.best_val(o.metric))}")
+        recall = ", ".join(f"{name} {value:.1%}" if value is not None else f"{name} -"
+                           for name, value in zip(class_names, result.class_recall))
+        print(f"test recall per class: {recall}")
         print(f"robustness (test-time keep rate: accuracy): {curve}")
         print(f"attention kernel: {result.attention_backend}")
         if result.weights is not None:

@@ -3,7 +3,8 @@
 A recipe (a space with ``configs``, :mod:`pdsweep.space.listed`) reproduces one finding of the
 PatchDropout study: a few configs compared at about equal cost. ``pdsweep report NAME --layout
 paper`` prints its table as the study does: one row per listed config, grouped, with train
-GFLOPs, memory, the metric (mean best validation accuracy over seeds), test accuracy, and the
+GFLOPs, memory, the metric (the sweep's objective: mean best validation value over seeds), its
+test value, and the
 difference against its group's baseline (the group's full-token config, else its first), with
 Welch's 95% interval where both sides have two seeds or more. Test-time robustness curves (a
 trained model evaluated with patches dropped, ``training.test_keep_rates``) are drawn per config.
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from pdsweep.results.figures import output_dir, pyplot, save, write_text
-from pdsweep.results.report import Score, metric, scores_by_name, welch
+from pdsweep.objective import Objective
+from pdsweep.results.report import Score, metric, scores_by_name, search_metric, welch
 from pdsweep.results.rows import ResultRow
 from pdsweep.space import ListedConfig, group_baselines
 
@@ -30,7 +32,7 @@ class PaperRow:
     entry: ListedConfig
     score: Score | None
     baseline: bool  # the row its group's differences are taken against
-    delta: float | None  # metric - the baseline's metric
+    delta: float | None  # metric - the baseline's metric (a loss: < 0 is better)
     delta_interval: tuple[float, float] | None  # Welch's 95% interval of that difference
     robustness: dict[float, float] = field(default_factory=dict)  # test-time keep rate -> mean test accuracy
 
@@ -42,6 +44,7 @@ class PaperRow:
             "train_gflops": score.train_gflops if score else None, "memory_gb": score.memory_gb if score else None,
             "metric": score.metric if score else None, "spread": score.spread if score else None,
             "seeds": score.seeds if score else 0, "test_accuracy": score.test_accuracy if score else None,
+            "test": score.test if score else None,
             "complete": score.complete if score else None,
             "delta": self.delta, "delta_interval": list(self.delta_interval) if self.delta_interval else None,
             "robustness": {f"{rate:g}": accuracy for rate, accuracy in self.robustness.items()},
@@ -56,17 +59,23 @@ class PaperTable:
     recipe: str
     description: str
     rows: tuple[PaperRow, ...]
+    objective: Objective = Objective()
+    search_metric: str = "accuracy"
 
     def to_json(self) -> dict[str, Any]:
         return {"sweep": self.sweep, "recipe": self.recipe, "description": self.description,
-                "layout": "paper", "rows": [row.to_dict() for row in self.rows]}
+                "layout": "paper", "metric": self.objective.metric, "search_metric": self.search_metric,
+                "rows": [row.to_dict() for row in self.rows]}
 
 
 def paper_table(sweep: str, recipe: str, description: str, listed: Sequence[ListedConfig],
-                rows: Sequence[ResultRow]) -> PaperTable:
-    """The table of a recipe's sweep: each listed config matched with its trials by config name."""
-    scored = [r for r in rows if metric(r) is not None and r.status in ("completed", "stopped")]
-    scores = scores_by_name(scored)
+                rows: Sequence[ResultRow], objective: Objective | None = None) -> PaperTable:
+    """The table of a recipe's sweep: each listed config matched with its trials by config name,
+    by ``objective`` (default: the one the sweep ran under)."""
+    searched = search_metric(rows)
+    objective = objective or Objective(searched)  # type: ignore[arg-type]
+    scored = [r for r in rows if metric(r, objective) is not None and r.status in ("completed", "stopped")]
+    scores = scores_by_name(scored, objective)
     by_name: dict[str, list[ResultRow]] = {}
     for row in scored:
         by_name.setdefault(row.config.name, []).append(row)
@@ -82,7 +91,7 @@ def paper_table(sweep: str, recipe: str, description: str, listed: Sequence[List
             delta = score.metric - base_score.metric
             interval = welch(score.values, base_score.values)
         table.append(PaperRow(entry, score, is_base, delta, interval, _robustness(by_name.get(name, []))))
-    return PaperTable(sweep, recipe, description, tuple(table))
+    return PaperTable(sweep, recipe, description, tuple(table), objective, searched)
 
 
 def _robustness(rows: list[ResultRow]) -> dict[float, float]:
@@ -95,31 +104,38 @@ def _robustness(rows: list[ResultRow]) -> dict[float, float]:
     return {rate: statistics.fmean(values) for rate, values in sorted(points.items(), reverse=True)}
 
 
-def _percent(value: float | None, signed: bool = False) -> str:
-    """An accuracy as a percentage; a difference of two (``signed``) in percentage points."""
+def _percent(value: float | None, signed: bool = False, objective: Objective = Objective()) -> str:
+    """A value of ``objective`` (a rate as a percentage); a difference of two (``signed``): in
+    percentage points for a rate."""
     if value is None:
         return "-"
+    if objective.metric not in ("accuracy", "balanced_accuracy"):
+        return f"{value:+.3f}" if signed else f"{value:.3f}"
     return f"{100 * value:+.1f} pt" if signed else f"{value:.1%}"
 
 
 def paper_markdown(table: PaperTable) -> str:
     """The table as Markdown, one block per group, and the robustness curves as a table."""
+    o = table.objective
     lines = [f"# Recipe `{table.recipe}`: sweep `{table.sweep}`", ""]
     if table.description:
         lines += [table.description.strip(), ""]
+    if o.metric != "accuracy" or table.search_metric != o.metric:
+        lines += [f"Metric: validation {o.label}" + (f" (the search ran under {Objective(table.search_metric).label})"  # type: ignore[arg-type]
+                                                    if table.search_metric != o.metric else "") + ".", ""]
     lines += ["| group | config | train GFLOPs | memory GB | val (mean) | seeds | test | vs baseline | 95% interval |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in table.rows:
         score, entry = row.score, row.entry
         title = f"{entry.title} (baseline)" if row.baseline else entry.title
-        interval = (f"[{_percent(row.delta_interval[0], True)}, {_percent(row.delta_interval[1], True)}]"
+        interval = (f"[{_percent(row.delta_interval[0], True, o)}, {_percent(row.delta_interval[1], True, o)}]"
                     if row.delta_interval else "-")
-        spread = f" ± {score.spread:.1%}" if score and score.spread is not None else ""
+        spread = f" ± {_percent(score.spread, objective=o)}" if score and score.spread is not None else ""
         spread += "" if not score or score.complete else " (stopped early)"  # a partial accuracy, not comparable
         lines.append(
             f"| {entry.group or '-'} | {title} | {score.train_gflops:.4g} | {score.memory_gb:.3g} | "
-            f"{_percent(score.metric)}{spread} | {score.seeds} | {_percent(score.test_accuracy)} | "
-            f"{'-' if row.baseline else _percent(row.delta, signed=True)} | {interval} |"
+            f"{_percent(score.metric, objective=o)}{spread} | {score.seeds} | {_percent(score.test, objective=o)} | "
+            f"{'-' if row.baseline else _percent(row.delta, True, o)} | {interval} |"
             if score else f"| {entry.group or '-'} | {title} | - | - | not trained | 0 | - | - | - |"
         )
     curves = [row for row in table.rows if len(row.robustness) > 1]

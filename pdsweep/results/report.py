@@ -2,8 +2,11 @@
 
 Reads ``results.parquet`` only (never Ray's internals) and builds:
 
-- per budget tier, the best config by validation accuracy (mean and spread over its seeds when
-  it was repeated), its cost, the runner-up config and the margin between them;
+- per budget tier, the best config by the sweep's objective (``training.metric``: validation
+  accuracy by default, or AUC, balanced accuracy, macro F1, loss; ``--metric`` reads a finished
+  sweep under another one and says so), mean and spread over its seeds when it was repeated, its
+  cost, its test value with a 95% bootstrap interval over the test images (or groups), its
+  per-class recall, the runner-up config and the margin between them;
 - per tier, the top configs, each with a 95% percentile-bootstrap interval of its mean over
   seeds, and a verdict: the winner is *separated* from the runner-up when the 95% Welch
   interval of the difference of their means lies above 0, *tied* within noise when it does not,
@@ -13,7 +16,7 @@ Reads ``results.parquet`` only (never Ray's internals) and builds:
   that near 5%). Once the repeats ran, the winner and runner-up are chosen among the configs
   with the most seeds, so a config with one lucky seed cannot overtake repeated ones;
 - the compute ledger: planned vs spent TFLOPs and device-hours, and whether a cap stopped the sweep;
-- the Pareto frontier of validation accuracy against train GFLOPs over all trials (and against
+- the Pareto frontier of the objective against train GFLOPs over all trials (and against
   inference GFLOPs): the trials no other trial beats on both;
 - a PNG plot (every trial, log-x, the frontier, the tiers' budgets) and a Markdown summary.
 """
@@ -29,11 +32,12 @@ from typing import Any, Literal
 
 from pdsweep.config import Config
 from pdsweep.errors import PdsweepError
+from pdsweep.objective import Objective
 from pdsweep.results.compute import ComputeCap, ComputeLedger, ComputePlan
 from pdsweep.results.figures import output_dir, pyplot, save, write_text
 from pdsweep.results.rows import FAILED, ResultRow
 
-METRIC = "best_val_accuracy"
+METRIC = "best_val_accuracy"  # the default objective's column (a sweep's own: Objective.best_key)
 TOP_K = 3  # configs per tier the report ranks with their intervals (``--top-k``)
 CONFIDENCE = 0.95
 RESAMPLES = 2000  # bootstrap resamples (of the seeds, with replacement)
@@ -44,9 +48,15 @@ BOOTSTRAP_SEED = 0  # the same rows give the same intervals
 Verdict = Literal["separated", "tied", "single seed", "no runner-up"]
 
 
-def metric(row: ResultRow) -> float:
-    """What a report ranks by (:data:`METRIC`); only rows with one are scored."""
-    return getattr(row, METRIC)
+def metric(row: ResultRow, objective: Objective = Objective()) -> float | None:
+    """What a report ranks by: the row's best validation value of the objective; only rows with
+    one are scored."""
+    return row.best_val(objective.metric)
+
+
+def search_metric(rows: Sequence[ResultRow]) -> str:
+    """The metric the sweep's search ran under (accuracy for rows written before it was recorded)."""
+    return next((row.metric for row in rows if row.metric), "accuracy")
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,7 @@ class Score:
 
     config: Config
     budget_gflops: float
-    metric: float  # mean best validation accuracy over seeds
+    metric: float  # mean best validation value of the objective over seeds
     spread: float | None  # standard deviation over seeds (None with one seed)
     seeds: int
     test_accuracy: float | None  # mean over the seeds that ran to the end
@@ -65,6 +75,11 @@ class Score:
     values: tuple[float, ...] = ()  # the metric of each seed
     interval: tuple[float, float] | None = None  # 95% bootstrap interval of the mean (None with one seed)
     complete: bool = True  # its seeds ran every epoch (False: only early-stopped seeds, a partial accuracy)
+    test: float | None = None  # the objective's test value, mean over the seeds that ran to the end
+    # Its 95% bootstrap interval over the test images (or groups); with several seeds, the mean
+    # of each seed's bounds.
+    test_interval: tuple[float, float] | None = None
+    class_recall: tuple[tuple[str, float | None], ...] = ()  # test recall per class, mean over seeds
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +87,8 @@ class Score:
             "seeds": self.seeds, "test_accuracy": self.test_accuracy, "train_gflops": self.train_gflops,
             "inference_gflops": self.inference_gflops, "memory_gb": self.memory_gb,
             "seed_metrics": list(self.values), "interval": list(self.interval) if self.interval else None,
+            "test": self.test, "test_interval": list(self.test_interval) if self.test_interval else None,
+            "class_recall": {name: recall for name, recall in self.class_recall},
         }
 
 
@@ -82,11 +99,15 @@ class TierReport:
     best: Score | None
     runner_up: Score | None
     top: tuple[Score, ...] = ()  # the tier's best configs, best first
-    difference: tuple[float, float] | None = None  # 95% Welch interval of best - runner-up
+    difference: tuple[float, float] | None = None  # 95% Welch interval of best - runner-up (a loss: runner-up - best)
+    objective: Objective = Objective()
 
     @property
     def margin(self) -> float | None:
-        return self.best.metric - self.runner_up.metric if self.best and self.runner_up else None
+        """How much better the best is than the runner-up (> 0; a loss: how much lower)."""
+        if not (self.best and self.runner_up):
+            return None
+        return self.objective.score(self.best.metric) - self.objective.score(self.runner_up.metric)
 
     @property
     def verdict(self) -> Verdict:
@@ -113,10 +134,12 @@ class InitPair:
     pretrained: Score
     random: Score
     difference: tuple[float, float] | None  # 95% Welch interval of pretrained - random; None: a single seed
+    objective: Objective = Objective()
 
     @property
     def margin(self) -> float:
-        return self.pretrained.metric - self.random.metric
+        """How much better pretrained is (< 0: worse; a loss: how much lower)."""
+        return self.objective.score(self.pretrained.metric) - self.objective.score(self.random.metric)
 
     def to_dict(self) -> dict[str, Any]:
         return {"budget_gflops": self.budget_gflops, "config": replace(self.random.config, init="random").name,
@@ -135,14 +158,23 @@ class Report:
     compute: ComputeLedger | None = None
     inits: tuple[InitPair, ...] = ()  # configs trained both ways, for pretrained vs random at equal cost
     notes: tuple[str, ...] = ()  # what a config's family changes in how to read it (a Swin's)
+    objective: Objective = Objective()  # what this report ranks by
+    search_metric: str = "accuracy"  # what the sweep's search ran under
+    splits: tuple[tuple[str, int, int | None], ...] = ()  # (split, images, groups) of the dataset
+    scored_by: str = "image"  # image, or mean: each group scored by its images' mean probabilities
 
     def to_json(self) -> dict[str, Any]:
         def point(row: ResultRow) -> dict[str, Any]:
             return {**row.config.to_dict(), "trial_id": row.trial_id, "budget_gflops": row.budget_gflops,
-                    "metric": metric(row), "train_gflops": row.train_gflops, "inference_gflops": row.inference_gflops}
+                    "metric": metric(row, self.objective), "train_gflops": row.train_gflops,
+                    "inference_gflops": row.inference_gflops}
 
         return {
             "sweep": self.sweep,
+            "metric": self.objective.metric,
+            "search_metric": self.search_metric,
+            "scored_by": self.scored_by,
+            "splits": {split: {"images": images, "groups": groups} for split, images, groups in self.splits},
             "tiers": [t.to_dict() for t in self.tiers],
             "pareto": [point(r) for r in self.pareto_train],
             "pareto_inference": [point(r) for r in self.pareto_inference],
@@ -161,24 +193,41 @@ class Report:
 
 
 def build(sweep: str, rows: Sequence[ResultRow], *, top_k: int = TOP_K, plan: ComputePlan | None = None,
-          cap: ComputeCap = ComputeCap()) -> Report:
-    """The report of a sweep's results rows (``plan``, ``cap``: from its sweep.json, for the ledger)."""
-    scored = [r for r in rows if r.finished and metric(r) is not None]
+          cap: ComputeCap = ComputeCap(), objective: Objective | None = None) -> Report:
+    """The report of a sweep's results rows (``plan``, ``cap``: from its sweep.json, for the ledger),
+    ranked by ``objective`` (default: the one its search ran under)."""
+    searched = search_metric(rows)
+    objective = objective or Objective(searched)  # type: ignore[arg-type]
+    scored = [r for r in rows if r.finished and metric(r, objective) is not None]
     if not scored:
+        if any(r.finished for r in rows):
+            raise PdsweepError(f"sweep {sweep!r} has no {objective.label} recorded (its trials predate it, or it is "
+                               f"undefined on this data); report it under --metric {searched}.")
         raise PdsweepError(f"sweep {sweep!r} has no finished trial yet; wait for one, or `pdsweep resume {sweep}`.")
     tiers, inits = [], []
     for budget in sorted({r.budget_gflops for r in rows}):
         tier_rows = [r for r in scored if r.budget_gflops == budget]
-        scores = _scores(tier_rows)
-        inits += init_pairs(budget, scores)
-        ranked = _ranked(scores, repeated=any(r.phase == "repeat" for r in tier_rows))
+        scores = _scores(tier_rows, objective)
+        inits += init_pairs(budget, scores, objective)
+        ranked = _ranked(scores, repeated=any(r.phase == "repeat" for r in tier_rows), objective=objective)
         best, runner = (ranked + [None, None])[:2]
-        difference = welch(best.values, runner.values) if best and runner else None
+        difference = _difference(best, runner, objective) if best and runner else None
         tiers.append(TierReport(budget, sum(r.budget_gflops == budget for r in rows), best, runner,
-                                tuple(ranked[:top_k]), difference))
-    return Report(sweep, tuple(tiers), tuple(pareto(scored, "train_gflops")),
-                  tuple(pareto(scored, "inference_gflops")), tuple(rows), ComputeLedger.of(rows, plan, cap), tuple(inits),
-                  family_notes(rows))
+                                tuple(ranked[:top_k]), difference, objective))
+    notes = family_notes(rows)
+    if objective.metric != searched:
+        notes += (f"the search ran under {Objective(searched).label} (it chose which configs to train and stop); this "  # type: ignore[arg-type]
+                  f"report ranks them by {objective.label}.",)
+    counts = next((r.split_counts for r in rows if r.split_counts), None) or ()
+    return Report(sweep, tuple(tiers), tuple(pareto(scored, "train_gflops", objective)),
+                  tuple(pareto(scored, "inference_gflops", objective)), tuple(rows), ComputeLedger.of(rows, plan, cap),
+                  tuple(inits), notes, objective, searched, tuple((c.split, c.images, c.groups) for c in counts),
+                  next((r.scored_by for r in rows if r.scored_by), "image"))
+
+
+def _difference(first: Score, second: Score, objective: Objective) -> tuple[float, float] | None:
+    """The Welch interval of how much better ``first`` is than ``second`` (> 0: better)."""
+    return welch([objective.score(v) for v in first.values], [objective.score(v) for v in second.values])
 
 
 def family_notes(rows: Sequence[ResultRow]) -> tuple[str, ...]:
@@ -189,7 +238,7 @@ def family_notes(rows: Sequence[ResultRow]) -> tuple[str, ...]:
                  "do not apply to it." for model in models)
 
 
-def init_pairs(budget: float, scores: Sequence[Score]) -> list[InitPair]:
+def init_pairs(budget: float, scores: Sequence[Score], objective: Objective = Objective()) -> list[InitPair]:
     """The tier's configs trained both pretrained and random, dearest first. Only pairs whose
     both sides ran every epoch: an early-stopped side has a partial accuracy (ASHA stops slow
     starters, most often the random ones), which would not compare at equal cost."""
@@ -198,17 +247,17 @@ def init_pairs(budget: float, scores: Sequence[Score]) -> list[InitPair]:
     for config, score in by_config.items():
         other = by_config.get(replace(config, init="random"))
         if config.init == "pretrained" and other is not None and score.complete and other.complete:
-            pairs.append(InitPair(budget, score, other, welch(score.values, other.values)))
+            pairs.append(InitPair(budget, score, other, _difference(score, other, objective), objective))
     return sorted(pairs, key=lambda p: (-p.random.train_gflops, p.random.config.name))
 
 
-def _ranked(scores: list[Score], *, repeated: bool) -> list[Score]:
+def _ranked(scores: list[Score], *, repeated: bool, objective: Objective = Objective()) -> list[Score]:
     """Best first. Once the repeats ran (``repeated``), the configs with the most seeds come
     first: the repeats pull the top configs' means back towards their truth (they were chosen
     for a lucky first seed), and a config left with one seed would otherwise overtake them on
     its own luck."""
     most = max((s.seeds for s in scores), default=0)
-    return sorted(scores, key=lambda s: (repeated and s.seeds < most, -s.metric))
+    return sorted(scores, key=lambda s: (repeated and s.seeds < most, -objective.score(s.metric)))
 
 
 def welch(first: Sequence[float], second: Sequence[float]) -> tuple[float, float] | None:
@@ -241,12 +290,12 @@ def bootstrap(first: Sequence[float], second: Sequence[float] | None = None,
     return stats[int(tail * RESAMPLES)], stats[int((1 - tail) * RESAMPLES) - 1]
 
 
-def scores_by_name(rows: Sequence[ResultRow]) -> dict[str, Score]:
+def scores_by_name(rows: Sequence[ResultRow], objective: Objective = Objective()) -> dict[str, Score]:
     """Each config's :class:`Score` over its rows (seeds), by config name."""
-    return {score.config.name: score for score in _scores(list(rows))}
+    return {score.config.name: score for score in _scores(list(rows), objective)}
 
 
-def _scores(rows: list[ResultRow]) -> list[Score]:
+def _scores(rows: list[ResultRow], objective: Objective = Objective()) -> list[Score]:
     groups: dict[Config, list[ResultRow]] = {}
     for row in rows:
         groups.setdefault(row.config, []).append(row)
@@ -254,28 +303,48 @@ def _scores(rows: list[ResultRow]) -> list[Score]:
     for config, members in groups.items():
         # A seed stopped early has a partial accuracy: it counts only when no seed ran to the end.
         members = [r for r in members if r.status == "completed"] or members
-        metrics = [metric(r) for r in members]
+        metrics = [metric(r, objective) for r in members]
         tests = [r.test_accuracy for r in members if r.test_accuracy is not None]
+        own = [value for r in members if (value := r.test(objective.metric)) is not None]
+        intervals = [interval for r in members if (interval := r.interval(objective.metric))]
         first = members[0]
         scores.append(Score(
             config=config, budget_gflops=first.budget_gflops, metric=statistics.fmean(metrics),
             spread=statistics.stdev(metrics) if len(metrics) > 1 else None, seeds=len({r.seed for r in members}),
             test_accuracy=statistics.fmean(tests) if tests else None, train_gflops=first.train_gflops,
             inference_gflops=first.inference_gflops, memory_gb=first.predicted_memory_gb,
-            values=tuple(metrics), interval=bootstrap(metrics), complete=members[0].status == "completed",
+            values=tuple(metrics), interval=bootstrap(metrics), complete=members[0].status == "completed",  # type: ignore[arg-type]
+            test=statistics.fmean(own) if own else None,
+            test_interval=(statistics.fmean(i[0] for i in intervals), statistics.fmean(i[1] for i in intervals))
+            if intervals else None,
+            class_recall=_class_recall(members),
         ))
     return scores
 
 
-def pareto(rows: Sequence[ResultRow], cost: str) -> list[ResultRow]:
+def _class_recall(rows: Sequence[ResultRow]) -> tuple[tuple[str, float | None], ...]:
+    """Each class's test recall, the mean over the rows (seeds) that recorded one."""
+    names: dict[str, list[float]] = {}
+    for row in rows:
+        for point in row.class_recall or ():
+            names.setdefault(point.name, [])
+            if point.recall is not None:
+                names[point.name].append(point.recall)
+    return tuple((name, statistics.fmean(values) if values else None) for name, values in names.items())
+
+
+def pareto(rows: Sequence[ResultRow], cost: str, objective: Objective = Objective()) -> list[ResultRow]:
     """Rows that no other row beats: none cheaper (or as cheap) with a higher (or equal) metric.
 
     ``cost`` names the row's cost column (``train_gflops``, ``inference_gflops``). Sorted by
     cost; among rows of equal cost only the best counts.
     """
     frontier: list[ResultRow] = []
-    for row in sorted(rows, key=lambda r: (getattr(r, cost), -metric(r))):
-        if not frontier or metric(row) > metric(frontier[-1]):
+    def score(row: ResultRow) -> float:
+        return objective.score(metric(row, objective))  # type: ignore[arg-type]
+
+    for row in sorted(rows, key=lambda r: (getattr(r, cost), -score(r))):
+        if not frontier or score(row) > score(frontier[-1]):
             if frontier and getattr(frontier[-1], cost) == getattr(row, cost):
                 continue
             frontier.append(row)
@@ -285,17 +354,14 @@ def pareto(rows: Sequence[ResultRow], cost: str) -> list[ResultRow]:
 # ---- outputs ------------------------------------------------------------------------------
 
 
-def _percent(value: float | None, spread: float | None = None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.1%} ± {spread:.1%}" if spread is not None else f"{value:.1%}"
-
-
-def _interval(interval: tuple[float, float] | None, signed: bool = False) -> str:
+def _interval(interval: tuple[float, float] | None, signed: bool = False, objective: Objective = Objective(),
+              missing: str = "no interval (one seed)") -> str:
     if interval is None:
-        return "no interval (one seed)"
+        return missing
     low, high = interval
-    return f"[{low:+.1%}, {high:+.1%}]" if signed else f"[{low:.1%}, {high:.1%}]"
+    if objective.metric in ("accuracy", "balanced_accuracy"):
+        return f"[{low:+.1%}, {high:+.1%}]" if signed else f"[{low:.1%}, {high:.1%}]"
+    return f"[{low:+.3f}, {high:+.3f}]" if signed else f"[{low:.3f}, {high:.3f}]"
 
 
 def verdict_line(tier: TierReport) -> str:
@@ -306,36 +372,47 @@ def verdict_line(tier: TierReport) -> str:
     if tier.difference is None:
         return f"single seed, no verdict against `{runner.config.name}` (run with --repeats 2 or more)"
     words = "separated from" if tier.verdict == "separated" else "tied within noise with"
-    return (f"{words} `{runner.config.name}`: difference {tier.margin:+.1%}, "
-            f"{CONFIDENCE:.0%} interval {_interval(tier.difference, signed=True)}")
+    better = " (lower loss)" if tier.objective.minimised else ""
+    return (f"{words} `{runner.config.name}`: difference {tier.objective.difference(tier.margin or 0.0)}{better}, "
+            f"{CONFIDENCE:.0%} interval {_interval(tier.difference, signed=True, objective=tier.objective)}")
 
 
 def markdown(report: Report) -> str:
-    lines = [f"# Sweep `{report.sweep}`", "", f"{len(report.rows)} trials. Metric: best validation accuracy "
-             "(mean ± standard deviation over seeds where a config was repeated).", "",
+    o = report.objective
+    name = f"validation {o.label}"
+    lines = [f"# Sweep `{report.sweep}`", "", f"{len(report.rows)} trials. Metric: best {name} "
+             "(mean ± standard deviation over seeds where a config was repeated)"
+             + (f"; each {'group' if report.scored_by == 'mean' else 'image'} scored"
+                + (" by the mean of its images' probabilities" if report.scored_by == "mean" else "")) + ".", "",
              *[f"Note: {note}" for note in report.notes], *([""] if report.notes else []),
+             *_split_lines(report),
              "## Best config per budget tier", "",
-             "| budget GFLOPs | trials | best config | init | val | seeds | test | train GFLOPs | inference GFLOPs | memory GB | runner-up | margin | verdict |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"Test: the best config's test {o.label} with its {CONFIDENCE:.0%} bootstrap interval over the test "
+             f"{'groups' if report.scored_by == 'mean' else 'images'}.", "",
+             "| budget GFLOPs | trials | best config | init | val | seeds | test | test interval | train GFLOPs | "
+             "inference GFLOPs | memory GB | runner-up | margin | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for tier in report.tiers:
         best, runner = tier.best, tier.runner_up
         if best is None:
-            lines.append(f"| {tier.budget_gflops:g} | {tier.trials} | no finished trial | | | | | | | | | | |")
+            lines.append(f"| {tier.budget_gflops:g} | {tier.trials} | no finished trial | | | | | | | | | | | |")
             continue
         lines.append(
-            f"| {tier.budget_gflops:g} | {tier.trials} | `{best.config.name}` | {best.config.init} | {_percent(best.metric, best.spread)} | "
-            f"{best.seeds} | {_percent(best.test_accuracy)} | {best.train_gflops:.4g} | {best.inference_gflops:.4g} | "
-            f"{best.memory_gb:.3g} | {f'`{runner.config.name}` ({_percent(runner.metric, runner.spread)})' if runner else '-'} | "
-            f"{f'{tier.margin:+.1%}' if tier.margin is not None else '-'} | {tier.verdict} |"
+            f"| {tier.budget_gflops:g} | {tier.trials} | `{best.config.name}` | {best.config.init} | {o.format(best.metric, best.spread)} | "
+            f"{best.seeds} | {o.format(best.test)} | {_interval(best.test_interval, objective=o, missing='-')} | "
+            f"{best.train_gflops:.4g} | {best.inference_gflops:.4g} | "
+            f"{best.memory_gb:.3g} | {f'`{runner.config.name}` ({o.format(runner.metric, runner.spread)})' if runner else '-'} | "
+            f"{o.difference(tier.margin) if tier.margin is not None else '-'} | {tier.verdict} |"
         )
+    lines += _recall_lines(report)
     lines += ["", f"## Top configs per tier: mean and {CONFIDENCE:.0%} bootstrap interval over seeds", "",
               f"A config's interval is the percentile bootstrap of its mean ({RESAMPLES} resamples of its seeds). "
               "The winner is *separated* from the runner-up when the 95% Welch interval of the difference of "
               "their means lies above 0, *tied* within noise when it does not; with one seed there is no verdict.", "",
               "| budget GFLOPs | rank | config | val (mean) | interval | seeds | test |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for tier in report.tiers:
-        lines += [f"| {tier.budget_gflops:g} | {rank} | `{score.config.name}` | {_percent(score.metric)} | "
-                  f"{_interval(score.interval)} | {score.seeds} | {_percent(score.test_accuracy)} |"
+        lines += [f"| {tier.budget_gflops:g} | {rank} | `{score.config.name}` | {o.format(score.metric)} | "
+                  f"{_interval(score.interval, objective=o)} | {score.seeds} | {o.format(score.test)} |"
                   for rank, score in enumerate(tier.top, 1)]
     lines.append("")
     lines += [f"- tier {tier.budget_gflops:g}: `{tier.best.config.name}`: {verdict_line(tier)}"
@@ -343,23 +420,20 @@ def markdown(report: Report) -> str:
     if report.inits:
         lines += ["", "## pretrained vs random at equal cost", "",
                   "Each config trained from the space's weights and from random initialisation (same architecture "
-                  "and keep rate, so the same train GFLOPs), both to the last epoch. The interval is the {CONFIDENCE:.0%} Welch interval of "
-                  "the difference of means (with repeated seeds).", "",
+                  f"and keep rate, so the same train GFLOPs), both to the last epoch. The interval is the {CONFIDENCE:.0%} "
+                  "Welch interval of how much better pretrained is (with repeated seeds).", "",
                   "| budget GFLOPs | config | train GFLOPs | pretrained val | random val | difference | interval |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         lines += [f"| {p.budget_gflops:g} | `{p.random.config.name}` | {p.random.train_gflops:.4g} | "
-                  f"{_percent(p.pretrained.metric, p.pretrained.spread)} | {_percent(p.random.metric, p.random.spread)} | "
-                  f"{p.margin:+.1%} | {_interval(p.difference, signed=True)} |" for p in report.inits]
+                  f"{o.format(p.pretrained.metric, p.pretrained.spread)} | {o.format(p.random.metric, p.random.spread)} | "
+                  f"{o.difference(p.margin)} | {_interval(p.difference, signed=True, objective=o)} |" for p in report.inits]
     if report.compute is not None:
         lines += ["", "## Compute", "", *(f"- {line}" for line in report.compute.lines())]
-    lines += ["", "## Pareto frontier: validation accuracy vs train GFLOPs", "",
-              "| train GFLOPs | val | config | tier |", "| --- | --- | --- | --- |"]
-    lines += [f"| {r.train_gflops:.4g} | {_percent(metric(r))} | `{r.config.name}` | {r.budget_gflops:g} |"
-              for r in report.pareto_train]
-    lines += ["", "## Pareto frontier: validation accuracy vs inference GFLOPs", "",
-              "| inference GFLOPs | val | config | tier |", "| --- | --- | --- | --- |"]
-    lines += [f"| {r.inference_gflops:.4g} | {_percent(metric(r))} | `{r.config.name}` | {r.budget_gflops:g} |"
-              for r in report.pareto_inference]
+    for cost, rows in (("train", report.pareto_train), ("inference", report.pareto_inference)):
+        lines += ["", f"## Pareto frontier: {name} vs {cost} GFLOPs", "",
+                  f"| {cost} GFLOPs | val | config | tier |", "| --- | --- | --- | --- |"]
+        lines += [f"| {getattr(r, f'{cost}_gflops'):.4g} | {o.format(metric(r, o))} | `{r.config.name}` | {r.budget_gflops:g} |"
+                  for r in rows]
     if report.failed:
         lines += ["", "## Trials that failed", "",
                   "`oom`: the config did not fit in memory where it ran; `diverged`: its loss went non-finite; "
@@ -370,28 +444,53 @@ def markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _split_lines(report: Report) -> list[str]:
+    """How many images (and groups) each split has, when the trials recorded it."""
+    if not report.splits:
+        return []
+    cells = [f"{split} {images:,} images" + (f" in {groups:,} groups" if groups is not None else "")
+             for split, images, groups in report.splits]
+    return [f"Data: {'; '.join(cells)}.", ""]
+
+
+def _recall_lines(report: Report) -> list[str]:
+    """Each tier's best config's test recall per class (what a majority-class model hides)."""
+    tiers = [t for t in report.tiers if t.best is not None and t.best.class_recall]
+    if not tiers:
+        return []
+    names = [name for name, _ in tiers[0].best.class_recall]  # type: ignore[union-attr]
+    lines = ["", "## Test recall per class of each tier's best config", "",
+             "| budget GFLOPs | config | " + " | ".join(names) + " |", "| --- | --- |" + " --- |" * len(names)]
+    for tier in tiers:
+        recall = dict(tier.best.class_recall)  # type: ignore[union-attr]
+        cells = [f"{recall[n]:.1%}" if recall.get(n) is not None else "-" for n in names]
+        lines.append(f"| {tier.budget_gflops:g} | `{tier.best.config.name}` | " + " | ".join(cells) + " |")  # type: ignore[union-attr]
+    return lines
+
+
 def plot(report: Report, path: Path) -> Path:
-    """Every trial, validation accuracy vs train GFLOPs (log x), frontier and tier budgets."""
+    """Every trial, the validation objective vs train GFLOPs (log x), frontier and tier budgets."""
     import matplotlib
 
+    o = report.objective
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(9, 5.5), dpi=120)
     colours = plt.get_cmap("tab10")
     markers = "osD^v<>ph*"
     for i, tier in enumerate(report.tiers):
         colour = colours(i % 10)
-        rows = [r for r in report.rows if r.budget_gflops == tier.budget_gflops and metric(r) is not None]
+        rows = [r for r in report.rows if r.budget_gflops == tier.budget_gflops and metric(r, o) is not None]
         for status, filled in (("completed", True), ("stopped", False)):
             chosen = [r for r in rows if r.status == status]
             if chosen:
-                axes.scatter([r.train_gflops for r in chosen], [metric(r) for r in chosen], s=40,
+                axes.scatter([r.train_gflops for r in chosen], [metric(r, o) for r in chosen], s=40,
                              marker=markers[i % len(markers)], facecolors=colour if filled else "none", edgecolors=colour,
                              label=f"tier {tier.budget_gflops:g} GFLOPs" + ("" if filled else " (stopped early)"))
         axes.axvline(tier.budget_gflops, color=colour, linestyle=":", linewidth=1)
     frontier = report.pareto_train
     if frontier:
         xs = [r.train_gflops for r in frontier]
-        ys = [metric(r) for r in frontier]
+        ys = [metric(r, o) for r in frontier]
         axes.step(xs, ys, where="post", color="black", linewidth=1.2, label="Pareto frontier")
     axes.set_xscale("log")
     plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
@@ -399,16 +498,17 @@ def plot(report: Report, path: Path) -> Path:
     axes.xaxis.set_minor_formatter(plain)
     axes.tick_params(axis="x", which="minor", labelsize=7)
     axes.set_xlabel("train GFLOPs per image (log scale; dotted: tier budgets)")
-    axes.set_ylabel("best validation accuracy")
-    axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    axes.set_title(f"pdsweep sweep '{report.sweep}': accuracy vs training cost")
+    axes.set_ylabel(f"{'lowest' if o.minimised else 'best'} validation {o.label}")
+    if o.metric in ("accuracy", "balanced_accuracy"):
+        axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    axes.set_title(f"pdsweep sweep '{report.sweep}': {o.label} vs training cost")
     return save(figure, axes, path)
 
 
 def compare(reports: Sequence[Report]) -> str:
     """Markdown: each tier's best config in each sweep, side by side."""
     budgets = sorted({t.budget_gflops for r in reports for t in r.tiers})
-    header = "| budget GFLOPs | " + " | ".join(f"`{r.sweep}` best | val" for r in reports) + " |"
+    header = "| budget GFLOPs | " + " | ".join(f"`{r.sweep}` best | val {r.objective.label}" for r in reports) + " |"
     lines = [f"# Sweeps compared: {', '.join(f'`{r.sweep}`' for r in reports)}", "", header,
              "| --- |" + " --- | --- |" * len(reports)]
     for budget in budgets:
@@ -416,7 +516,7 @@ def compare(reports: Sequence[Report]) -> str:
         for report in reports:
             tier = next((t for t in report.tiers if t.budget_gflops == budget), None)
             best = tier.best if tier else None
-            cells.append(f"`{best.config.name}` | {_percent(best.metric, best.spread)}" if best else "- | -")
+            cells.append(f"`{best.config.name}` | {report.objective.format(best.metric, best.spread)}" if best else "- | -")
         lines.append(f"| {budget:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -426,5 +526,5 @@ def write(report: Report, out_dir: Path) -> tuple[Path, Path]:
     output_dir(out_dir)
     md = out_dir / "report.md"
     png = plot(report, out_dir / "report.png")
-    write_text(md, markdown(report).replace("# Sweep", "![accuracy vs train GFLOPs](report.png)\n\n# Sweep", 1))
+    write_text(md, markdown(report).replace("# Sweep", f"![{report.objective.label} vs train GFLOPs](report.png)\n\n# Sweep", 1))
     return md, png

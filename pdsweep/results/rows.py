@@ -28,10 +28,11 @@ from pdsweep.errors import PdsweepError
 from pdsweep.paths import RESULTS_FILE
 
 __all__ = [
-    "FAILED", "FINISHED", "RESULTS_FILE", "SCHEMA", "EpochPoint", "ResultRow", "RobustnessPoint", "RowTable", "read", "read_rows", "to_table", "write",
+    "FAILED", "FINISHED", "RESULTS_FILE", "SCHEMA", "ClassRecall", "EpochPoint", "MetricInterval", "ResultRow", "SplitCount", "RobustnessPoint", "RowTable", "read", "read_rows", "to_table", "write",
 ]
 
-SCHEMA_VERSION = 5  # 1: tables written before the version was recorded; 2: before the compute ledger columns; 3: before init; 4: before attention
+SCHEMA_VERSION = 6  # 1: tables written before the version was recorded; 2: before the compute ledger columns; 3: before init; 4: before attention;
+# 5: before every metric (history's structs lack val_auc, val_balanced_accuracy, val_macro_f1, val_loss)
 _VERSION_KEY = b"pdsweep.schema_version"
 
 Phase = Literal["search", "repeat"]
@@ -55,6 +56,40 @@ class EpochPoint:
     epoch: int
     train_loss: float | None
     val_accuracy: float | None
+    # The other metrics (pdsweep.objective); empty in tables written before them.
+    val_auc: float | None = None
+    val_balanced_accuracy: float | None = None
+    val_macro_f1: float | None = None
+    val_loss: float | None = None
+
+    def val(self, metric: str) -> float | None:
+        return getattr(self, f"val_{metric}")
+
+
+@dataclass(frozen=True)
+class MetricInterval:
+    """A bootstrap 95% interval of a test metric, over the test images (or groups)."""
+
+    metric: str
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class ClassRecall:
+    """One class's recall on the test split."""
+
+    name: str
+    recall: float | None  # None: no test image of the class
+
+
+@dataclass(frozen=True)
+class SplitCount:
+    """How many images (and groups, for a grouped dataset) a split has."""
+
+    split: str
+    images: int
+    groups: int | None
 
 
 @dataclass(frozen=True)
@@ -102,6 +137,34 @@ class ResultRow:
     # eager); empty in tables written before them.
     attention: str | None = None
     attention_backend: str | None = None
+    # Every metric (pdsweep.objective) besides accuracy and AUC above, the objective the search
+    # ran under, and what the scores are over; empty in tables written before them.
+    metric: str | None = None  # training.metric of the sweep; None: accuracy (before it could be chosen)
+    scored_by: str | None = None  # image, or mean (each group by the mean of its images' probabilities)
+    best_val_auc: float | None = None
+    best_val_balanced_accuracy: float | None = None
+    best_val_macro_f1: float | None = None
+    best_val_loss: float | None = None  # the lowest
+    test_balanced_accuracy: float | None = None
+    test_macro_f1: float | None = None
+    test_loss: float | None = None
+    test_intervals: tuple[MetricInterval, ...] | None = None
+    class_recall: tuple[ClassRecall, ...] | None = None  # on the test split
+    split_counts: tuple[SplitCount, ...] | None = None
+
+    def best_val(self, metric: str) -> float | None:
+        """The trial's best epoch's validation ``metric`` (``accuracy``, ``auc``, ``loss``, ...)."""
+        return getattr(self, f"best_val_{metric}")
+
+    def test(self, metric: str) -> float | None:
+        return getattr(self, f"test_{metric}")
+
+    def interval(self, metric: str) -> tuple[float, float] | None:
+        """The bootstrap 95% interval of the test ``metric``, if the trial recorded one."""
+        for point in self.test_intervals or ():
+            if point.metric == metric:
+                return point.low, point.high
+        return None
 
     @property
     def finished(self) -> bool:
@@ -253,6 +316,7 @@ def read(path: Path | str) -> pa.Table:
             table = table.append_column(field, pa.nulls(table.num_rows, field.type))
         elif field.name not in table.schema.names and field.name in LEGACY_AXIS_VALUES:  # an axis added since
             table = table.append_column(field, pa.array([LEGACY_AXIS_VALUES[field.name]] * table.num_rows, field.type))
+    table = _widen_history(table)
     foreign = PdsweepError(f"{path} does not have pdsweep's results schema; was it written by another version?")
     if set(table.schema.names) != set(SCHEMA.names):
         raise foreign
@@ -260,6 +324,22 @@ def read(path: Path | str) -> pa.Table:
     if not table.schema.equals(SCHEMA, check_metadata=False):
         raise foreign
     return table.replace_schema_metadata(SCHEMA.metadata)
+
+
+def _widen_history(table: pa.Table) -> pa.Table:
+    """An older table's ``history``, its epochs given the metric fields added since (empty)."""
+    if "history" not in table.schema.names:
+        return table
+    wanted = SCHEMA.field("history").type
+    column = table.column("history")
+    if column.type == wanted or not pa.types.is_list(column.type) or not pa.types.is_struct(column.type.value_type):
+        return table
+    names = {f.name for f in column.type.value_type}
+    if not names <= {f.name for f in wanted.value_type}:
+        return table  # not ours: the schema check names it
+    widened = pa.array([None if epochs is None else [{f.name: e.get(f.name) for f in wanted.value_type} for e in epochs]
+                        for epochs in column.to_pylist()], type=wanted)
+    return table.set_column(table.schema.get_field_index("history"), pa.field("history", wanted, nullable=True), widened)
 
 
 def read_rows(path: Path | str) -> list[ResultRow]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pdsweep.config import column_names
 from pdsweep.errors import PdsweepError
+from pdsweep.objective import METRICS
 from pdsweep.space.listed import LABEL_KEYS
 
 if TYPE_CHECKING:
@@ -41,12 +42,15 @@ PARENT_TAG = "pdsweep.sweep"  # on the parent run: the sweep's name
 PARENT = ""  # the tracker's key for calls on the parent run (trial ids are never empty)
 TRIAL_TAG = "pdsweep.trial_id"  # on a child run: Ray Tune's trial id
 # every config axis, the derived columns, the seed, and what a pretrained start loaded
+# (and the objective the sweep ran under, and what its scores are over: images or groups)
 CONFIG_PARAMS = (*column_names(), "seed", "weights_source", "weights_sha256", "pretrained_blocks", "attention",
-                 "attention_backend")
+                 "attention_backend", "metric", "scored_by")
 COST_METRICS = ("train_gflops", "inference_gflops", "predicted_memory_gb", "measured_memory_gb")
-FINAL_METRICS = ("best_val_accuracy", "final_val_accuracy", "val_auc", "test_accuracy", "test_auc",
+# Every metric's best validation value and test value (pdsweep.objective), whatever the objective.
+FINAL_METRICS = (*(f"best_val_{m}" for m in METRICS), "final_val_accuracy", "val_auc", *(f"test_{m}" for m in METRICS),
                  "epochs_run", "wall_seconds", "train_seconds", "spent_tflop", "device_seconds")
-EPOCH_METRICS = ("train_loss", "val_accuracy", "val_auc", "lr", "images_per_second", "peak_memory_gb")
+VAL_METRICS = tuple(f"val_{m}" for m in METRICS)
+EPOCH_METRICS = ("train_loss", *VAL_METRICS, "lr", "images_per_second", "peak_memory_gb")
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,11 @@ def start_sweep(uri: str, experiment: str, artifact_location: str | None, sweep:
     for file in files:
         client.log_artifact(run.info.run_id, str(file))
     return TrackingIds(uri, experiment_id, run.info.run_id)
+
+
+def _key(name: str) -> str:
+    """A class name as part of a metric key (MLflow allows letters, digits, ``_-. /``)."""
+    return "".join(c if c.isalnum() or c in "_-." else "_" for c in name)[:200]
 
 
 def _text(value: Any) -> str:
@@ -382,8 +391,12 @@ def log_row(uri: str, run_id: str, row: ResultRow, *, history: bool = False,
     params += [Param("budget_gflops", _text(row.budget_gflops))] if "budget_gflops" not in existing else []
     metrics = [Metric(k, float(values[k]), ended, 0) for k in COST_METRICS + FINAL_METRICS if _number(values.get(k))]
     metrics += [Metric(f"robustness_keep_{p.keep_rate:g}", float(p.accuracy), ended, 0) for p in row.robustness or ()]
+    for point in row.test_intervals or ():  # the bootstrap 95% interval over the test images (or groups)
+        metrics += [Metric(f"test_{point.metric}_ci_low", point.low, ended, 0),
+                    Metric(f"test_{point.metric}_ci_high", point.high, ended, 0)]
+    metrics += [Metric(f"test_recall_{_key(c.name)}", c.recall, ended, 0) for c in row.class_recall or () if c.recall is not None]
     if history:
-        for key in ("train_loss", "val_accuracy"):
+        for key in ("train_loss", *VAL_METRICS):
             logged = {m.step for m in client.get_metric_history(run_id, key)}
             metrics += [Metric(key, float(getattr(p, key)), ended, p.epoch) for p in row.history or ()
                         if p.epoch not in logged and _number(getattr(p, key))]
@@ -428,10 +441,11 @@ def relocate_artifacts(uri: str, old_root: Path, new_root: Path) -> int:
     return changed
 
 
-def log_artifacts(ids: TrackingIds, files: Iterable[Path]) -> None:
+def log_artifacts(ids: TrackingIds, files: Iterable[Path], artifact_path: str | None = None) -> None:
+    """``files`` onto the sweep's parent run, at its root or under ``artifact_path``."""
     client = _client(ids.uri)
     for file in files:
-        client.log_artifact(ids.parent_run_id, str(file))
+        client.log_artifact(ids.parent_run_id, str(file), artifact_path)
 
 
 def backfill(ids: TrackingIds, rows: Iterable[ResultRow], labels: Mapping[str, Mapping[str, str]] | None = None) -> int:

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from pdsweep.errors import PdsweepError
 from pdsweep.interrupts import sigterm_as_ctrl_c
+from pdsweep.objective import METRICS, Objective
 from pdsweep.paths import local_root
 from pdsweep.results.tracking import default_uri
 
@@ -100,8 +101,13 @@ def stop(server: subprocess.Popen, grace_s: float = 10.0) -> None:
         server.wait(timeout=5)
 
 
+def _objective(metric: str | None) -> Objective:
+    """The objective a parent run records (its ``metric`` param); accuracy before it was."""
+    return Objective(metric) if metric in METRICS else Objective()  # type: ignore[arg-type]
+
+
 def sweep_links(uri: str, base: str, limit: int = 5) -> list[str]:
-    """For the latest sweeps: their runs page (sorted by accuracy) and a compare page of trials."""
+    """For the latest sweeps: their runs page (sorted by the sweep's objective) and a compare page of trials."""
     from mlflow.tracking import MlflowClient
 
     from pdsweep.results.tracking import PARENT_TAG
@@ -115,9 +121,10 @@ def sweep_links(uri: str, base: str, limit: int = 5) -> list[str]:
     lines = []
     for parent in parents:
         experiment = parent.info.experiment_id
-        order = quote("metrics.`best_val_accuracy`")
+        objective = _objective(parent.data.params.get("metric"))
+        order = quote(f"metrics.`{objective.best_key}`")
         lines.append(f"  sweep {parent.data.tags[PARENT_TAG]!r} (experiment {experiments[experiment]!r}): "
-                     f"{base}/#/experiments/{experiment}/runs?orderByKey={order}&orderByAsc=false")
+                     f"{base}/#/experiments/{experiment}/runs?orderByKey={order}&orderByAsc={str(objective.minimised).lower()}")
         children = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
                                       max_results=100)
         if children:

@@ -107,6 +107,9 @@ def load_space(name_or_path: str | Path, overrides: Iterable[str] = ()) -> Searc
                        shown=described(str(path), changes))
 
 
+SWEEP_WIDE = ("metric", "eval_groups")  # training settings finetune cannot change
+
+
 def load_training(name_or_path: str | Path | None, overrides: Iterable[str] = ()) -> TrainingSettings:
     """The training settings of a space file (or the defaults, without one) with ``training.KEY``
     overrides: what ``pdsweep train`` takes, whose config its own flags give."""
@@ -190,6 +193,10 @@ def parse_space(document: Any, *, name: str, source: str = "<memory>", base_dir:
                 tuned = TrainingSettings(**{**training, **finetune})
             except PdsweepError as error:
                 raise PdsweepError(str(error).replace("training.", "finetune.", 1)) from None
+            for key in SWEEP_WIDE:  # one objective, scored one way, for every trial of a sweep
+                if getattr(tuned, key) != getattr(base, key):
+                    raise PdsweepError(f"finetune.{key}: every trial of a sweep is judged alike, so {key} is set under "
+                                       f"training only; drop finetune.{key}.")
         return SearchSpace(
             name=name, axes=axes, training=base, description=description, source=source,
             weights=weights, finetune=tuned, configs=listed,

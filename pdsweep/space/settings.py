@@ -6,8 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pdsweep._compat import restore_with_defaults
 from pdsweep.cost import ATTENTIONS, OPTIMIZERS, PRECISIONS, Attention, OptimizerName, Precision, StepSetup
 from pdsweep.errors import PdsweepError
+from pdsweep.objective import EVAL_GROUPS, METRICS, EvalGroups, MetricName, Objective
 from pdsweep.validate import describe_value, is_number, is_positive_int, is_rate
 
 _TRAINING_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
@@ -22,6 +24,9 @@ _TRAINING_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "precision": (f"one of {', '.join(PRECISIONS)}", lambda v: isinstance(v, str) and v in PRECISIONS),
     "augment": ("true or false", lambda v: isinstance(v, bool)),
     "attention": (f"one of {', '.join(ATTENTIONS)}", lambda v: isinstance(v, str) and v in ATTENTIONS),
+    "metric": (f"one of {', '.join(METRICS)}", lambda v: isinstance(v, str) and v in METRICS),
+    "eval_groups": (f"one of {', '.join(EVAL_GROUPS)}", lambda v: isinstance(v, str) and v in EVAL_GROUPS),
+    "class_weights": ("balanced, or null for none", lambda v: v is None or v == "balanced"),
     "seed": ("an integer >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
     "test_keep_rates": ("a non-empty list of distinct numbers in (0, 1], e.g. [1, 0.5, 0.25]",
                         lambda v: isinstance(v, list | tuple) and bool(v) and all(is_rate(r) for r in v)
@@ -43,6 +48,11 @@ class TrainingSettings:
     kernel (:class:`pdsweep.cost.StepSetup`; ``eager`` keeps T x T matrices). ``test_keep_rates``:
     the robustness curve, test accuracy with only that share of the patches kept at test time
     (1, the plain test accuracy, is always among them).
+
+    ``metric``: what the sweep optimises (:mod:`pdsweep.objective`); every metric is recorded
+    whatever it is. ``eval_groups: mean`` scores each group of a grouped dataset (a patient, an
+    exam) by the mean of its images' probabilities; ``image`` scores images. ``class_weights:
+    balanced`` weighs the training loss inverse to class frequency.
     """
 
     epochs: int = 10
@@ -58,6 +68,9 @@ class TrainingSettings:
     seed: int = 0
     attention: Attention = StepSetup.attention
     test_keep_rates: tuple[float, ...] = DEFAULT_TEST_KEEP_RATES
+    metric: MetricName = "accuracy"
+    eval_groups: EvalGroups = "image"
+    class_weights: str | None = None
 
     def __post_init__(self) -> None:
         for name, (what, ok) in _TRAINING_RULES.items():
@@ -67,10 +80,17 @@ class TrainingSettings:
         rates = tuple(sorted({1.0, *(float(r) for r in self.test_keep_rates)}, reverse=True))
         object.__setattr__(self, "test_keep_rates", rates)  # a YAML list, normalised: 1 first, descending
 
+    def __setstate__(self, state: dict[str, Any]) -> None:  # pickled by an older pdsweep: new fields default
+        restore_with_defaults(self, state)
+
     @staticmethod
     def of(init: str, training: TrainingSettings, finetune: TrainingSettings | None) -> TrainingSettings:
         """How a trial of ``init`` trains: pretrained ones by ``finetune`` where a space gives it."""
         return finetune if init == "pretrained" and finetune is not None else training
+
+    @property
+    def objective(self) -> Objective:
+        return Objective(self.metric)
 
     @property
     def step(self) -> StepSetup:

@@ -20,7 +20,11 @@ from pdsweep import cost
 from pdsweep.paths import MLFLOW_FILE
 from pdsweep.results import tracking
 from pdsweep.results.compute import trial_tflop
-from pdsweep.results.rows import RESULTS_FILE, EpochPoint, ResultRow, RobustnessPoint, RowTable, read_rows, write
+from pdsweep.objective import METRICS, Objective
+from pdsweep.results.rows import (
+    RESULTS_FILE, ClassRecall, EpochPoint, MetricInterval, ResultRow, RobustnessPoint, RowTable, SplitCount, read_rows,
+    write,
+)
 from pdsweep.results.summary import progress_line
 from pdsweep.sweep.spec import ROBUSTNESS_PREFIX, TrialSpec
 from pdsweep.sweep.store import STARTS_FILE, STUDY_FILE, relocated, retried
@@ -69,7 +73,8 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
             return
         epoch = int(result["epoch"])
         self.history.setdefault(trial.trial_id, {})[epoch] = EpochPoint(
-            epoch, result.get("train_loss"), result.get("val_accuracy"))
+            epoch, result.get("train_loss"), result.get("val_accuracy"),
+            **{f"val_{m}": _finite(result.get(f"val_{m}")) for m in METRICS if m != "accuracy"})
         if self.tracker is not None:
             spec = TrialSpec.from_dict(trial.config)
             tags = tracking.run_tags(tier=spec.tier, phase=spec.phase, seed=spec.seed)
@@ -180,8 +185,10 @@ def _finite(value: Any) -> float | None:
 
 
 def _analysis(trial: Any) -> dict[str, Any]:
+    """Each metric's best over the trial's results, as Tune kept them: the lowest loss, else the highest."""
     analysis = getattr(trial, "metric_analysis", {}) or {}
-    return {name: values.get("max") for name, values in analysis.items() if isinstance(values, dict)}
+    return {name: values.get("min" if name == "val_loss" else "max") for name, values in analysis.items()
+            if isinstance(values, dict)}
 
 
 def _error_text(trial: Any) -> str:
@@ -227,11 +234,9 @@ def result_row(settings: SweepSettings, trial_id: str, spec: TrialSpec, last: di
         inference_gflops=estimate.inference_gflops,
         predicted_memory_gb=estimate.memory_gb,
         measured_memory_gb=best.get("peak_memory_gb"),
-        best_val_accuracy=_finite(best.get("val_accuracy")),
         final_val_accuracy=_finite(last.get("val_accuracy")),
         val_auc=last.get("val_auc"),
-        test_accuracy=last.get("test_accuracy") if done else None,
-        test_auc=last.get("test_auc") if done else None,
+        **_metric_columns(spec, last, best, history or {}, done),
         robustness=robustness or None,
         attention=spec.settings.attention,
         attention_backend=last.get("attention_backend"),
@@ -251,6 +256,29 @@ def result_row(settings: SweepSettings, trial_id: str, spec: TrialSpec, last: di
         device_seconds=wall_seconds * devices if devices is not None else None,
         **_weights_columns(spec, last),
     )
+
+
+def _metric_columns(spec: TrialSpec, last: dict[str, Any], best: dict[str, Any], history: dict[int, EpochPoint],
+                    done: bool) -> dict[str, Any]:
+    """Every metric's best validation value and (a trial that ran every epoch) test value, the
+    test intervals, the per-class recall and the splits' sizes, as the trial reported them."""
+    settings = spec.settings
+    values: dict[str, Any] = {"metric": settings.metric, "scored_by": settings.eval_groups}
+    for metric in METRICS:
+        objective = Objective(metric)
+        reported = _finite(last.get(objective.best_key))  # the trial's own, over every epoch it ran
+        seen = objective.best([_finite(best.get(objective.val_key)), *(p.val(metric) for p in history.values())])
+        values[objective.best_key] = reported if reported is not None else seen
+        values[objective.test_key] = _finite(last.get(objective.test_key)) if done else None
+    if done:
+        intervals = [MetricInterval(m, float(last[f"test_{m}_interval"][0]), float(last[f"test_{m}_interval"][1]))
+                     for m in METRICS if isinstance(last.get(f"test_{m}_interval"), list | tuple)]
+        recall = [ClassRecall(str(name), _finite(value)) for name, value in last.get("class_recall") or ()]
+        values.update(test_intervals=tuple(intervals) or None, class_recall=tuple(recall) or None)
+    counts = [SplitCount(str(split), int(images), None if groups is None else int(groups))
+              for split, images, groups in last.get("split_counts") or ()]
+    values["split_counts"] = tuple(counts) or None
+    return values
 
 
 def _weights_columns(spec: TrialSpec, last: dict[str, Any]) -> dict[str, Any]:

@@ -30,13 +30,15 @@ Print = Callable[[str], None]
 
 def probe_dataset(settings: SweepSettings, space: SearchSpace) -> DataProbe:
     """Load the dataset once on the driver (builds the cache): classes and training images."""
+    from pdsweep.objective import check_scorable
     from pdsweep.training.data import DatasetSpec, load_dataset
 
     spec = DatasetSpec.parse(settings.dataset)
     resolution = min(int(r) for r in space.axes["resolution"].values())
     dataset = load_dataset(spec, resolution, seed=space.training.seed,
                            cache_dir=Path(settings.cache_dir) if settings.cache_dir else None)
-    return DataProbe(dataset.num_classes, len(dataset.train))
+    check_scorable(dataset, space.training.metric, space.training.eval_groups)
+    return DataProbe(dataset.num_classes, len(dataset.train), train_groups=dataset.train.num_groups)
 
 
 PROBE_TIMEOUT_S = 900  # an autoscaling cluster may have to start its first worker for the probe

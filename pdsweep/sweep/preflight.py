@@ -48,9 +48,11 @@ def preflight(settings: SweepSettings, space: SearchSpace, plans: dict[float, Pl
     planned = sum(trial_tflop(g, images, epochs) * n for n, g in tiers)
     check_cap(settings, space, plans, data)
     err(f"sweep {settings.name!r}: space {space.name!r}, {settings.search} search, keep policy {settings.policy}, "
-        f"{epochs} epochs on {images:,} images ({settings.dataset})")
+        f"{epochs} epochs on {images:,} images" + (f" of {data.train_groups:,} groups" if data.train_groups else "")
+        + f" ({settings.dataset})")
     for line in init_lines(space, weights or {}, settings.scheduler):
         err(line)
+    err(objective_line(space.training))
     err(stopping_line(settings, space.training))
     for line in lines:
         err(line)
@@ -76,6 +78,15 @@ def preflight(settings: SweepSettings, space: SearchSpace, plans: dict[float, Pl
         err(f"  that is {format_hours(hours)} on this machine's CPUs, which have no GPU; start with the smaller space: "
             f"`pdsweep run {SMALLER_START}`")
     return ComputePlan(planned, hours), throughput
+
+
+def objective_line(training: TrainingSettings) -> str:
+    """What the sweep optimises and how it is scored (see :mod:`pdsweep.objective`)."""
+    objective = training.objective
+    over = "each group scored by the mean of its images' probabilities" if training.eval_groups == "mean" else "over images"
+    weights = "; training loss weighted inverse to class frequency" if training.class_weights == "balanced" else ""
+    return (f"  objective: validation {objective.label} ({'minimised' if objective.minimised else 'maximised'}), "
+            f"{over}{weights}; every metric is recorded")
 
 
 def stopping_line(settings: SweepSettings, training: TrainingSettings) -> str:

@@ -204,7 +204,8 @@ def _start_tracking(state: SweepState, space: SearchSpace, uri: str, err: Print)
     settings = state.settings
     store = settings.store
     params = {**{k: v for k, v in asdict(settings).items() if v is not None}, "space": space.name, **state.data.to_dict(),
-              "overrides": " ".join(settings.overrides)}
+              "overrides": " ".join(settings.overrides), "metric": space.training.metric,
+              "eval_groups": space.training.eval_groups}
     experiment = settings.experiment or space.name
     ids = tracking.start_sweep(
         uri, experiment, None if settings.mlflow_uri else tracking.artifact_root(store.tracking_root),

@@ -31,7 +31,8 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from pdsweep._compat import asha_rungs, rebase_trial_storage
 from pdsweep.results.rows import RESULTS_FILE, read_rows
 from pdsweep.sweep.searcher import recorded_epochs
-from pdsweep.sweep.spec import METRIC, TIME_ATTR, TrialSpec
+from pdsweep.objective import Objective
+from pdsweep.sweep.spec import TIME_ATTR, TrialSpec
 from pdsweep.sweep.store import SweepStore, relocated, resuming
 
 if TYPE_CHECKING:
@@ -104,7 +105,8 @@ def first_rung(epochs: int, warmup_epochs: int, grace_period: int | None = None)
 class KeepAwareRungs:
     """Asynchronous successive halving (ASHA: Li et al., MLSys 2020) for one tier, in which a
     trial at a rung is compared only with the trials recorded there whose keep rate is at most
-    its own: stopped when its accuracy is below the ``1 - 1/reduction_factor`` quantile of theirs.
+    its own: stopped when its score (the objective, higher is better) is below the
+    ``1 - 1/reduction_factor`` quantile of theirs.
 
     A rung at each ``first * reduction_factor**k`` below ``max_t``; as Ray Tune's
     ``AsyncHyperBandScheduler``, a trial is judged once per rung, at the first result at or past it.
@@ -113,7 +115,7 @@ class KeepAwareRungs:
     first: int
     max_t: int
     reduction_factor: float
-    # milestone -> trial id -> (keep rate, accuracy at the milestone)
+    # milestone -> trial id -> (keep rate, score at the milestone)
     recorded: dict[float, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -125,7 +127,7 @@ class KeepAwareRungs:
             self.recorded.setdefault(milestone, {})
             milestone *= self.reduction_factor
 
-    def on_result(self, trial_id: str, keep_rate: float, epoch: float, accuracy: float) -> bool:
+    def on_result(self, trial_id: str, keep_rate: float, epoch: float, score: float) -> bool:
         """Records the trial at the highest rung it has reached; True when it should stop there."""
         for milestone in sorted(self.recorded, reverse=True):
             rung = self.recorded[milestone]
@@ -134,10 +136,10 @@ class KeepAwareRungs:
             if trial_id in rung:  # judged at this rung already (a resumed trial repeating an epoch)
                 return False
             peers = [value for keep, value in rung.values() if keep <= keep_rate + _SAME_KEEP]
-            rung[trial_id] = (keep_rate, accuracy)
+            rung[trial_id] = (keep_rate, score)
             if not peers:
                 return False
-            return bool(accuracy < np.nanpercentile(peers, (1 - 1 / self.reduction_factor) * 100))
+            return bool(score < np.nanpercentile(peers, (1 - 1 / self.reduction_factor) * 100))
         return False
 
 
@@ -156,15 +158,16 @@ class TieredASHA(InPlace):
     """
 
     def __init__(self, tiers: list[float], *, max_t: int, grace_period: int, reduction_factor: float,
-                 store: SweepStore | None = None) -> None:
+                 store: SweepStore | None = None, objective: Objective = Objective()) -> None:
         super().__init__(store)
+        self.objective = objective  # what the rungs compare (a loss negated: higher is better there)
         self.max_t = max_t
         self.store = store  # where the studies are, to rebuild the rungs on resume
         self.seeded = store is None
         self.by_tier = {tier: KeepAwareRungs(min(grace_period, max_t), max_t, reduction_factor) for tier in tiers}
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
-        return True  # the tiers judge by the sweep's metric, declared in pdsweep.sweep.spec
+        return True  # the tiers judge by the sweep's objective, given at construction
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
         # First called before any trial runs, once Tune has added the trials it restored; trials
@@ -182,21 +185,24 @@ class TieredASHA(InPlace):
             return
         for tier, rungs in self.by_tier.items():
             for trial_id, (keep_rate, epochs) in recorded_epochs(self.store, tier, trial_ids).items():
-                for epoch, accuracy in epochs.items():
+                for epoch, value in epochs.items():
                     if epoch < self.max_t:  # as in on_trial_result: no decision at the last epoch
-                        rungs.on_result(trial_id, keep_rate, epoch, accuracy)
+                        rungs.on_result(trial_id, keep_rate, epoch, self.objective.score(value))
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         # The final report repeats the last epoch, and a trial at its last epoch has nothing left to
         # save: stopping it then would only lose its test metrics.
-        if result.get("done_training") or result.get(TIME_ATTR, 0) >= self.max_t or METRIC not in result:
+        metric = self.objective.val_key
+        if result.get("done_training") or result.get(TIME_ATTR, 0) >= self.max_t or result.get(metric) is None:
             return TrialScheduler.CONTINUE
         rungs = self.by_tier[trial.config["tier"]]
-        stop = rungs.on_result(trial.trial_id, keep_rate_of(trial), result[TIME_ATTR], float(result[METRIC]))
+        value = self.objective.score(float(result[metric]))
+        stop = rungs.on_result(trial.trial_id, keep_rate_of(trial), result[TIME_ATTR], value)
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__({"seeded": True, **state})  # sweeps started before the replay lack it (and a store)
+        # Sweeps started before the replay lack it (and a store); before the objective, accuracy.
+        super().__setstate__({"seeded": True, "objective": Objective(), **state})
         # A sweep started before the keep-aware rungs pickled one of Ray's ASHAs per tier: its
         # records carry on as trials at keep rate 1 (the peers of full-token trials only), and its
         # rungs stay where they were (from epoch 1: it predates the warm-up rule).
@@ -225,4 +231,4 @@ def search_scheduler(settings: SweepSettings, training: TrainingSettings, store:
         return InPlace(store)
     return TieredASHA(list(settings.budgets), max_t=training.epochs,
                       grace_period=first_rung(training.epochs, training.warmup_epochs, settings.grace_period),
-                      reduction_factor=settings.reduction_factor, store=store)
+                      reduction_factor=settings.reduction_factor, store=store, objective=training.objective)

@@ -46,7 +46,8 @@ from pdsweep.sweep.sampler import (
     quiet_experimental,
     startup_trials,
 )
-from pdsweep.sweep.spec import METRIC, TIME_ATTR, TrialContext, TrialSpec
+from pdsweep.objective import Objective
+from pdsweep.sweep.spec import TIME_ATTR, TrialContext, TrialSpec
 from pdsweep.sweep.store import STUDY_FILE, SweepStore, relocated, retried
 
 # Redraws of a config already trained, under a continuous keep range, once every keep count of
@@ -111,7 +112,8 @@ class BudgetSearcher(Searcher):
         num_classes: int,
         concurrency: int = 1,
     ) -> None:
-        super().__init__(metric=METRIC, mode="max")
+        objective = context.training.objective
+        super().__init__(metric=objective.val_key, mode=objective.mode)
         self.concurrency = concurrency  # trials at once: the start-up design has at least this many
         self.space = space
         self.samplers = {tier_key(b): BudgetSampler(space, b, policy, num_classes) for b in budgets}
@@ -140,6 +142,11 @@ class BudgetSearcher(Searcher):
         self._studies: dict[str, optuna.Study] = {}
 
     @property
+    def objective(self) -> Objective:
+        """What the studies optimise: the sweep's ``training.metric``."""
+        return self.context.training.objective
+
+    @property
     def total_trials(self) -> int:
         return sum(self.quota.values())
 
@@ -155,7 +162,7 @@ class BudgetSearcher(Searcher):
             startup = startup_trials(self.quota[key], math.ceil(self.concurrency / len(self.samplers)))
             with quiet_experimental():
                 study = self._studies[key] = optuna.create_study(
-                    study_name=key, storage=journal(self.store), direction="maximize", load_if_exists=True,
+                    study_name=key, storage=journal(self.store), direction=self.objective.direction, load_if_exists=True,
                     # TPE starts from the design below, not from random draws of its own.
                     sampler=make_optuna_sampler(self.search, self.seed + index),
                 )
@@ -331,14 +338,15 @@ class BudgetSearcher(Searcher):
             self._report(trial_id, result)
 
     def _report(self, trial_id: str, result: dict[str, Any]) -> None:
-        """An epoch's accuracy as the Optuna trial's intermediate value (once per epoch)."""
-        if METRIC not in result or TIME_ATTR not in result:
+        """An epoch's value of the objective as the Optuna trial's intermediate value (once per epoch)."""
+        metric = self.objective.val_key
+        if not _number(result.get(metric)) or TIME_ATTR not in result:
             return
         key, number = self.running[trial_id]
         study = self.study(key)
         frozen = _frozen(study, number)
         if frozen and frozen.state == TrialState.RUNNING and int(result[TIME_ATTR]) not in frozen.intermediate_values:
-            optuna_trial(study, number).report(float(result[METRIC]), step=int(result[TIME_ATTR]))
+            optuna_trial(study, number).report(float(result[metric]), step=int(result[TIME_ATTR]))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         if trial_id not in self.running:
@@ -362,7 +370,11 @@ class BudgetSearcher(Searcher):
         elif error or not result or fault == "error":
             study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
         elif result.get("done_training"):
-            study.tell(number, float(result.get(f"best_{METRIC}", result[METRIC])), skip_if_finished=True)
+            value = result.get(self.objective.best_key, result.get(self.objective.val_key))
+            if _number(value):
+                study.tell(number, float(value), skip_if_finished=True)
+            else:  # e.g. an AUC undefined on a validation split of one class
+                study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
         else:  # stopped early by the scheduler: its partial accuracy is not comparable
             study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
 
@@ -482,8 +494,9 @@ class ListSearcher(Searcher):
     Restored from a state Tune saved before some of them were issued, it skips those whose rows
     ``results.parquet`` already holds (``store``: where the sweep is); a lost one runs again."""
 
-    def __init__(self, points: list[dict[str, Any]], store: SweepStore | None = None) -> None:
-        super().__init__(metric=METRIC, mode="max")
+    def __init__(self, points: list[dict[str, Any]], store: SweepStore | None = None,
+                 objective: Objective = Objective()) -> None:
+        super().__init__(metric=objective.val_key, mode=objective.mode)
         self.points = points
         self.next = 0
         self.store = store
@@ -515,6 +528,10 @@ class ListSearcher(Searcher):
         self.__dict__.update({"store": None, "ended": set(), **state})  # pickled before these
         if self.store is not None:
             self.store = relocated(self.store)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _point_key(point: dict[str, Any]) -> tuple[str, str, int, float]:

@@ -131,6 +131,7 @@ class DataProbe:
     num_classes: int
     train_images: int
     worker_gpu_memory_gb: float | None = None  # a GPU node's memory, when the probe ran on one
+    train_groups: int | None = None  # the groups (patients, exams) of the training split; None: no groups
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -169,7 +170,8 @@ class SweepState:
         saved = values["settings"]
         settings = SweepSettings(**{**saved, "budgets": tuple(saved["budgets"]), "overrides": tuple(saved.get("overrides", ())),
                                     "runs_dir": runs_dir or saved["runs_dir"]})
-        data = DataProbe(values["num_classes"], values.get("train_images", 0), values.get("worker_gpu_memory_gb"))
+        data = DataProbe(values["num_classes"], values.get("train_images", 0), values.get("worker_gpu_memory_gb"),
+                         values.get("train_groups"))
         mlflow = TrackingIds.from_dict(values["mlflow"]) if values.get("mlflow") else None
         compute = ComputePlan.from_dict(values["compute"]) if values.get("compute") else None
         weights = {m: WeightFile.from_dict(w) for m, w in (values.get("weights") or {}).items()}

@@ -22,11 +22,12 @@ from pdsweep.space import TrainingSettings
 from pdsweep.training.weights import WeightFile
 
 # Metric names reported to Tune; the scheduler and the searcher read these.
-METRIC = "val_accuracy"
+METRIC = "val_accuracy"  # the default objective's per-epoch key (a sweep's own: TrainingSettings.objective)
 TIME_ATTR = "epoch"
 ROBUSTNESS_PREFIX = "robustness_"  # a result key per test-time keep rate: robustness_0.5
-SPEC_VERSION = 4  # 1: trials saved before the version was recorded (the same keys); 2: before pretrained starts;
-# 3: before checkpoint intervals (a trial of version <= 3 checkpoints every epoch)
+SPEC_VERSION = 5  # 1: trials saved before the version was recorded (the same keys); 2: before pretrained starts;
+# 3: before checkpoint intervals (a trial of version <= 3 checkpoints every epoch); 4: before training.metric,
+# eval_groups and class_weights
 
 Phase = Literal["search", "repeat"]
 

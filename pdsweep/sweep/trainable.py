@@ -22,7 +22,8 @@ from typing import Any
 
 from pdsweep.cost import memory
 from pdsweep.results.compute import held_devices
-from pdsweep.sweep.spec import METRIC, ROBUSTNESS_PREFIX, TrialSpec
+from pdsweep.objective import METRICS, result_keys
+from pdsweep.sweep.spec import ROBUSTNESS_PREFIX, TrialSpec
 from pdsweep.training.faults import fault_line, fault_status
 
 def run_trial(trial_config: dict[str, Any]) -> None:
@@ -59,16 +60,23 @@ def run_trial(trial_config: dict[str, Any]) -> None:
         raise failed.__cause__ or failed from None
     except Exception as error:  # the trial's own: the same config fails the same way again
         status = fault_status(error)
+        metric = trial.settings.objective.val_key
         final = {**node, "done_training": True, "trial_status": status, "error": fault_line(error),
                  "predicted_memory_gb": memory(trial.config, trial.settings.step).gb,
                  # Tune wants the metric in every result: the last epoch's, or NaN before the first.
-                 METRIC: epochs[-1].val_accuracy if epochs else float("nan"),
+                 metric: _last(epochs, trial.settings.metric),
                  **({"epoch": epochs[-1].epoch} if epochs else {})}
     if final.get("trial_status") == "oom":  # out of the except block: the failed step's frames are gone
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # a reused actor starts its next trial with the memory back
     tune.report({**final, "trial_seconds": time.perf_counter() - started, "reported_at": time.time()})
+
+
+def _last(epochs: list[Any], metric: str) -> float:
+    """The last epoch's value of ``metric``, or NaN before the first (Tune wants one)."""
+    value = epochs[-1].val(metric) if epochs else None
+    return float("nan") if value is None else value
 
 
 class _ReportFailed(Exception):
@@ -109,12 +117,15 @@ def _train(trial: TrialSpec, checkpoint: Any, node: dict[str, Any], epochs: list
     final.update(
         **node,
         done_training=True,
-        best_val_accuracy=result.best_val_accuracy,
-        test_accuracy=result.test_accuracy,
+        **result_keys("best_val_", {m: result.best_val(m) for m in METRICS}),
+        **result_keys("test_", result.test_scores),
+        **{f"test_{m}_interval": list(v) for m, v in result.test_intervals.items() if v is not None},
+        class_recall=[[name, recall] for name, recall in zip(dataset.class_names, result.class_recall)],
+        split_counts=[[split, images, groups] for split, (images, groups) in dataset.counts().items()],
+        scored_by=result.scored_by,
         train_seconds=result.seconds,  # the trial's own work: model, epochs, test, robustness
         **({"pretrained_blocks": result.pretrained_blocks} if result.pretrained_blocks is not None else {}),
         **({"attention_backend": result.attention_backend} if result.attention_backend else {}),
-        **({"test_auc": result.test_auc} if result.test_auc is not None else {}),
         **{f"{ROBUSTNESS_PREFIX}{rate:g}": acc for rate, acc in result.robustness.items()},
     )
     return final

@@ -87,7 +87,7 @@ def repeats_tuner(settings: SweepSettings, space: SearchSpace, state: SweepState
     if not points:
         return _NoTuner()
     spent = seeded_from(read_rows(settings.sweep_dir / RESULTS_FILE))  # the search's compute counts against the cap
-    ledger = LedgerSearcher(ListSearcher(points, settings.store), settings.cap, sweep=settings.name, store=settings.store, **spent)
+    ledger = LedgerSearcher(ListSearcher(points, settings.store, space.training.objective), settings.cap, sweep=settings.name, store=settings.store, **spent)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

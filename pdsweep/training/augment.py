@@ -18,8 +18,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """(B, R, R, 3) uint8 -> (B, 3, R, R) float in [0, 1]."""
-    return images.permute(0, 3, 1, 2).float().div_(255)
+    """(B, R, R, C) uint8 (0..255) or uint16 (0..65535), C 1 or 3 -> (B, 3, R, R) float in [0, 1];
+    a greyscale channel is repeated into all three (the models, pretrained ones too, take RGB)."""
+    out = images.permute(0, 3, 1, 2).float().div_(65535 if images.dtype == torch.uint16 else 255)  # (B, C, R, R)
+    return out.repeat(1, 3, 1, 1) if out.shape[1] == 1 else out
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

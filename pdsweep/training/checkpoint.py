@@ -45,7 +45,9 @@ def save_checkpoint(
     os.replace(partial, path)
 
 
-EVALUATION_ONLY = ("test_keep_rates",)  # settings that change no training step: a checkpoint resumes across them
+# Settings that change no training step and no recorded epoch: a checkpoint resumes across them
+# (every metric is recorded whatever the objective; eval_groups changes what an epoch's scores are over).
+EVALUATION_ONLY = ("test_keep_rates", "metric")
 
 
 def load_checkpoint(

@@ -29,6 +29,9 @@ from pdsweep import cost
 from pdsweep.config import Config
 from pdsweep.cost import OptimizerName, Precision
 from pdsweep.errors import PdsweepError
+from pdsweep.objective import (
+    EvalGroups, balanced_weights, bootstrap_intervals, check_scorable, class_recall, group_mean, scores,
+)
 from pdsweep.space import TrainingSettings
 from pdsweep.training.augment import augment, normalize, to_float
 from pdsweep.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
@@ -71,6 +74,8 @@ def train(
     target = resolve_device(device)
     precision: Precision = settings.precision if target.type == "cuda" else "fp32"
     predicted_gb = check_fits(config, settings, device)
+    check_scorable(dataset, settings.metric, settings.eval_groups)
+    weights = balanced_weights(dataset.train.labels, dataset.num_classes) if settings.class_weights == "balanced" else None
 
     if (config.init == "pretrained") != (pretrained is not None):
         raise PdsweepError(f"{config.name}: a pretrained config needs weights and a random one takes none; "
@@ -90,20 +95,25 @@ def train(
         if target.type == "cuda":
             torch.cuda.reset_peak_memory_stats(target)
         try:
-            loss, images_per_second = _train_epoch(model, optimizer, scheduler, dataset.train, settings, precision, epoch, batch_size, target)
+            loss, images_per_second = _train_epoch(model, optimizer, scheduler, dataset.train, settings, precision, epoch,
+                                                   batch_size, target, weights)
         except Diverged as diverged:
             diverged.history = tuple(history)
             raise
-        val_accuracy, val_auc = evaluate(model, dataset.val, batch_size=batch_size, device=target, precision=precision)
+        val = scores(*score_units(predict(model, dataset.val, batch_size=batch_size, device=target, precision=precision),
+                                  dataset.val, settings.eval_groups), weights)
         metrics = EpochMetrics(
             epoch=epoch,
             train_loss=loss,
-            val_accuracy=val_accuracy,
-            val_auc=val_auc,
+            val_accuracy=float(val["accuracy"]),  # type: ignore[arg-type]
+            val_auc=val["auc"],
             lr=scheduler.get_last_lr()[0],
             images_per_second=images_per_second,
             seconds=time.perf_counter() - epoch_started,
             peak_memory_gb=torch.cuda.max_memory_allocated(target) / 1e9 if target.type == "cuda" else None,
+            val_balanced_accuracy=val["balanced_accuracy"],
+            val_macro_f1=val["macro_f1"],
+            val_loss=val["loss"],
         )
         history.append(metrics)
         saved_to = None
@@ -113,9 +123,15 @@ def train(
         if on_epoch_end is not None:
             on_epoch_end(metrics, saved_to)
 
-    test = functools.partial(evaluate, model, dataset.test, batch_size=batch_size, device=target, precision=precision)
-    test_accuracy, test_auc = test()
-    robustness = {1.0: test_accuracy, **robustness_curve(model, test, settings.seed, settings.test_keep_rates)}
+    tested = score_units(predict(model, dataset.test, batch_size=batch_size, device=target, precision=precision),
+                         dataset.test, settings.eval_groups)
+    test_scores = scores(*tested, weights)
+    intervals = bootstrap_intervals(*tested, seed=settings.seed, class_weights=weights)
+    test = functools.partial(evaluate, model, dataset.test, batch_size=batch_size, device=target, precision=precision,
+                             eval_groups=settings.eval_groups)
+    robustness = {1.0: float(test_scores["accuracy"]),  # type: ignore[arg-type]
+                  **robustness_curve(model, lambda: float(test()["accuracy"]), settings.seed,  # type: ignore[arg-type]
+                                     settings.test_keep_rates)}
     backend = _attention_backend(model, dataset.train, target, precision)
     saved = ()
     if save_weights_to is not None:
@@ -128,9 +144,13 @@ def train(
         train_gflops=cost.train_gflops(config),
         inference_gflops=cost.inference_gflops(config),
         history=tuple(history),
-        test_accuracy=test_accuracy,
-        test_auc=test_auc,
+        test_accuracy=float(test_scores["accuracy"]),  # type: ignore[arg-type]
+        test_auc=test_scores["auc"],
         robustness=robustness,
+        test_scores=test_scores,
+        test_intervals=intervals,
+        class_recall=class_recall(*tested),
+        scored_by=settings.eval_groups,
         seconds=time.perf_counter() - started,
         device=str(target),
         resumed_from_epoch=start_epoch,
@@ -187,7 +207,7 @@ def _attention_backend(model: Ensemble, split: Split, device: torch.device, prec
         return attention_backend(lambda: member(normalize(to_float(images))))
 
 
-def robustness_curve(model: Ensemble, test: Callable[[], tuple[float, float | None]], seed: int,
+def robustness_curve(model: Ensemble, test: Callable[[], float], seed: int,
                      rates: tuple[float, ...]) -> dict[float, float]:
     """Test accuracy when only part of the patches is kept at test time (each of ``rates`` below 1;
     a Swin's keyed by the rate its window keeps, :func:`kept_at_test`)."""
@@ -197,7 +217,7 @@ def robustness_curve(model: Ensemble, test: Callable[[], tuple[float, float | No
             continue
         torch.manual_seed(seed)  # the same dropped patches on every run
         with dropping_at_test(model, rate):
-            curve[rate] = test()[0]
+            curve[rate] = test()
     return curve
 
 
@@ -211,6 +231,7 @@ def _train_epoch(
     epoch: int,
     batch_size: int,
     device: torch.device,
+    class_weights: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """One pass over the shuffled training split; returns (mean loss, images per second).
 
@@ -223,6 +244,7 @@ def _train_epoch(
               .numpy() for k in range(members)]
     augment_rngs = [torch.Generator(device=device).manual_seed(_stream(settings.seed * 100_019, epoch, k))
                     for k in range(members)]
+    weight = torch.as_tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
     losses = []
     seen = 0
     started = time.perf_counter()
@@ -238,6 +260,7 @@ def _train_epoch(
         loss = train_step(
             model, optimizer, batch,
             precision=precision, label_smoothing=settings.label_smoothing, grad_clip=settings.grad_clip,
+            class_weights=weight,
         )
         if not math.isfinite(loss):  # stop at the first bad step: nothing after it can recover
             raise Diverged(loss, epoch, start // batch_size + 1)
@@ -256,7 +279,8 @@ def _stream(base: int, epoch: int, member: int) -> int:
 
 
 def _batch(split: Split, indices: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, R, R, 3) uint8 images and (B,) labels, read from the memory map in file order."""
+    """(B, R, R, C) images as stored (uint8 or uint16, C 1 or 3: :func:`to_float` makes them the
+    model's (B, 3, R, R)) and (B,) labels, read from the memory map in file order."""
     indices = np.sort(indices)
     images = torch.from_numpy(np.ascontiguousarray(split.images[indices]))
     labels = torch.from_numpy(split.labels[indices])
@@ -271,11 +295,13 @@ def train_step(
     precision: Precision,
     label_smoothing: float = 0.1,
     grad_clip: float | None = None,
+    class_weights: torch.Tensor | None = None,
 ) -> float:
     """One optimizer step; returns the members' mean loss.
 
     ``batch``: (images (B, 3, R, R), labels (B,)) for every member, or a function giving member
-    k its own. Members train one backward at a time, so only one member's activations (and
+    k its own. ``class_weights``: per-class loss weights (``training.class_weights``). Members
+    train one backward at a time, so only one member's activations (and
     batch) are alive at once (the memory model counts it so).
     """
     optimizer.zero_grad(set_to_none=True)
@@ -284,7 +310,7 @@ def train_step(
         images, labels = batch(k) if callable(batch) else batch
         with autocast(images.device, precision):
             logits = member(images)  # (B, C)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+        loss = F.cross_entropy(logits.float(), labels, weight=class_weights, label_smoothing=label_smoothing)
         loss.backward()
         total += loss.item()
     if grad_clip is not None:
@@ -294,36 +320,37 @@ def train_step(
 
 
 @torch.no_grad()
-def evaluate(
+def predict(
     model: Ensemble, split: Split, *, batch_size: int, device: torch.device, precision: Precision = "fp32"
-) -> tuple[float, float | None]:
-    """(top-1 accuracy of the members' mean softmax, ROC AUC for a binary task else None)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The members' mean softmax (n, C) over ``split``, and its labels (n,)."""
     model.eval()
     probabilities, labels = [], []
     for start in range(0, len(split), batch_size):
         images, batch_labels = _batch(split, np.arange(start, min(start + batch_size, len(split))), device)
         with autocast(device, precision):
-            probabilities.append(model.predict_proba(normalize(to_float(images))).float())
-        labels.append(batch_labels)
+            probabilities.append(model.predict_proba(normalize(to_float(images))).float().cpu())
+        labels.append(batch_labels.cpu())
     if not labels:
-        return float("nan"), None
-    proba, target = torch.cat(probabilities), torch.cat(labels)
-    accuracy = (proba.argmax(dim=1) == target).float().mean().item()
-    auc = binary_auc(proba[:, 1], target) if proba.shape[1] == 2 else None
-    return accuracy, auc
+        return np.zeros((0, 1)), np.zeros(0, dtype=np.int64)
+    return torch.cat(probabilities).double().numpy(), torch.cat(labels).numpy()
 
 
-def binary_auc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
-    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties given their mean rank."""
-    positives = int(labels.sum())
-    negatives = len(labels) - positives
-    if positives == 0 or negatives == 0:
-        return None
-    values, inverse, counts = torch.unique(scores.double().cpu(), return_inverse=True, return_counts=True)
-    first_rank = torch.cumsum(counts, 0) - counts + 1  # 1-based rank of each distinct score
-    mean_rank = first_rank + (counts - 1) / 2
-    rank_sum = mean_rank[inverse][labels.cpu() == 1].sum().item()
-    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+def score_units(predicted: tuple[np.ndarray, np.ndarray], split: Split,
+                eval_groups: EvalGroups) -> tuple[np.ndarray, np.ndarray]:
+    """What a split is scored over: its images, or (``mean``) its groups, each the mean of its
+    images' probabilities."""
+    proba, labels = predicted
+    return group_mean(proba, labels, split.groups) if eval_groups == "mean" and split.groups is not None else (proba, labels)
+
+
+def evaluate(
+    model: Ensemble, split: Split, *, batch_size: int, device: torch.device, precision: Precision = "fp32",
+    eval_groups: EvalGroups = "image",
+) -> dict[str, float | None]:
+    """Every metric (:func:`pdsweep.objective.scores`) of the members' mean softmax on ``split``."""
+    return scores(*score_units(predict(model, split, batch_size=batch_size, device=device, precision=precision),
+                               split, eval_groups))
 
 
 # ---- optimizer, schedule, precision --------------------------------------------------------

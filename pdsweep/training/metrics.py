@@ -3,12 +3,13 @@ the results layer and the driver read these without loading it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pdsweep.config import Config
+from pdsweep.objective import Objective
 from pdsweep.space.settings import DEFAULT_TEST_KEEP_RATES
 from pdsweep.training.weights import WeightFile
 
@@ -22,11 +23,20 @@ class EpochMetrics:
     epoch: int  # 1-based
     train_loss: float
     val_accuracy: float
-    val_auc: float | None  # binary tasks only
+    val_auc: float | None  # None when the split lacks a second class
     lr: float  # at the end of the epoch
     images_per_second: float  # training throughput, evaluation excluded
     seconds: float  # the whole epoch
     peak_memory_gb: float | None  # CUDA's max_memory_allocated; None on a CPU
+    # The other metrics (pdsweep.objective); None in checkpoints written before them.
+    val_balanced_accuracy: float | None = None
+    val_macro_f1: float | None = None
+    val_loss: float | None = None
+
+    def val(self, metric: str) -> float | None:
+        """The validation value of ``metric`` (``auc``, ``loss``, ...) this epoch."""
+        value = getattr(self, f"val_{metric}")
+        return None if value is None else float(value)
 
 
 EpochCallback = Callable[[EpochMetrics, "Path | None"], None]
@@ -52,6 +62,10 @@ class TrainResult:
     pretrained_blocks: int | None = None  # blocks that started from it (the rest: random)
     saved_weights: tuple[str, ...] = ()  # files --save-weights wrote
     attention_backend: str | None = None  # the attention kernel training ran (an SDPA backend, or eager)
+    test_scores: Mapping[str, float | None] = field(default_factory=dict)  # every metric on the test split
+    test_intervals: Mapping[str, tuple[float, float] | None] = field(default_factory=dict)  # bootstrap 95%
+    class_recall: tuple[float | None, ...] = ()  # on the test split, per class
+    scored_by: str = "image"  # what a test score is over: images, or groups (training.eval_groups: mean)
 
     @property
     def epochs(self) -> int:
@@ -64,6 +78,10 @@ class TrainResult:
     @property
     def best_val_accuracy(self) -> float:
         return max((m.val_accuracy for m in self.history), default=float("nan"))
+
+    def best_val(self, metric: str) -> float | None:
+        """The best epoch's validation value of ``metric`` (the lowest loss, else the highest)."""
+        return Objective(metric).best(m.val(metric) for m in self.history)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,4 +106,8 @@ class TrainResult:
             "pretrained_blocks": self.pretrained_blocks,
             "saved_weights": list(self.saved_weights),
             "history": [asdict(m) for m in self.history],
+            "test_scores": dict(self.test_scores),
+            "test_intervals": {k: list(v) if v else None for k, v in self.test_intervals.items()},
+            "class_recall": list(self.class_recall),
+            "scored_by": self.scored_by,
         }
