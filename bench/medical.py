@@ -2,13 +2,15 @@
 
 1. **Pixels keep their meaning.** Fashion-MNIST images (real, 28 px) of two classes that differ
    in shape, not brightness (pullover vs coat), written as an X-ray exporter writes them: 12-bit
-   values (8-bit value x 16) in 16-bit PNGs. Each variant is trained the same way (a tiny ViT,
+   values in 16-bit PNGs, with a detector's offset (800 + 12 x the 8-bit value: 800..3860, every
+   value above 255, as in the issue's mammograms). Each variant is trained the same way (a tiny ViT,
    fixed seeds) and tested:
    - the 8-bit originals (the reference);
    - what pdsweep read before #29 (PIL's ``convert("RGB")``, every value above 255 clipped),
      reproduced here from the same files;
    - pdsweep's decode now (the bits the dataset uses: 0..4095);
-   - the same files mapped over the whole 0..65535 (the naive full range), for comparison.
+   - the same files mapped over the whole 0..65535 (the naive full range), for comparison;
+   - 8-bit and 16-bit images take the same training settings and seeds.
 2. **The bootstrap's cost.** The 95% interval of every test metric (1,000 resamples) that each
    completed trial now computes, by test-set size and classes.
 
@@ -37,6 +39,7 @@ from pdsweep.training.data import Dataset, Split, load_dataset  # noqa: E402
 from pdsweep.training.loop import train  # noqa: E402
 
 CLASSES = (2, 4)  # pullover, coat: the same brightness, another shape
+OFFSET, GAIN = 800, 12  # 8-bit value v -> 800 + 12 v: 12-bit values, none below 256
 SETTINGS = TrainingSettings(epochs=4, batch_size=64, warmup_epochs=1, precision="fp32", augment=False)
 
 
@@ -51,7 +54,7 @@ def _write(root: Path, images: np.ndarray, labels: np.ndarray, twelve_bit: bool)
     for i, (image, label) in enumerate(zip(images, labels)):
         path = root / f"class{label}" / f"{i}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image.astype(np.uint16) * 16 if twelve_bit else image).save(path)
+        Image.fromarray(OFFSET + image.astype(np.uint16) * GAIN if twelve_bit else image).save(path)
     return root
 
 
