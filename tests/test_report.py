@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pdsweep.results import report, rows as results
+from pdsweep.results import report, report_output
+from pdsweep.results import rows as results
 from pdsweep.results.rows import ResultRow
 from pdsweep.errors import PdsweepError
 
@@ -70,7 +71,7 @@ def test_pareto_drops_dominated_points() -> None:
 
 
 def test_plot_and_markdown(tmp_path: Path) -> None:
-    md, png = report.write(report.build("hand", ROWS), tmp_path)
+    md, png = report_output.write(report.build("hand", ROWS), tmp_path)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(png) as image:
         image.verify()
@@ -83,7 +84,7 @@ def test_plot_and_markdown(tmp_path: Path) -> None:
 def test_compare_two_sweeps() -> None:
     one = report.build("one", ROWS)
     two = report.build("two", [replace(r, best_val_accuracy=r.best_val_accuracy - 0.1) for r in ROWS])
-    text = report.compare([one, two])
+    text = report_output.compare([one, two])
     assert "| 4 | `deit_tiny-224px-p16-d12-k0.5-x1` | 85.0% | `deit_tiny-224px-p16-d12-k0.5-x1` | 75.0% |" in text
 
 
@@ -150,10 +151,10 @@ def test_overlapping_seeds_are_tied_and_apart_ones_separated(tmp_path: Path) -> 
     payload = apart.to_json()["tiers"][0]
     assert payload["verdict"] == "separated" and [s["seeds"] for s in payload["top"]] == [3, 3]
     assert payload["difference_interval"] == [low, high] and len(payload["top"][0]["interval"]) == 2
-    text = report.markdown(apart)
+    text = report_output.markdown(apart)
     assert "| 1 | 1 | `deit_tiny-64px-p16-d12-k1-x1` | 81.0% | [80.0%, 82.0%] | 3 |" in text and "| separated |" in text
     assert "separated from `deit_tiny-112px-p16-d12-k1-x1`: difference +10.0%" in text
-    assert "tied within noise with" in report.markdown(tied)
+    assert "tied within noise with" in report_output.markdown(tied)
 
 
 def test_bootstrap_is_deterministic_and_needs_two_seeds() -> None:
@@ -168,7 +169,7 @@ def test_one_seed_has_no_interval_and_no_verdict() -> None:
     built = report.build("one", [row("a", 1.0, 64, 1.0, 0.80, 0.5), row("b", 1.0, 112, 1.0, 0.70, 0.5)])
     [tier] = built.tiers
     assert tier.verdict == "single seed" and tier.difference is None and tier.best.interval is None
-    assert "no interval (one seed)" in report.markdown(built)
+    assert "no interval (one seed)" in report_output.markdown(built)
     alone = report.build("alone", [row("a", 1.0, 64, 1.0, 0.80, 0.5)])
     assert alone.tiers[0].verdict == "no runner-up" and len(alone.tiers[0].top) == 1
 
@@ -223,7 +224,7 @@ def test_pretrained_and_random_compare_at_equal_cost() -> None:
     assert pair.margin == pytest.approx(0.82 - 0.61)
     low, high = pair.difference
     assert 0 < low < pair.margin < high
-    text = report.markdown(built)
+    text = report_output.markdown(built)
     assert "## pretrained vs random at equal cost" in text
     assert "| 4 | `deit_tiny-224px-p16-d12-k0.5-x1` | 3 | 82.0% ± 2.8% | 61.0% ± 1.4% | +21.0% |" in text
     assert "| `deit_tiny-224px-p16-d12-k0.5-x1-pretrained` | pretrained |" in text

@@ -43,7 +43,7 @@ class Report(Command):
 
     def take_action(self, args: argparse.Namespace) -> int:
         from pdsweep.objective import Objective
-        from pdsweep.results import paper, report
+        from pdsweep.results import paper, report, report_output
         from pdsweep.sweep.files import load_sweep, sweep_space
 
         # Every sweep is read and checked before anything is written.
@@ -60,7 +60,7 @@ class Report(Command):
             own = args.metric in (None, report.search_metric(sweep.rows))
             default_dir = sweep.folder / ("report" if own else f"report-{args.metric}")
             out_dir = Path(args.out) / sweep.name if args.out and len(sweeps) > 1 else Path(args.out or default_dir)
-            files = paper.write_paper(tables[i], out_dir) if args.layout == "paper" else list(report.write(reports[i], out_dir))
+            files = paper.write_paper(tables[i], out_dir) if args.layout == "paper" else list(report_output.write(reports[i], out_dir))
             # Another metric's report goes beside the sweep's own in MLflow too (report-METRIC/).
             _to_mlflow(sweep, files, backfill=labels[i], artifact_path=None if own else default_dir.name)
             written.append(files)
@@ -71,7 +71,7 @@ class Report(Command):
             if args.layout == "paper":
                 print("\n".join(paper.paper_markdown(table) for table in tables))
             else:
-                print(report.compare(reports) if len(reports) > 1 else report.markdown(reports[0]))
+                print(report_output.compare(reports) if len(reports) > 1 else report_output.markdown(reports[0]))
             for files in written:
                 print(f"wrote {' and '.join(map(str, files))}", file=sys.stderr)
         return 0

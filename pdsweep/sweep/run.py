@@ -28,7 +28,7 @@ from pdsweep.cost import Budget
 from pdsweep.errors import PdsweepError
 from pdsweep.interrupts import sigterm_as_ctrl_c
 from pdsweep.paths import DEFAULT_RUNS_DIR, MLFLOW_FILE, is_uri
-from pdsweep.results import report, tracking
+from pdsweep.results import report, report_output, tracking
 from pdsweep.results.compute import ComputePlan
 from pdsweep.results.rows import FAILED, RESULTS_FILE, ResultRow, read_rows
 from pdsweep.results.summary import report_or_none, summary_lines
@@ -364,7 +364,7 @@ def _close_tracking(state: SweepState, callback: SweepCallback, status: str) -> 
 def _write_report(built: report.Report, state: SweepState, tracker: tracking.Tracker | None) -> None:
     """``report.md`` and ``report.png`` in the sweep folder, published and logged to MLflow."""
     settings = state.settings
-    files = report.write(built, settings.sweep_dir / "report")
+    files = report_output.write(built, settings.sweep_dir / "report")
     retried(lambda: settings.store.publish(*(str(Path("report") / f.name) for f in files)))  # also in the sweep folder
     if tracker is not None:
         tracker.artifacts(files)  # the tracker's warning says what MLflow missed
