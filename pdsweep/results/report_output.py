@@ -43,8 +43,8 @@ def markdown(report: Report) -> str:
     name = f"validation {o.label}"
     lines = [f"# Sweep `{report.sweep}`", "", f"{len(report.rows)} trials. Metric: best {name} "
              "(mean ± standard deviation over seeds where a config was repeated)"
-             + (f"; each {'group' if report.scored_by == 'mean' else 'image'} scored"
-                + (" by the mean of its images' probabilities" if report.scored_by == "mean" else "")) + ".", "",
+             + ("; each group scored by the mean of its images' probabilities" if report.scored_by == "mean" else "")
+             + ".", "",
              *[f"Note: {note}" for note in report.notes], *([""] if report.notes else []),
              *_split_lines(report),
              "## Best config per budget tier", "",
