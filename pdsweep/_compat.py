@@ -54,6 +54,18 @@ def asha_rungs(scheduler: Any) -> tuple[dict[float, dict[str, float]], float]:
     return {float(milestone): dict(recorded) for milestone, recorded in bracket._rungs}, float(bracket.rf)
 
 
+def autoscaling_cluster() -> bool:
+    """Whether the Ray this process joined may add nodes: one the cluster launcher started (Ray
+    Tune's own test, ``ray.tune.execution.cluster_info._is_ray_cluster``: the launcher's bootstrap
+    config on the head; Ray 2.60.0), or one KubeRay runs (``RAY_USAGE_STATS_KUBERAY_IN_USE``,
+    which KubeRay sets in its pods; its autoscaler may be on)."""
+    import os
+
+    from ray.tune.execution.cluster_info import _is_ray_cluster
+
+    return bool(_is_ray_cluster()) or os.environ.get("RAY_USAGE_STATS_KUBERAY_IN_USE") == "1"
+
+
 def rebase_trial_storage(trial: Any, experiment_fs_path: str) -> bool:
     """Point a new trial of a restored Tune experiment at where the experiment is now.
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import pickle
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
@@ -80,3 +81,20 @@ def test_dispatched_ops_sees_the_aten_ops_a_step_runs() -> None:
     with dispatched_ops() as names:
         torch.ones(2, 3) @ torch.ones(3, 4)
     assert any(name.startswith("aten.mm") for name in names), names
+
+
+def test_autoscaling_is_read_as_ray_tune_reads_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ray.tune.execution import cluster_info
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_USAGE_STATS_KUBERAY_IN_USE", raising=False)
+    cluster_info._is_ray_cluster.cache_clear()
+    assert not _compat.autoscaling_cluster()
+    (tmp_path / "ray_bootstrap_config.yaml").write_text("{}")  # what the cluster launcher leaves on the head
+    cluster_info._is_ray_cluster.cache_clear()
+    assert _compat.autoscaling_cluster()
+    cluster_info._is_ray_cluster.cache_clear()
+    (tmp_path / "ray_bootstrap_config.yaml").unlink()
+    monkeypatch.setenv("RAY_USAGE_STATS_KUBERAY_IN_USE", "1")
+    assert _compat.autoscaling_cluster()
+    cluster_info._is_ray_cluster.cache_clear()

@@ -186,6 +186,9 @@ def test_a_sweep_over_init_starts_pretrained_trials_from_hub_weights(ray_session
         (dict(address="not an address"), r"--address must be HOST:PORT, ray://HOST:PORT or auto"),
         (dict(name="../escape"), r"sweep name '../escape' must be letters, digits"),
         (dict(trials=0), r"`--trials` must be a positive integer"),
+        (dict(budgets=()), r"space 'tiny' searches axes, so it needs a budget; give --budget-gflops"),  # the Python API's default too
+        (dict(space="paper/keep_rate", budgets=(), search="grid", top_k=2),
+         r"lists its configs, to compare them as listed: --repeats re-trains every one of its \d+ configs, not the best few; drop --top-k"),
     ],
 )
 def test_bad_input_writes_nothing(tmp_path: Path, space_file: Path, overrides: dict, match: str) -> None:
@@ -210,6 +213,23 @@ def test_cli_run_bad_input_is_one_line(cli, tmp_path: Path, space_file: Path) ->
     assert_one_line_error(cli(*base, "--budget-gflops", "0.0008", "--address", "127.0.0.1:1"), "cannot reach Ray at 127.0.0.1:1")
     assert_one_line_error(cli(*base, "--budget-gflops", "0.00001"), "no config of space 'tiny' fits")
     assert_one_line_error(cli("resume", "ghost", "--runs-dir", tmp_path / "runs"), "no sweep named 'ghost'")
+
+
+def test_a_trial_no_node_can_hold_is_refused_before_anything_is_written(ray_session, cli, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test Ray has 2 CPUs and no autoscaler: a trial of 1,000 CPUs would wait forever."""
+    monkeypatch.chdir(tmp_path)  # the default runs dir and MLflow store, as a user's first command makes them
+    started = time.monotonic()
+    result = cli("run", "--space", "quickstart", "--budget-gflops", "0.01", "--cpus-per-trial", "1000",
+                 "--dataset", "synthetic:40", "--cache-dir", tmp_path / "cache")
+    assert_one_line_error(result, "no node of the Ray cluster can hold one trial: a trial takes 1000 CPU(s)",
+                          "the largest of its 1 node(s) has 2", "lower --cpus-per-trial to 2")
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "pdsweep-runs").exists()
+    # Two CPUs a trial fit: the same check lets the sweep through (a dry run, so nothing is written).
+    result = cli("run", "--space", "quickstart", "--budget-gflops", "0.01", "--cpus-per-trial", "2",
+                 "--dataset", "synthetic:40", "--cache-dir", tmp_path / "cache", "--dry-run", "--no-estimate")
+    assert result.code == 0, result.err
 
 
 def _pdsweep() -> str:

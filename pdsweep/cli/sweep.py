@@ -22,6 +22,7 @@ class Run(Command):
     groups = ("budgets",)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from pdsweep.results import TOP_K
         from pdsweep.sweep.sampler import SearchKind
         from pdsweep.sweep.settings import SchedulerName, SweepSettings
 
@@ -46,8 +47,8 @@ class Run(Command):
                             help="re-train each tier's top configs (--top-k) with R-1 more seeds; the report gives "
                                  "each a bootstrap interval and says whether the winner is separated or tied")
         parser.add_argument("--top-k", type=int, default=of("top_k"), metavar="K",
-                            help="configs per tier that --repeats re-trains (default %(default)s; a space of "
-                                 "listed configs: every one)")
+                            help=f"configs per tier that --repeats re-trains (default {TOP_K}; a space of listed "
+                                 "configs re-trains every one and takes no --top-k)")
         parser.add_argument("--max-tflop", type=positive_float, metavar="X",
                             help="stop issuing trials when the next would take the sweep's training compute past "
                                  "X TFLOP (running trials, counted at their full epochs, finish)")

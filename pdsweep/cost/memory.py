@@ -14,16 +14,12 @@ No torch import here: the planner and the sampler call this thousands of times a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pdsweep.config import Config
 from pdsweep.cost.flops import GIGA, _Arch, _arch, _member_params
+from pdsweep.cost.memory_estimate import _ACTIVATION_BYTES, _FP32, _INT64, _OPTIMIZER_STATES, MemoryEstimate
 from pdsweep.cost.setup import StepSetup
+from pdsweep.cost.swin_memory import swin_memory
 
-_FP32 = 4
-_INT64 = 8
-_ACTIVATION_BYTES: dict[str, int] = {"fp32": 4, "bf16-mixed": 2}
-_OPTIMIZER_STATES: dict[str, int] = {"sgd": 1, "adamw": 2}  # fp32 tensors per parameter
 
 def _weight_matrix_params(a: _Arch) -> int:
     """Parameters that autocast copies to bf16 and keeps for backward: conv and linear weights."""
@@ -68,54 +64,6 @@ def _activation_bytes(a: _Arch, T: int, batch_size: int, precision: str, attenti
     return batch_size * per_image + weight_copies
 
 
-@dataclass(frozen=True)
-class MemoryEstimate:
-    """Predicted training memory of one step, in bytes, by component, and its peak.
-
-    Gradients and activations do not peak together: the backward frees a member's activations
-    as it allocates that member's gradients. A step peaks in one of three places:
-
-    - as the last member's backward starts: its activations, the other members' gradients,
-      and the gradients in flight through the last MLP;
-    - as that backward reaches the patch embedding: every gradient, and the gradient of the
-      full (B, N + 1, D) token tensor from before PatchDropout (large at low keep rates);
-    - at the optimizer step: every gradient and the optimizer's temporaries.
-    """
-
-    params: int
-    grads: int  # every member's
-    optimizer_state: int
-    activations: int  # one member's, saved for backward; the input batch included
-    backward_transient: int  # gradients in flight through the last MLP
-    embedding_transient: int  # gradients of the token tensor before PatchDropout, and the batch
-    step_transient: int  # the optimizer's temporaries
-    ensemble_size: int = 1
-
-    @property
-    def states(self) -> int:
-        """Parameters, gradients and optimizer state: the part that does not scale with batch."""
-        return self.params + self.grads + self.optimizer_state
-
-    @property
-    def peak_phases(self) -> dict[str, int]:
-        others = self.grads * (self.ensemble_size - 1) // self.ensemble_size
-        return {
-            "backward": self.params + self.optimizer_state + others + self.activations
-            + self.backward_transient,
-            "embedding": self.states + self.embedding_transient,
-            "step": self.states + self.step_transient,
-        }
-
-    @property
-    def total(self) -> int:
-        """The peak of a training step."""
-        return max(self.peak_phases.values())
-
-    @property
-    def gb(self) -> float:
-        return self.total / GIGA
-
-
 def _backward_transient(a: _Arch, T: int, batch_size: int, precision: str, attention: str) -> int:
     """Gradients in flight as the backward starts: through the last MLP (the gradient of the GELU
     output and of the residual stream; under autocast also a bf16 weight gradient before its cast
@@ -152,8 +100,6 @@ def _memory(a: _Arch, T: int, batch_size: int, precision: str, optimizer: str, a
 def memory(config: Config, setup: StepSetup = StepSetup()) -> MemoryEstimate:
     """Peak memory of one training step of ``config`` under ``setup``."""
     if config.family == "swin":
-        from pdsweep.cost.swin_memory import swin_memory
-
         return swin_memory(config, setup)
     return member_memory(_arch(config), config.tokens_kept, setup)
 

@@ -51,7 +51,7 @@ planner calls this often.
 from __future__ import annotations
 
 from pdsweep.config import Config
-from pdsweep.cost.memory import _ACTIVATION_BYTES, _FP32, _INT64, _OPTIMIZER_STATES, MemoryEstimate
+from pdsweep.cost.memory_estimate import _ACTIVATION_BYTES, _FP32, _INT64, _OPTIMIZER_STATES, MemoryEstimate
 from pdsweep.cost.setup import StepSetup
 from pdsweep.cost.swin import Stage as _Stage
 from pdsweep.cost.swin import _shape, param_count, stages as _stages

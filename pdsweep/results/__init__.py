@@ -6,6 +6,8 @@ tracking store only. Names load their modules (pyarrow, matplotlib, MLflow) on f
 
 from pdsweep._lazy import lazy_exports
 
+TOP_K = 3  # configs per tier the report ranks with their intervals, and --repeats re-trains (``--top-k``)
+
 _EXPORTS = {
     "ResultRow": "pdsweep.results.rows",
     "RobustnessPoint": "pdsweep.results.rows",

@@ -33,11 +33,11 @@ from typing import Any, Literal
 from pdsweep.config import Config
 from pdsweep.errors import PdsweepError
 from pdsweep.objective import Objective
+from pdsweep.results import TOP_K
 from pdsweep.results.compute import ComputeCap, ComputeLedger, ComputePlan
 from pdsweep.results.rows import FAILED, ResultRow
 
 METRIC = "best_val_accuracy"  # the default objective's column (a sweep's own: Objective.best_key)
-TOP_K = 3  # configs per tier the report ranks with their intervals (``--top-k``)
 CONFIDENCE = 0.95
 RESAMPLES = 2000  # bootstrap resamples (of the seeds, with replacement)
 BOOTSTRAP_SEED = 0  # the same rows give the same intervals

@@ -101,11 +101,21 @@ def connect(address: str | None, verbose: bool) -> None:
     if ray.is_initialized():  # already connected (a test session, a notebook)
         return
     local = not address and not os.environ.get("RAY_ADDRESS")  # inside a Ray job, Ray says where it is
+    if local:  # Ray's note that the Ray it starts uses token authentication (the secure default) is no news
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_QUIET_AUTH)
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose,
                  **({"include_dashboard": False} if local else {}))
     except ConnectionError as error:
         raise PdsweepError(f"cannot connect to Ray at {address or 'a local instance'} ({error}).") from None
+
+
+class _QuietTokenNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+_QUIET_AUTH = _QuietTokenNote()
 
 
 def check_address(address: str | None) -> None:
@@ -129,6 +139,33 @@ def _host_port(address: str) -> tuple[str, int]:
     return match.group(1), int(match.group(2))
 
 
+
+
+def check_capacity(settings: SweepSettings, err: Print) -> None:
+    """Some node of the Ray this process joined can hold one trial: the trial's CPUs, and on a
+    cluster with GPUs a GPU share on the same node. Where none can and no autoscaler may add one
+    (a local Ray, a fixed cluster), one line says what a trial takes and what the nodes have, so
+    the sweep stops before anything is written instead of waiting forever; with an autoscaler, a
+    warning (the sweep waits for a node)."""
+    import ray
+
+    from pdsweep._compat import autoscaling_cluster
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    gpu = ray.cluster_resources().get("GPU", 0) > 0
+    eligible = [r for r in nodes if not gpu or r.get("GPU", 0) >= 0.125]  # a GPU trial holds at least an eighth
+    cpus = settings.cpus_per_trial
+    if any(r.get("CPU", 0) >= cpus for r in eligible):
+        return
+    most = max((r.get("CPU", 0) for r in eligible), default=0)
+    node = "GPU node" if gpu else "node"
+    fix = (f"lower --cpus-per-trial to {int(most)}" if most >= 1 else f"give a {node} CPUs") + f" or add a {node} with {cpus}"
+    line = (f"no {node} of the Ray cluster can hold one trial: a trial takes {cpus} CPU(s)"
+            f"{' and a GPU share' if gpu else ''}, and the largest of its {len(eligible)} {node}(s) has {most:g}; {fix}.")
+    if autoscaling_cluster():
+        err(f"  warning: {line} The cluster may autoscale: the sweep waits for such a node.")
+        return
+    raise PdsweepError(line)
 
 
 def resources_for(settings: SweepSettings, space: SearchSpace,

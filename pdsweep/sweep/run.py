@@ -28,14 +28,16 @@ from pdsweep.cost import Budget
 from pdsweep.errors import PdsweepError
 from pdsweep.interrupts import sigterm_as_ctrl_c
 from pdsweep.paths import DEFAULT_RUNS_DIR, MLFLOW_FILE, is_uri
-from pdsweep.results import report, report_output, tracking
+from pdsweep.results import TOP_K, report, report_output, tracking
 from pdsweep.results.compute import ComputePlan
 from pdsweep.results.rows import FAILED, RESULTS_FILE, ResultRow, read_rows
 from pdsweep.results.summary import report_or_none, summary_lines
 from pdsweep.space import SearchSpace, listed_budget, load_space, parse_space, plan
 from pdsweep.space.overrides import apply_overrides, described, parse_overrides
 from pdsweep.sweep.callback import SweepCallback, driving
-from pdsweep.sweep.cluster import check_address, connect, probe_dataset, probe_on_cluster, warn_if_not_shared
+from pdsweep.sweep.cluster import (
+    check_address, check_capacity, connect, probe_dataset, probe_on_cluster, warn_if_not_shared,
+)
 from pdsweep.sweep.estimate import Throughput
 from pdsweep.sweep.ledger import forget_stop, stopped_by
 from pdsweep.sweep.preflight import check_cap, preflight
@@ -110,7 +112,8 @@ class _Ready:
 def _prepare(settings: SweepSettings, err: Print) -> _Ready:
     settings = settings.absolute()
     space = load_space(settings.space, settings.overrides)
-    settings = _recipe_settings(settings, space) if space.configs else replace(settings, scheduler=settings.scheduler or "asha")
+    settings = (_recipe_settings(settings, space) if space.configs
+                else replace(settings, scheduler=settings.scheduler or "asha", top_k=settings.top_k or TOP_K))
     if not settings.budgets and not space.configs:
         listed_budget(space)  # the error: an axes space needs a budget
     weights = inspect_space(space, settings.weights_cache)  # every pretrained start's weights, found and checked
@@ -122,8 +125,10 @@ def _prepare(settings: SweepSettings, err: Print) -> _Ready:
             f"{settings.name}` or choose another --name."
         )
     check_address(settings.address)
-    if settings.address or os.environ.get("RAY_ADDRESS"):  # the dataset path is the workers': look where they will
+    on_cluster = bool(settings.address or os.environ.get("RAY_ADDRESS"))
+    if on_cluster:  # the dataset path is the workers': look where they will
         connect(settings.address, settings.verbose)
+        check_capacity(settings, err)  # before the probe, which would wait for such a node
         data = probe_on_cluster(settings, space, weights)
     else:
         data = probe_dataset(settings, space)
@@ -135,6 +140,8 @@ def _prepare(settings: SweepSettings, err: Print) -> _Ready:
     uri = settings.mlflow_uri or store.tracking_uri
     tracking.check_reachable(uri)
     connect(settings.address, settings.verbose)
+    if not on_cluster:
+        check_capacity(settings, err)
     warn_if_not_shared(store, err)
     planned, throughput = preflight(settings, space, plans, data, err, weights)
     return _Ready(settings, space, dict(weights), data, planned, throughput, uri)
@@ -156,6 +163,8 @@ def _recipe_settings(settings: SweepSettings, space: SearchSpace) -> SweepSettin
     if settings.scheduler == "asha":
         refuse("ASHA would stop some of them early and compare part-trained configs with trained ones; drop "
                "--scheduler asha")
+    if settings.top_k is not None:
+        refuse(f"--repeats re-trains every one of its {len(space.configs)} configs, not the best few; drop --top-k")
     return replace(settings, scheduler="none", top_k=len(space.configs))
 
 
@@ -194,6 +203,7 @@ def resume_sweep(name: str, runs_dir: str = DEFAULT_RUNS_DIR, *, address: str | 
         check_address(settings.address)
         state = _resume_tracking(state, space, mlflow_uri, no_mlflow, err)
         connect(settings.address, settings.verbose)
+        check_capacity(settings, err)  # the cluster may have changed since the sweep started
         if state.mlflow and not no_mlflow:
             tracking.reopen(state.mlflow)
         err(f"resuming sweep {name!r} ({state.phase} phase)")

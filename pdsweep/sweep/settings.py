@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pdsweep.errors import PdsweepError
 from pdsweep.paths import DEFAULT_RUNS_DIR
 from pdsweep.results.compute import ComputeCap, ComputePlan
+from pdsweep.results import TOP_K
 from pdsweep.results.tracking import TrackingIds
 from pdsweep.space import KeepPolicy
 from pdsweep.space.overrides import parse_overrides
@@ -38,7 +39,7 @@ class SweepSettings:
     name: str
     space: str = "paper"
     overrides: tuple[str, ...] = ()  # --set KEY.PATH=VALUE on the space file, in order
-    budgets: tuple[float, ...] = (17.6,)  # (): a space of listed configs, under its dearest config's cost
+    budgets: tuple[float, ...] = ()  # none: a space of listed configs, under its dearest config's cost (an axes space needs one)
     memory_gb: float | None = None
     policy: KeepPolicy = "fill"
     search: SearchKind = "tpe"
@@ -48,7 +49,7 @@ class SweepSettings:
     grace_period: int | None = None  # None: a quarter of the epochs; never within warm-up (schedulers.first_rung)
     reduction_factor: float = 2.0
     repeats: int = 1
-    top_k: int = 3  # configs per tier that --repeats re-trains
+    top_k: int | None = None  # configs per tier that --repeats re-trains; None: 3 (a recipe: every listed config)
     max_tflop: float | None = None  # no trial is issued that would take the sweep's compute past it
     max_device_hours: float | None = None  # ... or its device-hours
     estimate: bool = True  # measure a few training steps in the pre-flight, for the wall-time estimate
@@ -75,7 +76,7 @@ class SweepSettings:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             raise PdsweepError(f"sweep name {self.name!r} must be letters, digits, '.', '_' or '-'.")
         for name in ("trials", "repeats", "top_k", "cpus_per_trial"):
-            if not is_positive_int(getattr(self, name)):
+            if not is_positive_int(getattr(self, name)) and not (name == "top_k" and self.top_k is None):
                 raise PdsweepError(f"`--{name.replace('_', '-')}` must be a positive integer, got {getattr(self, name)!r}.")
         if self.grace_period is not None and not is_positive_int(self.grace_period):
             raise PdsweepError(f"`--grace-period` must be a positive integer, got {self.grace_period!r}.")
@@ -169,6 +170,7 @@ class SweepState:
             raise KeyError(missing[0])
         saved = values["settings"]
         settings = SweepSettings(**{**saved, "budgets": tuple(saved["budgets"]), "overrides": tuple(saved.get("overrides", ())),
+                                    "top_k": saved.get("top_k") or TOP_K,  # saved before it was: the default then
                                     "runs_dir": runs_dir or saved["runs_dir"]})
         data = DataProbe(values["num_classes"], values.get("train_images", 0), values.get("worker_gpu_memory_gb"),
                          values.get("train_groups"))

@@ -37,7 +37,9 @@ import numpy as np
 
 from pdsweep.errors import PdsweepError
 from pdsweep.paths import cache_root
+from pdsweep.training import sources
 from pdsweep.training.decode import Window
+from pdsweep.training.sources import SPLITS, SYNTHETIC_TRAIN_IMAGES
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +50,6 @@ DATASET_KINDS: tuple[str, ...] = get_args(DatasetKind)
 DATASET_OPTIONS: dict[str, tuple[str, ...]] = {"folder": ("window",), "npz": ("window",),
                                                "parquet": ("image", "label", "group", "window"),
                                                "csv": ("path", "label", "group", "window")}
-SPLITS = ("train", "val", "test")
-SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".dcm"}
-SYNTHETIC_TRAIN_IMAGES = 4000
 _CACHE_VERSION = 2  # 2: 16-bit images no longer clipped to 8 bits, greyscale in one channel
 
 
@@ -223,7 +221,6 @@ def _locked(lock_path: Path) -> Iterator[None]:
 
 def _build(spec: DatasetSpec, source: Path | None, resolution: int, seed: int, entry: Path) -> None:
     """Decode and resize every image, then publish ``entry`` atomically."""
-    from pdsweep.training import sources
 
     grouping: sources.Grouping | None = None
     if spec.kind == "synthetic":

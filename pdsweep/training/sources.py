@@ -22,12 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from pdsweep.errors import PdsweepError
-from pdsweep.training.data import IMAGE_SUFFIXES, SPLIT_FRACTIONS, SPLITS, SYNTHETIC_TRAIN_IMAGES
 from pdsweep.training.decode import (
     Window, bits_in_use, common_form, fit_bits, from_array, read_image, square, stack, warn_self_scaled,
 )
 
 log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".dcm"}
+SYNTHETIC_TRAIN_IMAGES = 4000
 
 
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -186,7 +190,7 @@ def synthetic(arg: str, resolution: int, seed: int) -> tuple[Arrays, tuple[str, 
 
 def folder(root: Path, resolution: int, seed: int, *, window: Window | None = None) -> tuple[Arrays, tuple[str, ...], int]:
     """``root/CLASS/*.jpg``, or ``root/{train,val,test}/CLASS/*.jpg`` (any image suffix of
-    :data:`~pdsweep.training.data.IMAGE_SUFFIXES`, ``.dcm`` included)."""
+    :data:`IMAGE_SUFFIXES`, ``.dcm`` included)."""
 
     if not root.is_dir():
         raise PdsweepError(f"folder dataset {str(root)!r} is not a directory; give a folder with one sub-folder per class.")
