@@ -12,7 +12,7 @@ import contextlib
 import importlib
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -64,6 +64,42 @@ def autoscaling_cluster() -> bool:
     from ray.tune.execution.cluster_info import _is_ray_cluster
 
     return bool(_is_ray_cluster()) or os.environ.get("RAY_USAGE_STATS_KUBERAY_IN_USE") == "1"
+
+
+_ENDED_AT_ONCE: set[str] = set()  # trial ids end_at_once ended, in this driver
+
+
+def end_at_once(predicate: Callable[[BaseException], bool]) -> None:
+    """Make Ray Tune end a trial at its first failure for which ``predicate`` holds (a worker
+    Ray's memory monitor killed: retrying repeats the allocation that killed it), instead of
+    retrying it up to ``FailureConfig.max_failures`` times; other failures keep their retries.
+
+    Tune has no per-error hook: ``TuneController._process_trial_failure`` calls
+    ``Trial.handle_error``, which counts the failure in ``run_metadata.num_failures``, then
+    ``Trial.should_recover`` (Ray 2.60.0). ``Trial.handle_error`` is wrapped, once per driver
+    process, to count such a failure as past the last one allowed; :func:`ended_at_once` says
+    which trials it ended (the searcher tells Optuna of them)."""
+    from ray.tune.experiment.trial import Trial
+
+    original = Trial.handle_error
+    if getattr(original, "pdsweep_predicate", None) is not None:
+        original.pdsweep_predicate.append(predicate)  # type: ignore[attr-defined]
+        return
+
+    def handle_error(self: Any, exc: BaseException | None = None) -> None:
+        original(self, exc)
+        if exc is not None and self.max_failures >= 0 and any(p(exc) for p in handle_error.pdsweep_predicate):
+            self.run_metadata.num_failures = max(self.run_metadata.num_failures, self.max_failures + 1)
+            self.run_metadata.invalidate_cache()
+            _ENDED_AT_ONCE.add(self.trial_id)
+
+    handle_error.pdsweep_predicate = [predicate]  # type: ignore[attr-defined]
+    Trial.handle_error = handle_error  # type: ignore[method-assign]
+
+
+def ended_at_once(trial_id: str) -> bool:
+    """Whether :func:`end_at_once` ended this trial at its first failure."""
+    return trial_id in _ENDED_AT_ONCE
 
 
 def rebase_trial_storage(trial: Any, experiment_fs_path: str) -> bool:

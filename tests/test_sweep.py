@@ -232,6 +232,27 @@ def test_a_trial_no_node_can_hold_is_refused_before_anything_is_written(ray_sess
     assert result.code == 0, result.err
 
 
+def test_a_worker_rays_memory_monitor_kills_is_oom_at_once(tmp_path: Path) -> None:
+    """A Ray whose memory monitor kills every worker (a threshold of 1% of this machine's
+    memory): the trial ends as oom after one attempt although --max-failures allows three, and
+    its Optuna trial is pruned with the oom constraint (its predicted memory)."""
+    (tmp_path / "tiny.yaml").write_text(TINY_SPACE.replace("resolution: [16, 32]", "resolution: 16")
+                                        .replace("keep_rate: {low: 0.25, high: 1.0}", "keep_rate: 1.0"))
+    env = {**os.environ, "RAY_memory_usage_threshold": "0.01", "RAY_memory_monitor_refresh_ms": "50"}
+    done = subprocess.run([_pdsweep(), "run", "--space", str(tmp_path / "tiny.yaml"), "--budget-gflops", "1",
+                           "--trials", "1", "--max-failures", "3", "--no-estimate", "--dataset", "synthetic:40",
+                           "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(tmp_path / "runs"), "--name", "oom"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr  # every trial failed
+    [row] = results.read_rows(tmp_path / "runs" / "oom" / "results.parquet")
+    assert row.status == "oom" and "low on memory" in (row.error or "") and "exceeded threshold" in (row.error or "")
+    [error_file] = (tmp_path / "runs" / "oom" / "search").rglob("error.txt")
+    assert error_file.read_text().count("Failure #") == 1  # no retry
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "runs" / "oom" / "optuna.journal")))
+    [told] = [t for t in optuna.load_study(study_name="tier-1", storage=storage).trials if "config" in t.user_attrs]
+    assert told.state.name == "PRUNED" and told.constraints == {"oom": pytest.approx(row.predicted_memory_gb)}
+
+
 def _pdsweep() -> str:
     return str(Path(sys.executable).parent / "pdsweep")
 

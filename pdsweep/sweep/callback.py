@@ -200,8 +200,15 @@ def _error_text(trial: Any) -> str:
 
 
 def _error_line(text: str) -> str:
-    lines = text.splitlines()
-    return lines[-1][:500] if lines else "the trial failed"
+    """The line of Ray's error that says what happened: for a memory-monitor kill, the one with
+    the node's memory and its threshold (the last is Ray's advice); else the last."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "the trial failed"
+    if not killed_for_memory(text):
+        return lines[-1][:500]
+    said = [line.strip() for line in lines if "low on memory" in line or line.startswith("OOM kill reason")]
+    return "; ".join(said or lines[-1:])[:500]
 
 
 def result_row(settings: SweepSettings, trial_id: str, spec: TrialSpec, last: dict[str, Any], best: dict[str, Any],

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pdsweep._compat import alias_legacy_modules, tune_interruption
+from pdsweep._compat import alias_legacy_modules, end_at_once, tune_interruption
 from pdsweep.cost import Budget
 from pdsweep.errors import PdsweepError
 from pdsweep.interrupts import sigterm_as_ctrl_c
@@ -46,6 +46,7 @@ from pdsweep.sweep.lock import SweepLock
 from pdsweep.sweep.store import RESUME_FILES, SWEEP_FILE, SweepStore, relocate, retried
 from pdsweep.sweep.trust import check_private
 from pdsweep.sweep.tuners import repeats_tuner, search_tuner, tune_trainable
+from pdsweep.training.faults import memory_kill
 from pdsweep.training.weights import WeightFile, check_unchanged, inspect_space
 
 Print = Callable[[str], None]
@@ -267,6 +268,9 @@ def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print
     """Run the sweep's phases (``log``: to MLflow; ``prior``: the pre-flight's measured
     throughput); on every way out the MLflow runs are closed with a true status."""
     settings = state.settings
+    # A worker Ray's memory monitor killed would be killed again by the same allocation: its
+    # trial ends at once, as oom, and is told to Optuna as infeasible (other losses are retried).
+    end_at_once(memory_kill)
     # Tune saves its experiment state (every trial's, so a save grows with the sweep) on its own
     # adaptive period, max(10 s, 19 x a save's time), and at each trial checkpoint (num_to_keep;
     # trials checkpoint every --checkpoint-every-s). A driver killed between saves loses nothing:

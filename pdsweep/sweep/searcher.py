@@ -32,9 +32,9 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from pdsweep._compat import optuna_number, optuna_trial
+from pdsweep._compat import ended_at_once, optuna_number, optuna_trial
 from pdsweep.config import Config
-from pdsweep.cost import Budget, inference_gflops, train_gflops
+from pdsweep.cost import Budget, inference_gflops, memory, train_gflops
 from pdsweep.results.rows import RESULTS_FILE, read_rows
 from pdsweep.space import KeepPolicy, SearchSpace, TrainingSettings
 from pdsweep.sweep.design import nearest_first, nearest_unseen, startup_design, trade_ends
@@ -268,6 +268,8 @@ class BudgetSearcher(Searcher):
         trial.set_user_attr("config", config.name)
         trial.set_user_attr("keep_rate", config.mean_keep_rate)  # how a resumed scheduler finds the trial's peers
         trial.set_user_attr("ray_trial_id", trial_id)  # how a resumed ASHA finds the trial's epochs
+        # What it would be told as infeasible by, should Ray's memory monitor kill its worker.
+        trial.set_user_attr("predicted_memory_gb", memory(config, self.context.training.step).gb)
         self.issued[key] += 1
         if self.issued_numbers is not None:
             self.issued_numbers[key].add(trial.number)
@@ -366,6 +368,12 @@ class BudgetSearcher(Searcher):
             if frozen.state == TrialState.RUNNING and fault not in frozen.constraints:
                 with quiet_experimental():
                     optuna_trial(study, number).set_constraint(fault, INFEASIBLE[fault](result))
+            study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+        elif error and ended_at_once(trial_id):  # its worker was killed for memory: infeasible, as any oom
+            frozen = _frozen(study, number)
+            if frozen.state == TrialState.RUNNING and "oom" not in frozen.constraints:
+                with quiet_experimental():
+                    optuna_trial(study, number).set_constraint("oom", INFEASIBLE["oom"](frozen.user_attrs))
             study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
         elif error or not result or fault == "error":
             study.tell(number, state=TrialState.FAIL, skip_if_finished=True)

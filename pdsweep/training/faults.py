@@ -57,6 +57,11 @@ def killed_for_memory(error_text: str | None) -> bool:
     return bool(error_text) and any(text in error_text for text in ("OutOfMemoryError", "low on memory"))
 
 
+def memory_kill(error: BaseException) -> bool:
+    """Whether a trial's failure, as Ray Tune sees it, is its worker killed by Ray's memory monitor."""
+    return killed_for_memory(f"{type(error).__name__}: {error}")
+
+
 def fault_status(error: BaseException) -> FaultStatus:
     if isinstance(error, Diverged):
         return "diverged"
