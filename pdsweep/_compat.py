@@ -83,7 +83,8 @@ def end_at_once(predicate: Callable[[BaseException], bool]) -> None:
 
     original = Trial.handle_error
     if getattr(original, "pdsweep_predicate", None) is not None:
-        original.pdsweep_predicate.append(predicate)  # type: ignore[attr-defined]
+        if predicate not in original.pdsweep_predicate:  # type: ignore[attr-defined]
+            original.pdsweep_predicate.append(predicate)  # type: ignore[attr-defined]
         return
 
     def handle_error(self: Any, exc: BaseException | None = None) -> None:

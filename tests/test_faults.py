@@ -448,3 +448,12 @@ def test_a_full_disk_mid_sweep_loses_no_row(ray_session, tmp_path: Path, monkeyp
     assert len([line for line in lines if "cannot write the results" in line and "No space left" in line]) == 1
     leftovers = [p for p in tmp_path.rglob("*") if ".partial" in p.name]
     assert not leftovers
+
+
+def test_a_memory_kill_is_the_trials_own_only_when_it_was_the_only_one_killed() -> None:
+    from pdsweep.training.faults import memory_kill
+
+    line = "{} worker(s) were killed due to the node running low on memory. Memory on the node was 23GB used"
+    assert memory_kill(RuntimeError(line.format(1)))
+    assert not memory_kill(RuntimeError(line.format(3)))  # some of them bystanders: Tune's retries stand
+    assert not memory_kill(RuntimeError("the worker died unexpectedly"))

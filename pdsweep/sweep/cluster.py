@@ -141,12 +141,13 @@ def _host_port(address: str) -> tuple[str, int]:
 
 
 
-def check_capacity(settings: SweepSettings, err: Print) -> None:
+def check_capacity(settings: SweepSettings, err: Print, fix: str | None = None) -> None:
     """Some node of the Ray this process joined can hold one trial: the trial's CPUs, and on a
     cluster with GPUs a GPU share on the same node. Where none can and no autoscaler may add one
     (a local Ray, a fixed cluster), one line says what a trial takes and what the nodes have, so
     the sweep stops before anything is written instead of waiting forever; with an autoscaler, a
-    warning (the sweep waits for a node)."""
+    warning (the sweep waits for a node). ``fix``: what to do instead of the flag ``run`` has
+    (``resume`` has none); a Ray joined through ``ray://`` may autoscale unseen, so it is warned of."""
     import ray
 
     from pdsweep._compat import autoscaling_cluster
@@ -159,10 +160,11 @@ def check_capacity(settings: SweepSettings, err: Print) -> None:
         return
     most = max((r.get("CPU", 0) for r in eligible), default=0)
     node = "GPU node" if gpu else "node"
-    fix = (f"lower --cpus-per-trial to {int(most)}" if most >= 1 else f"give a {node} CPUs") + f" or add a {node} with {cpus}"
+    fix = fix or ((f"lower --cpus-per-trial to {int(most)}" if most >= 1 else f"give a {node} CPUs")
+                  + f" or add a {node} with {cpus}")
     line = (f"no {node} of the Ray cluster can hold one trial: a trial takes {cpus} CPU(s)"
             f"{' and a GPU share' if gpu else ''}, and the largest of its {len(eligible)} {node}(s) has {most:g}; {fix}.")
-    if autoscaling_cluster():
+    if autoscaling_cluster() or (settings.address or "").startswith("ray://"):
         err(f"  warning: {line} The cluster may autoscale: the sweep waits for such a node.")
         return
     raise PdsweepError(line)

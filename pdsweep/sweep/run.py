@@ -202,9 +202,10 @@ def resume_sweep(name: str, runs_dir: str = DEFAULT_RUNS_DIR, *, address: str | 
         settings = state.settings
         space = space_of(state, str(store.local_dir / SWEEP_FILE))
         check_address(settings.address)
-        state = _resume_tracking(state, space, mlflow_uri, no_mlflow, err)
         connect(settings.address, settings.verbose)
-        check_capacity(settings, err)  # the cluster may have changed since the sweep started
+        # The cluster may have changed since the sweep started: checked before MLflow is touched.
+        check_capacity(settings, err, fix=f"continue on a cluster with such a node: pdsweep resume {name} --address ...")
+        state = _resume_tracking(state, space, mlflow_uri, no_mlflow, err)
         if state.mlflow and not no_mlflow:
             tracking.reopen(state.mlflow)
         err(f"resuming sweep {name!r} ({state.phase} phase)")

@@ -269,7 +269,8 @@ class BudgetSearcher(Searcher):
         trial.set_user_attr("keep_rate", config.mean_keep_rate)  # how a resumed scheduler finds the trial's peers
         trial.set_user_attr("ray_trial_id", trial_id)  # how a resumed ASHA finds the trial's epochs
         # What it would be told as infeasible by, should Ray's memory monitor kill its worker.
-        trial.set_user_attr("predicted_memory_gb", memory(config, self.context.training.step).gb)
+        settings = TrainingSettings.of(config.init, self.context.training, self.context.finetune)  # as the trial trains
+        trial.set_user_attr("predicted_memory_gb", memory(config, settings.step).gb)
         self.issued[key] += 1
         if self.issued_numbers is not None:
             self.issued_numbers[key].add(trial.number)

@@ -16,6 +16,8 @@ torch: it classifies what the loop raised.
 
 from __future__ import annotations
 
+import re
+
 import errno
 from typing import Literal
 
@@ -58,8 +60,12 @@ def killed_for_memory(error_text: str | None) -> bool:
 
 
 def memory_kill(error: BaseException) -> bool:
-    """Whether a trial's failure, as Ray Tune sees it, is its worker killed by Ray's memory monitor."""
-    return killed_for_memory(f"{type(error).__name__}: {error}")
+    """Whether a trial's failure, as Ray Tune sees it, is its worker killed by Ray's memory monitor,
+    alone: where the monitor killed several workers at once (Ray >= 2.56 may), the others may have
+    been bystanders of whichever held the memory, so that is not taken as this trial's own."""
+    text = f"{type(error).__name__}: {error}"
+    several = re.search(r"(\d+) worker\(s\) were killed", text)
+    return killed_for_memory(text) and (several is None or int(several.group(1)) == 1)
 
 
 def fault_status(error: BaseException) -> FaultStatus:
