@@ -6,6 +6,14 @@ its holder dies, however it dies, so a lock whose holder is gone is simply taken
 holder it names is reported). A sweep at a storage URI has no such lock; its driver holds a
 lease instead, ``driver.lease``, which it renews every :data:`HEARTBEAT_S` seconds: a lease
 older than :data:`LEASE_S` belongs to a driver that is gone and is taken over.
+
+On S3 and GCS (with boto3 or google-cloud-storage installed) every write of the lease names
+the version it replaces (:mod:`pdsweep.sweep.lease`), so the store lets one of two racing
+drivers win, and a heartbeat that finds its version replaced knows another driver took over.
+Elsewhere (``file://``, other filesystems, S3 or GCS without that package) a driver writes the
+lease, waits :data:`READ_BACK_S` and reads it back; the race window remains there: two drivers
+that both read the lease free or stale before either wrote it both win if the second write
+lands after the first driver's read-back (a slow or retried request).
 """
 
 from __future__ import annotations
@@ -22,12 +30,13 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from pdsweep.errors import PdsweepError
+from pdsweep.sweep.lease import Lease, LeaseConflict, LeaseFile, open_lease
 from pdsweep.sweep.store import SweepStore
 
 LOCK_FILE = "driver.lock"
-LEASE_FILE = "driver.lease"
 HEARTBEAT_S = 10.0
 LEASE_S = 60.0  # six missed heartbeats: the holder is gone
+READ_BACK_S = 0.2  # a lease written blindly: how long before reading it back to see who won
 
 Print = Callable[[str], None]
 
@@ -79,6 +88,7 @@ class SweepLock:
         self._file: IO[str] | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self._lease_file: LeaseFile | None = None
         self.holder = Holder.me()
 
     def __enter__(self) -> SweepLock:
@@ -100,11 +110,11 @@ class SweepLock:
             self._heartbeat.join(timeout=HEARTBEAT_S)
             self._heartbeat = None
             try:
-                filesystem, path = self._lease_path()
-                if Holder.parse(_read(filesystem, path) or "") == self.holder:
-                    filesystem.delete_file(path)
+                if self._lease_file is not None and _holder(self._lease_file.read()) == self.holder:
+                    self._lease_file.delete()
             except OSError:  # the lease expires by itself
                 pass
+            self._lease_file = None
         if self._file is not None:
             import fcntl
 
@@ -147,59 +157,75 @@ class SweepLock:
 
     # ---- a storage URI: a lease with a heartbeat -------------------------------------------
 
-    def _lease_path(self) -> tuple[Any, str]:
-        filesystem, root = self.store._fs()
-        return filesystem, f"{root.rstrip('/')}/{self.store.name}/{LEASE_FILE}"
-
     def _lease(self) -> None:
-        filesystem, path = self._lease_path()
+        lease = open_lease(self.store)
+        if lease.extra is not None:
+            self.err(f"note: the lease of sweep {self.store.name!r} is written and read back, so two drivers that start "
+                     f"together could both drive it; `pip install 'pdsweep[{lease.extra}]'` closes that window.")
         try:
-            current = Holder.parse(_read(filesystem, path) or "")
+            found = lease.read()
+            current = _holder(found)
+            if current is not None and current.alive():
+                age = time.time() - current.renewed
+                if age < LEASE_S:
+                    lapses = f" (its lease lapses {LEASE_S - age:.0f} s after its last heartbeat if it is gone)"
+                    raise self._refuse(current, lapses)
+            if current is not None:
+                why = "which is gone" if not current.alive() else f"no heartbeat for {time.time() - current.renewed:.0f} s"
+                self.err(f"taking over the lease of sweep {self.store.name!r} from {current}: {why}.")
+            try:
+                version = self._write_lease(lease, found.version if found else None)
+            except LeaseConflict:  # another driver wrote it since it was read
+                found = lease.read()
+                if found is None or not self._mine(_holder(found)):
+                    raise self._refuse(_holder(found)) from None
+                version = found.version  # this write landed, its answer was lost, and the client's retry refused
+            if not lease.conditional:
+                time.sleep(READ_BACK_S)  # two drivers that raced: the later write wins, the earlier one sees it
+                winner = _holder(lease.read())
+                if winner != self.holder:
+                    raise self._refuse(winner)
         except OSError as error:
-            raise PdsweepError(f"cannot read the lease of sweep {self.store.name!r} at {path} ({error}); "
-                               "check the storage and try again.") from None
-        if current is not None and current.alive():
-            age = time.time() - current.renewed
-            if age < LEASE_S:
-                raise self._refuse(current, f" (its lease lapses {LEASE_S - age:.0f} s after its last heartbeat if it is gone)")
-        if current is not None:
-            why = "which is gone" if not current.alive() else f"no heartbeat for {time.time() - current.renewed:.0f} s"
-            self.err(f"taking over the lease of sweep {self.store.name!r} from {current}: {why}.")
-        self._write_lease(filesystem, path)
-        time.sleep(0.2)  # two drivers that raced: the later write wins, the earlier one sees it
-        if Holder.parse(_read(filesystem, path) or "") != self.holder:
-            raise self._refuse(Holder.parse(_read(filesystem, path) or ""))
-        self._heartbeat = threading.Thread(target=self._beat, args=(filesystem, path), name="pdsweep-lease", daemon=True)
+            raise PdsweepError(f"cannot take the lease of sweep {self.store.name!r} at {lease.where} ({error}); check the "
+                               "runs dir's endpoint, credentials and permissions, and try again.") from None
+        self._lease_file = lease
+        self._heartbeat = threading.Thread(target=self._beat, args=(lease, version), name="pdsweep-lease", daemon=True)
         self._heartbeat.start()
 
-    def _write_lease(self, filesystem: Any, path: str) -> None:
+    def _write_lease(self, lease: LeaseFile, replaces: str | None) -> str:
         self.holder = Holder(self.holder.host, self.holder.pid, self.holder.since, time.time())
-        filesystem.create_dir(path.rpartition("/")[0], recursive=True)
-        with filesystem.open_output_stream(path) as out:
-            out.write(json.dumps(asdict(self.holder)).encode())
+        return lease.write(json.dumps(asdict(self.holder)), replaces)
 
-    def _beat(self, filesystem: Any, path: str) -> None:
+    def _mine(self, holder: Holder | None) -> bool:
+        """Whether ``holder`` is this driver, renewed at any time."""
+        return holder is not None and (holder.host, holder.pid, holder.since) == (
+            self.holder.host, self.holder.pid, self.holder.since)
+
+    def _beat(self, lease: LeaseFile, version: str) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                current = Holder.parse(_read(filesystem, path) or "")
-                if current is not None and (current.host, current.pid, current.since) != (
-                        self.holder.host, self.holder.pid, self.holder.since):
-                    # Storage was out for longer than the lease and another driver took the sweep
-                    # over: this one stops (as on Ctrl-C) rather than drive it twice.
-                    self.err(f"the lease of sweep {self.store.name!r} was taken over by {current}; stopping.")
-                    os.kill(os.getpid(), signal.SIGINT)
-                    return
-                self._write_lease(filesystem, path)
+                if not lease.conditional:
+                    current = _holder(lease.read())
+                    if current is not None and not self._mine(current):
+                        self._taken_over(current)
+                        return
+                try:
+                    version = self._write_lease(lease, version)
+                except LeaseConflict:
+                    found = lease.read()
+                    if found is None or not self._mine(_holder(found)):
+                        self._taken_over(_holder(found))
+                        return
+                    version = found.version  # a renewal that landed, whose answer was lost
             except Exception:  # storage blipped: the next beat tries again, well within LEASE_S
                 continue
 
+    def _taken_over(self, holder: Holder | None) -> None:
+        # Storage was out for longer than the lease and another driver took the sweep over:
+        # this one stops (as on Ctrl-C) rather than drive it twice.
+        self.err(f"the lease of sweep {self.store.name!r} was taken over by {holder or 'another driver'}; stopping.")
+        os.kill(os.getpid(), signal.SIGINT)
 
-def _read(filesystem: Any, path: str) -> str | None:
-    """The lease's text; None if there is none. A read that fails otherwise raises: an
-    unreadable lease is not a free one."""
-    from pyarrow import fs
 
-    if filesystem.get_file_info(path).type == fs.FileType.NotFound:
-        return None
-    with filesystem.open_input_stream(path) as stream:
-        return stream.read().decode(errors="replace")
+def _holder(found: Lease | None) -> Holder | None:
+    return Holder.parse(found.text) if found is not None else None
