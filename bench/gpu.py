@@ -53,7 +53,8 @@ BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 NVL": 835.0, "H100 P
 class Sizes:
     """What one run measures: the GPU's sizes, or the dry run's toys."""
 
-    memory: list[tuple[Any, ...]]  # model, px, patch, keep, ensemble, batch, precision, optimizer[, attention]
+    memory: list[tuple[Any, ...]]  # model, px, patch, keep, ensemble, batch, precision, optimizer[, attention,
+    # micro-batch size, member turns]
     step: tuple[str, int, tuple[int, ...], int, str]  # model, patch, resolutions, batch, precision
     step_repeats: int
     packing: tuple[str, int, int]  # model, px, patch of the packing sweep
@@ -84,6 +85,10 @@ GPU = Sizes(
         ("swin_tiny", 224, 4, 1.0, 1, 64, "bf16-mixed", "adamw"),
         ("swin_tiny", 224, 4, 16 / 49, 1, 64, "bf16-mixed", "adamw"),
         ("swin_small", 224, 4, 25 / 49, 1, 32, "bf16-mixed", "adamw", "eager"),
+        # arranged to fit a small GPU (pdsweep/cost/arrangement.py): micro-batch size, member turns
+        ("deit_base", 224, 16, 0.5, 4, 64, "bf16-mixed", "adamw", "fused", None, True),
+        ("deit_small", 448, 16, 1.0, 1, 64, "bf16-mixed", "adamw", "fused", 16, None),
+        ("deit_base", 448, 16, 0.5, 2, 64, "bf16-mixed", "adamw", "fused", 8, True),
     ],
     step=("deit_base", 16, (224, 448), 64, "bf16-mixed"),
     step_repeats=10,
@@ -98,6 +103,8 @@ DRY = Sizes(
         ("vit_micro", 64, 8, 0.25, 1, 8, "fp32", "adamw"),
         ("vit_micro", 64, 4, 1.0, 1, 8, "fp32", "adamw", "eager"),
         ("swin_micro", 56, 4, 25 / 49, 1, 8, "fp32", "adamw"),
+        ("vit_micro", 64, 8, 0.5, 2, 8, "fp32", "adamw", "fused", None, True),
+        ("vit_micro", 64, 4, 0.5, 1, 16, "fp32", "adamw", "fused", 4, None),
     ],
     step=("vit_micro", 8, (32, 64), 8, "fp32"),
     step_repeats=2,
@@ -117,20 +124,20 @@ def check_memory(sizes: Sizes, on_gpu: bool) -> list[dict[str, Any]]:
     """Predicted and measured peak of each config's training step."""
     import torch
 
-    from pdsweep.cost import StepSetup, memory
+    from pdsweep.cost import StepSetup, describe, memory
     from pdsweep.training.verify import measure_cuda_peak, measure_memory
 
     rows = []
-    for model, px, patch, keep, ensemble, batch, precision, optimizer, *kernel in sizes.memory:
+    for model, px, patch, keep, ensemble, batch, precision, optimizer, *rest in sizes.memory:
         config = _config(model, px, patch, keep, ensemble)
-        attention = kernel[0] if kernel else "fused"
-        setup = StepSetup(batch, precision, optimizer, attention)  # type: ignore[arg-type]
+        attention, micro, turns = (*rest, *("fused", None, None)[len(rest) :])
+        setup = StepSetup(batch, precision, optimizer, attention, micro, turns)  # type: ignore[arg-type]
         predicted = memory(config, setup).gb
         measured = (measure_cuda_peak(config, setup) if on_gpu else measure_memory(config, setup).peak) / 1e9
         if on_gpu:
             torch.cuda.empty_cache()
         rows.append({"config": config.name, "batch": batch, "precision": precision, "optimizer": optimizer,
-                     "attention": attention, "predicted_gb": predicted, "measured_gb": measured, "error": predicted / measured - 1})
+                     "attention": attention, "arrangement": describe(setup), "predicted_gb": predicted, "measured_gb": measured, "error": predicted / measured - 1})
     return rows
 
 
@@ -273,10 +280,10 @@ def _markdown(result: dict[str, Any]) -> str:
     out = [head, ""]
     if result.get("memory"):
         out += ["Memory model vs measured peak of one training step (goal: within 15%):", "",
-                "| config | batch | precision | optimizer | attention | predicted GB | measured GB | error |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                "| config | batch | precision | optimizer | attention | arranged | predicted GB | measured GB | error |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         out += [f"| {r['config']} | {r['batch']} | {r['precision']} | {r['optimizer']} | {r.get('attention', 'fused')} "
-                f"| {r['predicted_gb']:.3f} "
+                f"| {r.get('arrangement', '-')} | {r['predicted_gb']:.3f} "
                 f"| {r['measured_gb']:.3f} | {r['error']:+.1%} |" for r in result["memory"]]
         out.append("")
     if result.get("step"):

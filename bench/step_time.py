@@ -3,6 +3,7 @@
     python bench/step_time.py [--model deit_tiny] [--patch-size 16] [--batch-size 16]
                               [--repeats 5] [--device auto] [--no-record]
     python bench/step_time.py --model swin_tiny --resolutions 112,224
+    python bench/step_time.py --arrangements [--model deit_tiny --resolutions 224 --batch-size 32]
 
 For each resolution, one training step (forward, backward, optimizer step; pdsweep's own
 ``train_step``) at keep rates 1, 0.5 and 0.25 (a Swin: the rates its window expresses, 1, 36/49,
@@ -15,6 +16,12 @@ its mmap and trim thresholds raised (``GLIBC_TUNABLES``). By default glibc hands
 blocks back to the kernel, so every step of a long sequence page-faults its activations anew
 (at 448 px, keep 1: ~356,000 minor faults and ~1.9 s of system time per 5.9 s step); that is
 time the FLOPs do not predict, and it falls on the full-length step only.
+
+``--arrangements``: the time of each way a step is arranged to fit memory
+(:mod:`pdsweep.cost.arrangement`) against the plain step, for an ensemble of two at keep 0.5:
+the members in turns (a step of each member's turn, one after the other; on a GPU the copies to
+and from the host, once an epoch, are timed apart) and the batch in 2, 4 and 8 micro-batches,
+measured interleaved; with each one's predicted peak memory. Records ``step_time_arrangements``.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ import torch
 from pdsweep.config import Config
 from pdsweep.cost import train_flops
 from pdsweep.training.models import build_model
-from pdsweep.training.loop import make_optimizer, train_step
+from pdsweep.cost import StepSetup, memory
+from pdsweep.training.loop import make_optimizer, member_step, on_device, train_step
 
 from results import record
 
@@ -82,6 +90,85 @@ def measure(config: Config, batch_size: int, repeats: int, device: torch.device)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def measure_arrangements(config: Config, batch_size: int, repeats: int,
+                         device: torch.device) -> tuple[dict[str, float], float, dict[str, float]]:
+    """Median seconds per ensemble step of each arrangement, measured interleaved; the seconds of
+    one turn's copies to the device and back (0 on a CPU); each arrangement's predicted peak GB."""
+    precision = "bf16-mixed" if device.type == "cuda" else "fp32"
+    torch.manual_seed(0)
+    model = build_model(config).to(device).train()
+    optimizer = make_optimizer(model, "adamw", lr=1e-4, weight_decay=0.05)
+    images = torch.randn(batch_size, 3, config.resolution, config.resolution, device=device)
+    labels = torch.randint(0, 10, (batch_size,), device=device)
+    parts = [p for p in (2, 4, 8) if p <= batch_size]
+
+    def turns() -> None:
+        for member in model.members:  # each its own step, as in its turn (the others' state idle)
+            optimizer.zero_grad(set_to_none=True)
+            member_step(member, (images, labels), precision=precision)
+            optimizer.step()
+
+    arrangements = {"as it is": lambda: train_step(model, optimizer, (images, labels), precision=precision),
+                    "member turns": turns}
+    for n in parts:
+        micro = -(-batch_size // n)
+        arrangements[f"{n} micro-batches of {micro}"] = (
+            lambda micro=micro: train_step(model, optimizer, (images, labels), precision=precision, micro_batch_size=micro))
+    times: dict[str, list[float]] = {name: [] for name in arrangements}
+    for rep in range(repeats + 1):
+        for name, step in arrangements.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            step()  # .item() syncs
+            if rep:
+                times[name].append(time.perf_counter() - start)
+    copies = 0.0
+    if device.type == "cuda":
+        model.cpu()
+        start = time.perf_counter()
+        with on_device(model.members[0], device, optimizer):
+            torch.cuda.synchronize(device)
+        copies = (time.perf_counter() - start) * len(model.members)
+    setup = StepSetup(batch_size, precision, "adamw")
+    predicted = {"as it is": memory(config, setup).gb, "member turns": memory(config, StepSetup(
+        batch_size, precision, "adamw", member_turns=True)).gb}
+    for n in parts:
+        predicted[f"{n} micro-batches of {-(-batch_size // n)}"] = memory(config, StepSetup(
+            batch_size, precision, "adamw", micro_batch_size=-(-batch_size // n))).gb
+    return {k: statistics.median(v) for k, v in times.items()}, copies, predicted
+
+
+def _arrangements(args: argparse.Namespace, where: str, device: torch.device) -> None:
+    lines = [
+        f"## Arranged steps against the plain step (`python bench/step_time.py --arrangements`, "
+        f"{time.strftime('%Y-%m-%d')}, {where})",
+        "",
+        f"{args.model}, patch {args.patch_size}, an ensemble of 2 at keep 0.5, batch {args.batch_size}, AdamW; median of "
+        f"{args.repeats} interleaved ensemble steps per arrangement; memory as the model predicts it.",
+        "",
+    ]
+    for resolution in map(int, args.resolutions.split(",")):
+        config = Config(args.model, resolution, args.patch_size, keep_rate=0.5, ensemble_size=2)
+        seconds, copies, predicted = measure_arrangements(config, args.batch_size, args.repeats, device)
+        base = seconds["as it is"]
+        lines += [f"{resolution} px ({config.tokens_kept} tokens kept):", "",
+                  "| arrangement | ms per step | time ratio | predicted peak GB |", "| --- | --- | --- | --- |"]
+        lines += [f"| {name} | {s * 1e3:.0f} | {s / base:.3f} | {predicted[name]:.3f} |" for name, s in seconds.items()]
+        lines += ["", f"Member turns' copies to the device and back, once an epoch: {copies * 1e3:.0f} ms"
+                  + (" (a CPU trains where the host keeps them: none)." if device.type == "cpu" else "."), ""]
+    lines += [
+        "Reading: every arrangement computes the same step (tests/test_arrangement.py); what differs is",
+        "time. Member turns run the same member steps one after the other: on a CPU the same work. Micro-",
+        "batches run more, smaller forwards and backwards: per-call overhead grows with their number, and",
+        "on a GPU a small micro-batch leaves the device underused.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_record:
+        record("step_time_arrangements", text, device=device.type)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="deit_tiny")
@@ -91,10 +178,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--arrangements", action="store_true", help="time each way a step is arranged to fit memory")
     parser.add_argument("--rows-only", action="store_true", help=argparse.SUPPRESS)  # a child run
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    if args.arrangements:
+        _arrangements(args, where, device)
+        return
 
     if device.type == "cpu" and not args.rows_only:
         allocators = {"glibc defaults": "", "glibc thresholds raised": TUNED}

@@ -289,9 +289,10 @@ def test_train_bad_flags_are_one_line_and_exit_2(cli, tmp_path: Path, extra: lis
 
 
 def test_train_ensemble_too_big_for_memory(cli, tmp_path: Path) -> None:
-    args = ["train", "--model", "deit_large", "--resolution", "448", "--patch-size", "8", "--depth", "48",
+    # Over 200 GB even in member turns and micro-batches of one: refused before any image is made.
+    args = ["train", "--model", "deit_large", "--resolution", "2048", "--patch-size", "8", "--depth", "48",
             "--ensemble-size", "4", "--dataset", "synthetic:12", "--cache-dir", tmp_path, "--epochs", "1"]
-    assert_one_line_error(cli(*args), "needs about", "GB free on cpu; lower --batch-size or --ensemble-size")
+    assert_one_line_error(cli(*args), "needs about", "member turns, micro-batch 1", "GB free on cpu; lower --batch-size")
 
 
 @pytest.mark.parametrize(

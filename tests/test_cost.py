@@ -85,14 +85,20 @@ def test_memory_peak_is_the_largest_phase() -> None:
         (Config("deit_large", 448, 8, depth=12, ensemble_size=2), Budget(40.0)),
         (Config("deit_tiny", 896, 16), Budget(0.5)),
         (Config("deit_small", 224, 8), Budget(100.0, memory_gb=3.0)),
+        (Config("deit_small", 224, 8), Budget(100.0, memory_gb=0.5)),  # fits only in micro-batches
+        (Config("deit_base", 224, 8, ensemble_size=4), Budget(200.0, memory_gb=3.0)),  # members in turns
     ],
 )
-def test_max_keep_count_is_the_largest_count_that_fits(config: Config, budget: Budget) -> None:
-    best = max_keep_count(config, budget, StepSetup(64), low=1, high=config.num_patches)
-    assert best is not None
+@pytest.mark.parametrize("setup", [StepSetup(64), StepSetup(64, micro_batch_size=64, member_turns=False)],
+                         ids=["arranged as memory needs", "as it is"])
+def test_max_keep_count_is_the_largest_count_that_fits(config: Config, budget: Budget, setup: StepSetup) -> None:
+    best = max_keep_count(config, budget, setup, low=1, high=config.num_patches)
+    if best is None:  # only where the step as it is cannot fit at all
+        assert setup.arranged and not budget.admits(estimate(config.with_keep_count(1), setup, budget.memory_gb))
+        return
 
     def fits(count: int) -> bool:
-        return budget.admits(estimate(config.with_keep_count(count), StepSetup(64)))
+        return budget.admits(estimate(config.with_keep_count(count), setup, budget.memory_gb))
 
     assert fits(best)
     assert best == config.num_patches or not fits(best + 1)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 
 import pytest
 
@@ -26,11 +27,16 @@ def test_every_planned_config_fits_and_fills_its_budget(paper, budget: Budget) -
         c = planned.config
         fresh = Config(c.model, c.resolution, c.patch_size, keep_rate=c.keep_rate, depth=c.depth, ensemble_size=c.ensemble_size)
         assert train_gflops(fresh) <= budget.gflops
-        assert budget.memory_gb is None or memory(fresh, setup).gb <= budget.memory_gb
+        # Its step as the plan arranged it fits the cap; one arranged otherwise did not fit as it is.
+        arranged = replace(setup, micro_batch_size=planned.cost.setup.micro_batch_size,
+                           member_turns=planned.cost.setup.member_turns)
+        assert budget.memory_gb is None or memory(fresh, arranged).gb <= budget.memory_gb
+        if arranged.accumulates or (arranged.member_turns and fresh.ensemble_size > 1):
+            assert budget.memory_gb is not None and memory(fresh, setup).gb > budget.memory_gb
         assert 0.05 <= fresh.keep_rate <= 1.0
         # fill: one more patch would break the budget, unless every patch is already kept.
         if fresh.patches_kept < fresh.num_patches:
-            assert not budget.admits(estimate(fresh.with_keep_count(fresh.patches_kept + 1), setup))
+            assert not budget.admits(estimate(fresh.with_keep_count(fresh.patches_kept + 1), setup, budget.memory_gb))
 
 
 def test_infeasible_architectures_are_left_out_not_clipped(paper) -> None:
@@ -57,6 +63,18 @@ def test_larger_budget_admits_a_superset(paper) -> None:
 
 def test_memory_cap_removes_configs(paper) -> None:
     assert len(plan(paper, Budget(17.6, memory_gb=4.0)).configs) < len(plan(paper, Budget(17.6)).configs)
+
+
+@pytest.mark.parametrize(("memory_gb", "at_least"), [(8.0, 300), (16.0, 330)])
+def test_arrangements_keep_configs_a_small_gpu_would_lose(paper, memory_gb: float, at_least: int) -> None:
+    """Members in turns and micro-batches keep what fits member by member or a micro-batch at a
+    time (the card's space at 17.6 GFLOPs: 276 and 312 configs fitted 8 and 16 GB as they were)."""
+    as_it_is = load_space("paper", [f"training.micro_batch_size={paper.training.batch_size}", "training.member_turns=false"])
+    capped = plan(paper, Budget(17.6, memory_gb=memory_gb))
+    assert len(capped.configs) >= at_least
+    assert len(capped.configs) > len(plan(as_it_is, Budget(17.6, memory_gb=memory_gb)).configs)
+    assert {c.cost.setup.member_turns for c in capped.configs} == {False, True}
+    assert any(c.cost.setup.accumulates for c in capped.configs) == (memory_gb == 8.0)  # 16 GB: turns suffice
 
 
 def test_listed_keep_rates_are_used_as_listed() -> None:

@@ -26,7 +26,7 @@ def test_every_suggested_config_fits_its_budget(paper, kind: str, policy: str, b
     t = paper.training
     for _ in range(400):
         trial, config = ask_feasible(study, sampler)
-        cost = estimate(config, StepSetup(t.batch_size, t.precision, t.optimizer))
+        cost = estimate(config, StepSetup(t.batch_size, t.precision, t.optimizer), budget.memory_gb)  # as arranged
         assert budget.admits(cost), config.name
         assert 0.05 <= config.keep_rate <= 1.0
         study.tell(trial, 0.5)

@@ -247,8 +247,10 @@ class Plan(Command):
 
 
 def plan_json(tier: Plan) -> dict[str, Any]:
-    """A plan as JSON: each config's architecture axes (depth resolved), keep range and costs."""
+    """A plan as JSON: each config's architecture axes (depth resolved), keep range, costs and
+    arrangement."""
     from pdsweep.config import architecture_axes
+    from pdsweep.cost import describe
 
     def config_json(planned: Any) -> dict[str, Any]:
         columns = planned.config.columns()
@@ -261,6 +263,10 @@ def plan_json(tier: Plan) -> dict[str, Any]:
             "train_gflops": planned.cost.train_gflops,
             "inference_gflops": planned.cost.inference_gflops,
             "memory_gb": planned.cost.memory_gb,
+            # How its step is arranged to fit the memory cap (decided, never null in a plan).
+            "member_turns": planned.cost.setup.member_turns,
+            "micro_batch_size": planned.cost.setup.micro,
+            "arrangement": describe(planned.cost.setup),
         }
 
     return {
@@ -295,6 +301,8 @@ def _print_listed(tier: Plan, space: SearchSpace) -> None:
 
 
 def _print_plan(tier: Plan, space: SearchSpace) -> None:
+    from pdsweep.cost import describe
+
     if tier.listed:
         _print_listed(tier, space)
         return
@@ -310,8 +318,10 @@ def _print_plan(tier: Plan, space: SearchSpace) -> None:
     )
     # Columns for the axes that tell rows apart only where the space varies them.
     sampled = len({c.config.sampling for c in tier.configs}) > 1
+    arranged = any(describe(c.cost.setup) != "-" for c in tier.configs)
     print(f"{'model':<11} {'res':>4} {'patch':>5} {'depth':>5} {'K':>2} {'keep':>11} {'tokens':>6} "
-          f"{'train GF':>9} {'infer GF':>9} {'mem GB':>7}" + (" init" if inits else "") + (" sampling" if sampled else ""))
+          f"{'train GF':>9} {'infer GF':>9} {'mem GB':>7}" + (" init" if inits else "") + (" sampling" if sampled else "")
+          + (" fits as" if arranged else ""))
     for planned in tier.configs:
         config, cost = planned.config, planned.cost
         if search:
@@ -324,8 +334,11 @@ def _print_plan(tier: Plan, space: SearchSpace) -> None:
             f"{config.model:<11} {config.resolution:>4} {config.patch_size:>5} {config.blocks:>5} "
             f"{config.ensemble_size:>2} {keep_rate:>11} {config.tokens_kept:>6} {cost.train_gflops:>9.4g} "
             f"{cost.inference_gflops:>9.4g} {cost.memory_gb:>7.3g}" + (f" {config.init}" if inits else "")
-            + (f" {config.sampling}" if sampled else "")
+            + (f" {config.sampling}" if sampled else "") + (f" {describe(cost.setup)}" if arranged else "")
         )
+    if arranged:
+        print("(fits as: how a step that does not fit the memory cap as it is trains, with the same results: an "
+              "ensemble's members in turns, the batch in micro-batches)")
     if search:
         print("(costs at the top of each keep-rate range: no trial costs more)")
     elif any(p.config.keep_mode == "uniform" for p in tier.configs):

@@ -71,7 +71,8 @@ class Train(Command):
         from pdsweep.space import load_training
         from pdsweep.training.data import DatasetSpec, load_dataset
         from pdsweep.training.faults import fault_line, fault_status
-        from pdsweep.training.loop import check_fits, train
+        from pdsweep.cost import describe
+        from pdsweep.training.loop import fit_to_device, train
         config = _config_of(args)  # validated now, before any data is read; classes come from the dataset
         pretrained = _weights_of(args, config)
         save_to = _save_path(args.save_weights) if args.save_weights else None
@@ -81,7 +82,7 @@ class Train(Command):
         base = load_training(args.space, with_metric(args.overrides, args.metric))
         settings = _settings_of(args, base)
         spec = DatasetSpec.parse(dataset_with_window(args.dataset, args.window))
-        check_fits(config, settings, args.device)  # before minutes of decoding; the head's size hardly matters
+        arranged, _ = fit_to_device(config, settings, args.device)  # before minutes of decoding (the head hardly matters)
         # The split depends on the space's seed only, as in a sweep: --seed varies the training alone.
         dataset = load_dataset(spec, config.resolution, seed=base.seed, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
         config = replace(config, num_classes=dataset.num_classes)
@@ -89,7 +90,8 @@ class Train(Command):
         groups = "/".join(str(g) for _, g in dataset.counts().values()) if dataset.train.groups is not None else ""
         print(
             f"{config.name}: {dataset.num_classes} classes, {len(dataset.train)}/{len(dataset.val)}/{len(dataset.test)} "
-            f"train/val/test images" + (f" in {groups} groups" if groups else "") + f", {settings.epochs} epochs",
+            f"train/val/test images" + (f" in {groups} groups" if groups else "") + f", {settings.epochs} epochs"
+            + (f", {describe(arranged.step)} to fit the device" if describe(arranged.step) != "-" else ""),
             file=sys.stderr,
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pdsweep.config import Config
+from pdsweep.cost.arrangement import arrange, loosest
 from pdsweep.cost.flops import inference_gflops, train_gflops
 from pdsweep.cost.memory import MemoryEstimate, memory
 from pdsweep.cost.setup import StepSetup
@@ -20,19 +21,24 @@ class Cost:
     train_gflops: float
     inference_gflops: float
     memory: MemoryEstimate
+    setup: StepSetup = StepSetup()  # the step as arranged to fit (:func:`pdsweep.cost.arrange`)
 
     @property
     def memory_gb(self) -> float:
         return self.memory.gb
 
 
-def estimate(config: Config, setup: StepSetup = StepSetup()) -> Cost:
-    """Train and inference GFLOPs and peak memory of ``config`` under ``setup``."""
+def estimate(config: Config, setup: StepSetup = StepSetup(), memory_gb: float | None = None) -> Cost:
+    """Train and inference GFLOPs and peak memory of ``config`` under ``setup``, its step arranged
+    to fit ``memory_gb`` where ``setup`` leaves that open (when nothing fits: the arrangement that
+    needs the least, so the cost says by how much)."""
+    arranged = arrange(config, setup, memory_gb) or loosest(setup, config.ensemble_size)
     return Cost(
         config=config,
         train_gflops=train_gflops(config),
         inference_gflops=inference_gflops(config),
-        memory=memory(config, setup),
+        memory=memory(config, arranged),
+        setup=arranged,
     )
 
 

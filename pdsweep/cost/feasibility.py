@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from pdsweep.config import Config, keep_rate_for, patches_kept, strategy_count
+from pdsweep.cost.arrangement import loosest
 from pdsweep.cost.budget import Budget, estimate
 from pdsweep.cost.flops import GIGA, _arch, _train_member_flops
 from pdsweep.cost.memory import member_memory
@@ -42,20 +43,21 @@ class KeepRates:
 
 
 def fits(config: Config, budget: Budget, setup: StepSetup = StepSetup()) -> bool:
-    """Whether ``config`` trains within ``budget``."""
-    return budget.admits(estimate(config, setup))
+    """Whether ``config`` trains within ``budget`` (its step arranged to, where it may be)."""
+    return budget.admits(estimate(config, setup, budget.memory_gb))
 
 
 def max_keep_count(config: Config, budget: Budget, setup: StepSetup = StepSetup(), *, low: int, high: int) -> int | None:
     """The largest count in ``[low, high]`` to ask of ``config``'s strategy within ``budget``."""
     a = _arch(config)
+    least = loosest(setup, a.K)  # memory falls with the arrangement: some fits if the loosest does
 
     def count_fits(count: int) -> bool:
         T = strategy_count(config.grid_size, count, config.sampling) + 1
         # The same comparisons as Budget.admits, so the two never disagree at the boundary.
         if a.K * _train_member_flops(a, config, count) / GIGA > budget.gflops:
             return False
-        return budget.memory_gb is None or member_memory(a, T, setup).gb <= budget.memory_gb
+        return budget.memory_gb is None or member_memory(a, T, least).gb <= budget.memory_gb
 
     if not 1 <= low <= high <= a.N:
         raise PdsweepError(f"`1 <= low <= high <= {a.N}` must hold, but got {low=}, {high=}.")
@@ -112,7 +114,7 @@ def window_rates(arch: Config, rates: KeepRates) -> list[float]:
 
 def excess(config: Config, budget: Budget, setup: StepSetup = StepSetup()) -> float:
     """How far ``config`` is over ``budget``, relatively (> 0 when it does not fit)."""
-    cost = estimate(config, setup)
+    cost = estimate(config, setup, budget.memory_gb)
     over = cost.train_gflops / budget.gflops - 1
     if budget.memory_gb is not None:
         over = max(over, cost.memory_gb / budget.memory_gb - 1)

@@ -7,12 +7,17 @@ matrix is stored) or eager attention (timm's explicit path: each block keeps its
 attention probabilities, and the backward holds two such matrices in flight; on long sequences
 that is several times the fused figure).
 An ensemble trains its members on the same batch one backward at a time with one optimizer,
-so it holds every member's weights, gradients and state but one member's activations.
+so it holds every member's weights, gradients and state but one member's activations; members
+that take turns (:class:`~pdsweep.cost.StepSetup`'s ``member_turns``) hold one member's. Micro-
+batches hold one micro-batch's activations, every gradient made so far, and the batch they are
+cut from.
 
 No torch import here: the planner and the sampler call this thousands of times a second.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from pdsweep.config import Config
 from pdsweep.cost.flops import GIGA, _Arch, _arch, _member_params
@@ -98,12 +103,24 @@ def _memory(a: _Arch, T: int, batch_size: int, precision: str, optimizer: str, a
 
 
 def memory(config: Config, setup: StepSetup = StepSetup()) -> MemoryEstimate:
-    """Peak memory of one training step of ``config`` under ``setup``."""
+    """Peak device memory of one training step of ``config`` under ``setup`` (as it is arranged)."""
     if config.family == "swin":
-        return swin_memory(config, setup)
+        member = replace(config, ensemble_size=1) if setup.member_turns and config.ensemble_size > 1 else config
+        return _arranged(swin_memory(member, replace(setup, batch_size=setup.micro)), setup, config.resolution)
     return member_memory(_arch(config), config.tokens_kept, setup)
 
 
 def member_memory(a: _Arch, T: int, setup: StepSetup) -> MemoryEstimate:
     """:func:`memory` from an architecture's numbers and its token count (no config built)."""
-    return _memory(a, T, setup.batch_size, setup.precision, setup.optimizer, setup.attention)
+    if setup.member_turns:
+        a = a._replace(K=1)
+    return _arranged(_memory(a, T, setup.micro, setup.precision, setup.optimizer, setup.attention), setup, a.R)
+
+
+def _arranged(estimate: MemoryEstimate, setup: StepSetup, resolution: int) -> MemoryEstimate:
+    """A micro-batch's estimate as one of several: gradients accumulate, and the batch's other
+    images (fp32, as the loop cuts them from the augmented batch) stay alive."""
+    if not setup.accumulates:
+        return estimate
+    rest = (setup.batch_size - setup.micro) * _FP32 * 3 * resolution * resolution
+    return replace(estimate, accumulating=True, batch_held=rest)

@@ -26,6 +26,10 @@ class MemoryEstimate:
     - as that backward reaches the patch embedding: every gradient, and the gradient of the
       full (B, N + 1, D) token tensor from before PatchDropout (large at low keep rates);
     - at the optimizer step: every gradient and the optimizer's temporaries.
+
+    Micro-batches (``accumulating``) hold, in every backward after the first, the gradients
+    made so far, and the rest of the batch they were cut from (``batch_held``); members that take
+    turns leave one member's state on the device (``ensemble_size`` 1).
     """
 
     params: int
@@ -35,7 +39,9 @@ class MemoryEstimate:
     backward_transient: int  # gradients in flight through the last MLP
     embedding_transient: int  # gradients of the token tensor before PatchDropout, and the batch
     step_transient: int  # the optimizer's temporaries
-    ensemble_size: int = 1
+    ensemble_size: int = 1  # members on the device (one when they take turns)
+    accumulating: bool = False  # micro-batches: every gradient on the device is alive in each backward
+    batch_held: int = 0  # the rest of the batch, held while one micro-batch runs
 
     @property
     def states(self) -> int:
@@ -44,11 +50,11 @@ class MemoryEstimate:
 
     @property
     def peak_phases(self) -> dict[str, int]:
-        others = self.grads * (self.ensemble_size - 1) // self.ensemble_size
+        others = self.grads if self.accumulating else self.grads * (self.ensemble_size - 1) // self.ensemble_size
         return {
             "backward": self.params + self.optimizer_state + others + self.activations
-            + self.backward_transient,
-            "embedding": self.states + self.embedding_transient,
+            + self.backward_transient + self.batch_held,
+            "embedding": self.states + self.embedding_transient + self.batch_held,
             "step": self.states + self.step_transient,
         }
 

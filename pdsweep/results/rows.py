@@ -31,8 +31,9 @@ __all__ = [
     "FAILED", "FINISHED", "RESULTS_FILE", "SCHEMA", "ClassRecall", "EpochPoint", "MetricInterval", "ResultRow", "SplitCount", "RobustnessPoint", "RowTable", "read", "read_rows", "to_table", "write",
 ]
 
-SCHEMA_VERSION = 6  # 1: tables written before the version was recorded; 2: before the compute ledger columns; 3: before init; 4: before attention;
-# 5: before every metric (history's structs lack val_auc, val_balanced_accuracy, val_macro_f1, val_loss)
+SCHEMA_VERSION = 7  # 1: tables written before the version was recorded; 2: before the compute ledger columns; 3: before init; 4: before attention;
+# 5: before every metric (history's structs lack val_auc, val_balanced_accuracy, val_macro_f1, val_loss);
+# 6: before the step's arrangement (micro_batch_size, member_turns)
 _VERSION_KEY = b"pdsweep.schema_version"
 
 Phase = Literal["search", "repeat"]
@@ -151,6 +152,10 @@ class ResultRow:
     test_intervals: tuple[MetricInterval, ...] | None = None
     class_recall: tuple[ClassRecall, ...] | None = None  # on the test split
     split_counts: tuple[SplitCount, ...] | None = None
+    # How the step was arranged on the device (pdsweep.cost.arrange), which changes no result;
+    # empty in tables written before it.
+    micro_batch_size: int | None = None  # the images of each forward and backward (the batch: none cut)
+    member_turns: bool | None = None  # an ensemble's members trained one at a time
 
     def best_val(self, metric: str) -> float | None:
         """The trial's best epoch's validation ``metric`` (``accuracy``, ``auc``, ``loss``, ...)."""
@@ -228,7 +233,7 @@ def _arrow(hint: Any) -> tuple[pa.DataType, bool]:
 
 
 _SCALARS: dict[Any, pa.DataType] = {
-    str: pa.string(), int: pa.int64(), float: pa.float64(), datetime: pa.timestamp("ms", tz="UTC"),
+    str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(), datetime: pa.timestamp("ms", tz="UTC"),
 }
 
 

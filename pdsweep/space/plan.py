@@ -4,7 +4,9 @@ For each architecture of the space, the kept-patch count is searched on the clos
 (:func:`pdsweep.cost.largest_keep_rate`): the architecture is feasible when its lowest allowed
 keep rate fits. Policy ``fill`` (default) trains at the largest keep rate that fits, so every
 trial spends its budget, which is the paper's trade-off; ``search`` lets the sampler choose a
-keep rate between the space's lowest and that largest one. No torch import: a plan of the whole
+keep rate between the space's lowest and that largest one. Under a memory cap a config whose step
+does not fit as it is trains as arranged to fit (:func:`pdsweep.cost.arrange`: its members in
+turns, its batch in micro-batches), and is infeasible only when no arrangement fits. No torch import: a plan of the whole
 paper space takes milliseconds.
 """
 
@@ -78,7 +80,7 @@ def plan(
         keep_rate = largest_keep_rate(arch, budget, setup, rates)
         if keep_rate is not None:
             low = window_rates(arch, rates)[0] if arch.family == "swin" else rates.low
-            planned.append(PlannedConfig(estimate(replace(arch, keep_rate=keep_rate), setup), low))
+            planned.append(PlannedConfig(estimate(replace(arch, keep_rate=keep_rate), setup, budget.memory_gb), low))
     if not planned:
         raise PdsweepError(_nothing_fits(space, budget, architectures))
     planned.sort(key=lambda p: (p.cost.train_gflops, p.cost.memory.total, p.config.name))
@@ -99,7 +101,7 @@ def _plan_listed(space: SearchSpace, budget: Budget, policy: KeepPolicy, num_cla
     point if one of its configs is left out, so one over the budget is an error that names it."""
     planned = []
     for index, config in enumerate(space.listed(num_classes)):
-        cost = estimate(config, space.step_for(config))
+        cost = estimate(config, space.step_for(config), budget.memory_gb)
         if not budget.admits(cost):
             label = space.configs[index].label
             named = f"configs[{index}] ({label}: {config.name})" if label else f"configs[{index}] ({config.name})"
@@ -125,7 +127,7 @@ def _nothing_fits(space: SearchSpace, budget: Budget, architectures: list[Config
     """Which cap rules everything out, the config closest to fitting it, and what to raise."""
     low, rates = space.keep_rate_bounds[0], space.keep_rates
     costs = [estimate(replace(arch, keep_rate=window_rates(arch, rates)[0] if arch.family == "swin" else low),
-                      space.step_for(arch)) for arch in architectures]
+                      space.step_for(arch), budget.memory_gb) for arch in architectures]
     cheapest = min(costs, key=lambda cost: (cost.train_gflops, cost.memory.total))
     reasons, fixes = [], []
     if cheapest.train_gflops > budget.gflops:

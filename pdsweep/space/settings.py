@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pdsweep._compat import restore_with_defaults
@@ -27,6 +27,9 @@ _TRAINING_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "metric": (f"one of {', '.join(METRICS)}", lambda v: isinstance(v, str) and v in METRICS),
     "eval_groups": (f"one of {', '.join(EVAL_GROUPS)}", lambda v: isinstance(v, str) and v in EVAL_GROUPS),
     "class_weights": ("balanced, or null for none", lambda v: v is None or v == "balanced"),
+    "micro_batch_size": ("a positive integer, or null to cut the batch only as memory needs",
+                         lambda v: v is None or is_positive_int(v)),
+    "member_turns": ("true, false, or null to take turns only as memory needs", lambda v: v is None or isinstance(v, bool)),
     "seed": ("an integer >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
     "test_keep_rates": ("a non-empty list of distinct numbers in (0, 1], e.g. [1, 0.5, 0.25]",
                         lambda v: isinstance(v, list | tuple) and bool(v) and all(is_rate(r) for r in v)
@@ -53,6 +56,10 @@ class TrainingSettings:
     whatever it is. ``eval_groups: mean`` scores each group of a grouped dataset (a patient, an
     exam) by the mean of its images' probabilities; ``image`` scores images. ``class_weights:
     balanced`` weighs the training loss inverse to class frequency.
+
+    ``micro_batch_size`` and ``member_turns`` fix how a step is arranged on the device (micro-
+    batches whose gradients accumulate; an ensemble's members one at a time); null (the default)
+    leaves it to the memory cap (:func:`pdsweep.cost.arrange`). Neither changes the results.
     """
 
     epochs: int = 10
@@ -71,6 +78,8 @@ class TrainingSettings:
     metric: MetricName = "accuracy"
     eval_groups: EvalGroups = "image"
     class_weights: str | None = None
+    micro_batch_size: int | None = None
+    member_turns: bool | None = None
 
     def __post_init__(self) -> None:
         for name, (what, ok) in _TRAINING_RULES.items():
@@ -94,5 +103,11 @@ class TrainingSettings:
 
     @property
     def step(self) -> StepSetup:
-        """What the cost model needs of these settings: batch size, precision, optimizer, attention."""
-        return StepSetup(self.batch_size, self.precision, self.optimizer, self.attention)
+        """What the cost model needs of these settings: batch size, precision, optimizer, attention,
+        and the step's arrangement as far as it is fixed."""
+        return StepSetup(self.batch_size, self.precision, self.optimizer, self.attention, self.micro_batch_size,
+                         self.member_turns)
+
+    def arranged(self, setup: StepSetup) -> TrainingSettings:
+        """These settings with the arrangement of ``setup`` (:func:`pdsweep.cost.arrange`'s)."""
+        return replace(self, micro_batch_size=setup.micro, member_turns=setup.member_turns)

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pdsweep.cost import memory
+from pdsweep.cost import estimate
 from pdsweep.errors import PdsweepError
 from pdsweep.space import SearchSpace
 from pdsweep.sweep.settings import DataProbe
@@ -186,7 +186,7 @@ def resources_for(settings: SweepSettings, space: SearchSpace,
         if gpu_memory is None:
             return {"cpu": settings.cpus_per_trial, "gpu": 1}
         spec = TrialSpec.from_dict(trial)
-        needed = memory(spec.config, spec.settings.step).gb
+        needed = estimate(spec.config, spec.settings.step, gpu_memory).memory_gb  # as arranged to fit the GPU
         share = min(1.0, math.ceil(needed / gpu_memory * 8) / 8)  # in eighths: several small trials share a GPU
         return {"cpu": settings.cpus_per_trial, "gpu": max(share, 0.125)}
 

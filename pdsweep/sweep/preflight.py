@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Mapping
 
-from pdsweep.cost import train_gflops
+from pdsweep.cost import train_gflops, turn_seconds
 from pdsweep.errors import PdsweepError
 from pdsweep.results.compute import ComputePlan, format_hours, trial_tflop
 from pdsweep.space import Plan, SearchSpace, TrainingSettings
@@ -28,6 +28,7 @@ def preflight(settings: SweepSettings, space: SearchSpace, plans: dict[float, Pl
     epochs = space.training.epochs
     images = data.train_images
     tiers: list[tuple[int, float]] = []  # (trials, mean train GFLOPs of a trial) per tier
+    turns_s: list[float] = []  # per tier, the seconds its trials' member turns spend on copies (on a GPU)
     lines = []
     for gflops, tier in plans.items():
         feasible = [p.cost.train_gflops for p in tier.configs]
@@ -43,8 +44,10 @@ def preflight(settings: SweepSettings, space: SearchSpace, plans: dict[float, Pl
                 note = f" (each config that fits once, not {settings.trials})"
         trials += (settings.repeats - 1) * min(settings.top_k, trials)
         tiers.append((trials, per_trial))
+        turns_s.append(trials * epochs * statistics.fmean(turn_seconds(p.config, p.cost.setup) for p in tier.configs))
         lines.append(f"  tier {gflops:g} GFLOPs: {len(feasible)} of {tier.architectures} architectures fit; "
-                     f"{trials} trials{note}; ~{_flops(trial_tflop(per_trial, images, epochs) * trials * 1e12)}")
+                     f"{trials} trials{note}; ~{_flops(trial_tflop(per_trial, images, epochs) * trials * 1e12)}"
+                     + _arranged(tier))
     planned = sum(trial_tflop(g, images, epochs) * n for n, g in tiers)
     check_cap(settings, space, plans, data)
     err(f"sweep {settings.name!r}: space {space.name!r}, {settings.search} search, keep policy {settings.policy}, "
@@ -70,6 +73,8 @@ def preflight(settings: SweepSettings, space: SearchSpace, plans: dict[float, Pl
     total_trials = sum(n for n, _ in tiers)
     slots = parallel_slots(settings, total_trials)
     seconds = sum(n * throughput.seconds_per_image(g) * images * epochs for n, g in tiers) / slots
+    if throughput.device == "cuda":
+        seconds += sum(turns_s) / slots
     hours = seconds / 3600
     err(f"  estimated wall time: ~{format_hours(hours)} on {slots} {throughput.device.upper()} slot(s) at "
         f"{_rate(1 / throughput.high_seconds)} to {_rate(1 / throughput.low_seconds)} images/s per trial (measured; "
@@ -78,6 +83,17 @@ def preflight(settings: SweepSettings, space: SearchSpace, plans: dict[float, Pl
         err(f"  that is {format_hours(hours)} on this machine's CPUs, which have no GPU; start with the smaller space: "
             f"`pdsweep run {SMALLER_START}`")
     return ComputePlan(planned, hours), throughput
+
+
+def _arranged(tier: Plan) -> str:
+    """What fits the memory cap only as arranged (:func:`pdsweep.cost.arrange`), if any does."""
+    turns = sum(1 for p in tier.configs if p.cost.setup.member_turns and p.config.ensemble_size > 1)
+    micro = sum(1 for p in tier.configs if p.cost.setup.accumulates)
+    if not turns and not micro:
+        return ""
+    parts = ([f"{turns} with the members in turns (their copies to and from the GPU are in the wall time)"] if turns else []) + (
+        [f"{micro} in micro-batches (slower per image on a GPU: bench/step_time.py)"] if micro else [])
+    return f"; to fit {tier.budget.memory_gb:g} GB: {', '.join(parts)}"
 
 
 def objective_line(training: TrainingSettings) -> str:

@@ -34,7 +34,7 @@ from ray.tune.search import Searcher
 
 from pdsweep._compat import ended_at_once, optuna_number, optuna_trial
 from pdsweep.config import Config
-from pdsweep.cost import Budget, inference_gflops, memory, train_gflops
+from pdsweep.cost import Budget, estimate, inference_gflops, train_gflops
 from pdsweep.results.rows import RESULTS_FILE, read_rows
 from pdsweep.space import KeepPolicy, SearchSpace, TrainingSettings
 from pdsweep.sweep.design import nearest_first, nearest_unseen, startup_design, trade_ends
@@ -269,8 +269,8 @@ class BudgetSearcher(Searcher):
         trial.set_user_attr("keep_rate", config.mean_keep_rate)  # how a resumed scheduler finds the trial's peers
         trial.set_user_attr("ray_trial_id", trial_id)  # how a resumed ASHA finds the trial's epochs
         # What it would be told as infeasible by, should Ray's memory monitor kill its worker.
-        settings = TrainingSettings.of(config.init, self.context.training, self.context.finetune)  # as the trial trains
-        trial.set_user_attr("predicted_memory_gb", memory(config, settings.step).gb)
+        settings = TrainingSettings.of(config.init, self.context.training, self.context.finetune)
+        trial.set_user_attr("predicted_memory_gb", estimate(config, settings.step, self.context.device_memory_gb).memory_gb)
         self.issued[key] += 1
         if self.issued_numbers is not None:
             self.issued_numbers[key].add(trial.number)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pdsweep._compat import restore_with_defaults
 from pdsweep.config import Config
-from pdsweep.cost import train_gflops
+from pdsweep.cost import arrange, train_gflops
 from pdsweep.errors import PdsweepError
 from pdsweep.results.compute import trial_tflop
 from pdsweep.space import TrainingSettings
@@ -25,9 +25,9 @@ from pdsweep.training.weights import WeightFile
 METRIC = "val_accuracy"  # the default objective's per-epoch key (a sweep's own: TrainingSettings.objective)
 TIME_ATTR = "epoch"
 ROBUSTNESS_PREFIX = "robustness_"  # a result key per test-time keep rate: robustness_0.5
-SPEC_VERSION = 5  # 1: trials saved before the version was recorded (the same keys); 2: before pretrained starts;
+SPEC_VERSION = 6  # 1: trials saved before the version was recorded (the same keys); 2: before pretrained starts;
 # 3: before checkpoint intervals (a trial of version <= 3 checkpoints every epoch); 4: before training.metric,
-# eval_groups and class_weights
+# eval_groups and class_weights; 5: before device_memory_gb (a trial's step as it is)
 
 Phase = Literal["search", "repeat"]
 
@@ -47,6 +47,7 @@ class TrialContext:
     weights: Mapping[str, WeightFile] = field(default_factory=dict)  # model -> the weights it starts from
     weights_cache: str | None = None  # the Hugging Face cache on the workers; None: their default
     checkpoint_every_s: float = 0.0  # a checkpoint at the first epoch end this long after the last; 0: every epoch
+    device_memory_gb: float | None = None  # the budget's memory cap: each step arranged to fit it; None: as it is
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # pickled by an older pdsweep: new fields default
         restore_with_defaults(self, state)
@@ -69,9 +70,15 @@ class TrialSpec:
 
     @property
     def settings(self) -> TrainingSettings:
-        """The training settings of the trial's init, with its seed."""
+        """The training settings of the trial's init, with its seed, and its step arranged to fit
+        the budget's memory cap (:func:`pdsweep.cost.arrange`; without a cap, the device's free
+        memory decides when it trains)."""
         context = self.context
-        return replace(TrainingSettings.of(self.config.init, context.training, context.finetune), seed=self.seed)
+        settings = replace(TrainingSettings.of(self.config.init, context.training, context.finetune), seed=self.seed)
+        if context.device_memory_gb is None:
+            return settings
+        arranged = arrange(self.config, settings.step, context.device_memory_gb)
+        return settings if arranged is None else settings.arranged(arranged)
 
     @property
     def weights(self) -> WeightFile | None:
@@ -96,6 +103,7 @@ class TrialSpec:
             **({"weights": {m: w.to_dict() for m, w in context.weights.items()}} if context.weights else {}),
             **({"weights_cache": context.weights_cache} if context.weights_cache else {}),
             **({"checkpoint_every_s": context.checkpoint_every_s} if context.checkpoint_every_s else {}),
+            **({"device_memory_gb": context.device_memory_gb} if context.device_memory_gb is not None else {}),
         }
 
     @classmethod
@@ -109,6 +117,6 @@ class TrialSpec:
             values.get("cache_dir"), values.get("starts_log"), values.get("memory_cap_gb"), values.get("train_images"),
             TrainingSettings(**values["finetune"]) if values.get("finetune") else None,
             {m: WeightFile.from_dict(w) for m, w in (values.get("weights") or {}).items()},
-            values.get("weights_cache"), float(values.get("checkpoint_every_s", 0.0)),
+            values.get("weights_cache"), float(values.get("checkpoint_every_s", 0.0)), values.get("device_memory_gb"),
         )
         return cls(Config.from_dict(values["config"]), float(values["tier"]), values["phase"], int(values["seed"]), context)

@@ -123,6 +123,8 @@ def _train(trial: TrialSpec, checkpoint: Any, node: dict[str, Any], epochs: list
         class_recall=[[name, recall] for name, recall in zip(dataset.class_names, result.class_recall)],
         split_counts=[[split, images, groups] for split, (images, groups) in dataset.counts().items()],
         scored_by=result.scored_by,
+        micro_batch_size=result.micro_batch_size,
+        member_turns=result.member_turns,
         train_seconds=result.seconds,  # the trial's own work: model, epochs, test, robustness
         **({"pretrained_blocks": result.pretrained_blocks} if result.pretrained_blocks is not None else {}),
         **({"attention_backend": result.attention_backend} if result.attention_backend else {}),

@@ -36,6 +36,7 @@ def trial_context(settings: SweepSettings, space: SearchSpace, train_images: int
         weights=dict(weights or {}),
         weights_cache=settings.weights_cache,
         checkpoint_every_s=settings.checkpoint_every_s,
+        device_memory_gb=settings.memory_gb,
     )
 
 

@@ -10,7 +10,7 @@ _EXPORTS = {
     "train": "pdsweep.training.loop",
     "train_step": "pdsweep.training.loop",
     "evaluate": "pdsweep.training.loop",
-    "check_fits": "pdsweep.training.loop",
+    "fit_to_device": "pdsweep.training.loop",
     "TrainResult": "pdsweep.training.metrics",
     "EpochMetrics": "pdsweep.training.metrics",
     "ROBUSTNESS_KEEP_RATES": "pdsweep.training.metrics",

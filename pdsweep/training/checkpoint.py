@@ -47,7 +47,10 @@ def save_checkpoint(
 
 # Settings that change no training step and no recorded epoch: a checkpoint resumes across them
 # (every metric is recorded whatever the objective; eval_groups changes what an epoch's scores are over).
+# So do the step's arrangement (micro-batches, member turns: the same results), which may differ
+# on the device a trial resumes on.
 EVALUATION_ONLY = ("test_keep_rates", "metric")
+RESULT_NEUTRAL = (*EVALUATION_ONLY, "micro_batch_size", "member_turns")
 
 
 def load_checkpoint(
@@ -70,7 +73,7 @@ def load_checkpoint(
         )
     saved_settings = {**asdict(TrainingSettings()), **state.get("settings", {})}  # settings added since: their default
     changed = [k for k, v in asdict(settings).items()
-               if k not in EVALUATION_ONLY and _plain(saved_settings.get(k)) != _plain(v)]
+               if k not in RESULT_NEUTRAL and _plain(saved_settings.get(k)) != _plain(v)]
     if changed:  # another schedule, batch size or seed would continue a different run
         raise PdsweepError(
             f"checkpoint {str(path)!r} was trained with other settings ({', '.join(changed)}); resume with the "

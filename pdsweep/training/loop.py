@@ -5,8 +5,15 @@ its optimizer, resumes from a checkpoint if one is there, runs the epochs (each:
 batches, augmentation on the device, :func:`train_step`, validation, a checkpoint, a callback),
 then tests with every patch and with fewer (the robustness curve), and saves the weights if
 asked. SGD with momentum 0.9 or AdamW, linear warm-up then
-cosine decay per step, label smoothing, gradient clipping, bf16 autocast on a GPU, seeded. A
-non-finite loss ends the run at that step (:class:`~pdsweep.training.faults.Diverged`).
+cosine decay per step, label smoothing, gradient clipping (per member), bf16 autocast on a GPU,
+seeded. A non-finite loss ends the run at that step (:class:`~pdsweep.training.faults.Diverged`).
+
+Every member of an ensemble is its own model: its own data order, augmentation and PatchDropout
+draws (a random stream per member and epoch, so a resumed run replays them), its own gradient
+clipping. So how a step is arranged (:func:`pdsweep.cost.arrange`) changes where memory goes and
+not what is computed: members may train together, a step at a time, or in turns, an epoch each
+(the others' weights and optimizer state on the host), and a batch at once or as micro-batches
+whose gradients accumulate; each gives the same losses and weights, within floating point.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from pdsweep.training.device import DeviceName, free_memory_gb, resolve_device
 from pdsweep.training.faults import Diverged
 from pdsweep.training.kernels import attention_backend
 from pdsweep.training.metrics import EpochCallback, EpochMetrics, TrainResult
-from pdsweep.training.models import Ensemble, build_model, dropping_at_test, kept_at_test
+from pdsweep.training.models import Ensemble, build_model, dropping_at_test, kept_at_test, one_draw
 from pdsweep.training.weights import WeightFile, load_into, open_weights, save_weights
 
 MOMENTUM = 0.9
@@ -73,7 +80,8 @@ def train(
     _check_matches(config, dataset)
     target = resolve_device(device)
     precision: Precision = settings.precision if target.type == "cuda" else "fp32"
-    predicted_gb = check_fits(config, settings, device)
+    settings, predicted_gb = fit_to_device(config, settings, device)
+    turns = bool(settings.member_turns) and config.ensemble_size > 1
     check_scorable(dataset, settings.metric, settings.eval_groups)
     weights = balanced_weights(dataset.train.labels, dataset.num_classes) if settings.class_weights == "balanced" else None
 
@@ -82,8 +90,10 @@ def train(
                            "give weights exactly when init is pretrained.")
     batch_size = min(settings.batch_size, len(dataset.train))
     model, optimizer, scheduler, loaded = _build(
-        config, settings, len(dataset.train) // batch_size, target, pretrained, weights_cache
+        config, settings, len(dataset.train) // batch_size, torch.device("cpu") if turns else target, pretrained,
+        weights_cache,
     )
+    predicting = functools.partial(predict, model, batch_size=batch_size, device=target, precision=precision, turns=turns)
     history: list[EpochMetrics] = []
     start_epoch = 0
     if checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_FILE).is_file():
@@ -96,12 +106,11 @@ def train(
             torch.cuda.reset_peak_memory_stats(target)
         try:
             loss, images_per_second = _train_epoch(model, optimizer, scheduler, dataset.train, settings, precision, epoch,
-                                                   batch_size, target, weights)
+                                                   batch_size, target, weights, turns=turns)
         except Diverged as diverged:
             diverged.history = tuple(history)
             raise
-        val = scores(*score_units(predict(model, dataset.val, batch_size=batch_size, device=target, precision=precision),
-                                  dataset.val, settings.eval_groups), weights)
+        val = scores(*score_units(predicting(dataset.val), dataset.val, settings.eval_groups), weights)
         metrics = EpochMetrics(
             epoch=epoch,
             train_loss=loss,
@@ -123,16 +132,16 @@ def train(
         if on_epoch_end is not None:
             on_epoch_end(metrics, saved_to)
 
-    tested = score_units(predict(model, dataset.test, batch_size=batch_size, device=target, precision=precision),
-                         dataset.test, settings.eval_groups)
+    tested = score_units(predicting(dataset.test), dataset.test, settings.eval_groups)
     test_scores = scores(*tested, weights)
     intervals = bootstrap_intervals(*tested, seed=settings.seed, class_weights=weights)
     test = functools.partial(evaluate, model, dataset.test, batch_size=batch_size, device=target, precision=precision,
-                             eval_groups=settings.eval_groups)
+                             eval_groups=settings.eval_groups, turns=turns)
     robustness = {1.0: float(test_scores["accuracy"]),  # type: ignore[arg-type]
                   **robustness_curve(model, lambda: float(test()["accuracy"]), settings.seed,  # type: ignore[arg-type]
                                      settings.test_keep_rates)}
-    backend = _attention_backend(model, dataset.train, target, precision)
+    with on_device(model.members[0], target) if turns else contextlib.nullcontext():
+        backend = _attention_backend(model, dataset.train, target, precision)
     saved = ()
     if save_weights_to is not None:
         saved = tuple(map(str, save_weights(list(model.members), save_weights_to, model=config.model,
@@ -160,6 +169,8 @@ def train(
         pretrained_blocks=loaded,
         saved_weights=saved,
         attention_backend=backend,
+        micro_batch_size=min(settings.micro_batch_size or batch_size, batch_size),
+        member_turns=turns,
     )
 
 
@@ -167,8 +178,9 @@ def _build(
     config: Config, settings: TrainingSettings, steps_per_epoch: int, device: torch.device,
     pretrained: WeightFile | None, weights_cache: str | Path | None,
 ) -> tuple[Ensemble, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, int | None]:
-    """The seeded model (every member from ``pretrained`` weights if given, each with its own
-    fresh head), its optimizer and LR schedule, and how many blocks started from the weights."""
+    """The seeded model on ``device`` (every member from ``pretrained`` weights if given, each
+    with its own fresh head), its optimizer and LR schedule, and how many blocks started from the
+    weights."""
     torch.manual_seed(settings.seed)
     model = build_model(config, attention=settings.attention)
     loaded = None
@@ -232,44 +244,136 @@ def _train_epoch(
     batch_size: int,
     device: torch.device,
     class_weights: np.ndarray | None = None,
+    *,
+    turns: bool = False,
 ) -> tuple[float, float]:
     """One pass over the shuffled training split; returns (mean loss, images per second).
 
-    Each member of an ensemble sees the split in its own order with its own augmentation.
+    Each member of an ensemble sees the split in its own order with its own augmentation and
+    PatchDropout draws. Together, every step trains each member in turn and then steps the
+    optimizer; in ``turns``, each member runs the whole epoch on the device while the others
+    wait on the host, the LR schedule replayed for each.
     """
     model.train()
-    # Order and augmentation depend only on (seed, epoch, member), so a resumed run replays them.
+    # Order, augmentation and PatchDropout draws depend only on (seed, epoch, member), so a
+    # resumed run replays them, and members draw the same in turns as together.
     members = len(model.members)
     orders = [torch.randperm(len(split), generator=torch.Generator().manual_seed(_stream(settings.seed * 100_003, epoch, k)))
               .numpy() for k in range(members)]
     augment_rngs = [torch.Generator(device=device).manual_seed(_stream(settings.seed * 100_019, epoch, k))
                     for k in range(members)]
+    draws = MemberStreams([_stream(settings.seed * 100_043, epoch, k) for k in range(members)], device)
     weight = torch.as_tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
-    losses = []
-    seen = 0
+    starts = range(0, len(split) - batch_size + 1, batch_size)  # full batches only
+    step = functools.partial(member_step, precision=precision, label_smoothing=settings.label_smoothing,
+                             grad_clip=settings.grad_clip, class_weights=weight,
+                             micro_batch_size=settings.micro_batch_size)
+
+    def batch(k: int, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = _batch(split, orders[k][start : start + batch_size], device)
+        images = to_float(images)
+        if settings.augment:
+            images = augment(images, augment_rngs[k])
+        return normalize(images), labels
+
+    losses = np.zeros(len(starts))
     started = time.perf_counter()
-    for start in range(0, len(split) - batch_size + 1, batch_size):  # full batches only
-
-        def batch(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-            images, labels = _batch(split, orders[k][start : start + batch_size], device)
-            images = to_float(images)
-            if settings.augment:
-                images = augment(images, augment_rngs[k])
-            return normalize(images), labels
-
-        loss = train_step(
-            model, optimizer, batch,
-            precision=precision, label_smoothing=settings.label_smoothing, grad_clip=settings.grad_clip,
-            class_weights=weight,
-        )
-        if not math.isfinite(loss):  # stop at the first bad step: nothing after it can recover
-            raise Diverged(loss, epoch, start // batch_size + 1)
-        scheduler.step()
-        losses.append(loss)
-        seen += batch_size
+    if turns:
+        schedule = scheduler.state_dict()
+        for k, member in enumerate(model.members):
+            _rewind(scheduler, optimizer, schedule)
+            with on_device(member, device, optimizer), draws.member(k):
+                for i, start in enumerate(starts):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = step(member, batch(k, start))  # the others have no gradient: the step leaves them
+                    _check_finite(loss, epoch, i)
+                    optimizer.step()
+                    scheduler.step()
+                    losses[i] += loss / members
+    else:
+        for i, start in enumerate(starts):
+            optimizer.zero_grad(set_to_none=True)
+            for k, member in enumerate(model.members):
+                with draws.member(k):
+                    losses[i] += step(member, batch(k, start)) / members
+            _check_finite(float(losses[i]), epoch, i)
+            optimizer.step()
+            scheduler.step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return float(np.mean(losses)), seen / (time.perf_counter() - started)
+    return float(np.mean(losses)), len(starts) * batch_size / (time.perf_counter() - started)
+
+
+def _check_finite(loss: float, epoch: int, index: int) -> None:
+    """Stop at the first bad step: nothing after it can recover."""
+    if not math.isfinite(loss):
+        raise Diverged(loss, epoch, index + 1)
+
+
+def _rewind(scheduler: torch.optim.lr_scheduler.LRScheduler, optimizer: torch.optim.Optimizer,
+            state: dict[str, object]) -> None:
+    """The LR schedule back where ``state`` (its ``state_dict``) was, the optimizer's rates too."""
+    scheduler.load_state_dict(dict(state))  # LambdaLR's load pops from the dict it is given
+    for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+        group["lr"] = lr
+
+
+class MemberStreams:
+    """Each member's own random stream for its PatchDropout draws, seeded once: the process's
+    random state is the member's inside :meth:`member` and its own again outside."""
+
+    def __init__(self, seeds: list[int], device: torch.device) -> None:
+        self.seeds = seeds
+        self.device = device
+        self.states: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def _state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+
+    def _set(self, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+        torch.set_rng_state(state[0])
+        if state[1] is not None:
+            torch.cuda.set_rng_state(state[1], self.device)
+
+    @contextlib.contextmanager
+    def member(self, k: int) -> Iterator[None]:
+        outside = self._state()
+        if k in self.states:
+            self._set(self.states[k])
+        else:
+            torch.manual_seed(self.seeds[k])
+        try:
+            yield
+        finally:
+            self.states[k] = self._state()
+            self._set(outside)
+
+
+@contextlib.contextmanager
+def on_device(member: nn.Module, device: torch.device, optimizer: torch.optim.Optimizer | None = None) -> Iterator[None]:
+    """``member`` (and its optimizer state) on ``device`` for its turn, back on the host after, its
+    gradients dropped; nothing moves when the device is the host."""
+    if device.type == "cpu":
+        yield
+        return
+    _move(member, device, optimizer)
+    try:
+        yield
+    finally:
+        for param in member.parameters():
+            param.grad = None
+        _move(member, torch.device("cpu"), optimizer)
+
+
+def _move(member: nn.Module, device: torch.device, optimizer: torch.optim.Optimizer | None) -> None:
+    member.to(device)  # the same Parameter objects: the optimizer still knows them
+    if optimizer is None:
+        return
+    for param in member.parameters():
+        state = optimizer.state.get(param, {})
+        for key, value in state.items():
+            if torch.is_tensor(value) and key != "step":  # AdamW keeps its step count on the host
+                state[key] = value.to(device)
 
 
 def _stream(base: int, epoch: int, member: int) -> int:
@@ -296,44 +400,86 @@ def train_step(
     label_smoothing: float = 0.1,
     grad_clip: float | None = None,
     class_weights: torch.Tensor | None = None,
+    micro_batch_size: int | None = None,
 ) -> float:
-    """One optimizer step; returns the members' mean loss.
+    """One optimizer step of every member together; returns the members' mean loss.
 
     ``batch``: (images (B, 3, R, R), labels (B,)) for every member, or a function giving member
-    k its own. ``class_weights``: per-class loss weights (``training.class_weights``). Members
-    train one backward at a time, so only one member's activations (and
-    batch) are alive at once (the memory model counts it so).
+    k its own. Members train one backward at a time (:func:`member_step`), so only one member's
+    activations (and batch) are alive at once (the memory model counts it so).
     """
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for k, member in enumerate(model.members):
-        images, labels = batch(k) if callable(batch) else batch
-        with autocast(images.device, precision):
-            logits = member(images)  # (B, C)
-        loss = F.cross_entropy(logits.float(), labels, weight=class_weights, label_smoothing=label_smoothing)
-        loss.backward()
-        total += loss.item()
-    if grad_clip is not None:
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        total += member_step(member, batch(k) if callable(batch) else batch, precision=precision,
+                             label_smoothing=label_smoothing, grad_clip=grad_clip, class_weights=class_weights,
+                             micro_batch_size=micro_batch_size)
     optimizer.step()
     return total / len(model.members)
 
 
+def member_step(
+    member: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    *,
+    precision: Precision,
+    label_smoothing: float = 0.1,
+    grad_clip: float | None = None,
+    class_weights: torch.Tensor | None = None,
+    micro_batch_size: int | None = None,
+) -> float:
+    """One member's forward and backward over ``batch``, its gradients clipped; returns its loss.
+
+    With ``micro_batch_size`` below the batch, the batch runs as micro-batches whose gradients
+    accumulate: PatchDropout draws once for the whole batch (:func:`one_draw`), and each part's
+    loss is its share of the batch's mean (summed, over the batch's total class weight), so the
+    loss and the gradients are the batch's at once, within floating point. ``class_weights``:
+    per-class loss weights (``training.class_weights``).
+    """
+    images, labels = batch
+    size = len(labels)
+    micro = min(micro_batch_size or size, size)
+    total_weight = class_weights[labels].sum() if class_weights is not None else size
+    loss_sum = 0.0
+    with one_draw(member, size):
+        for part_images, part_labels in zip(images.split(micro), labels.split(micro), strict=True):
+            with autocast(images.device, precision):
+                logits = member(part_images)  # (b, C)
+            loss = F.cross_entropy(logits.float(), part_labels, weight=class_weights, label_smoothing=label_smoothing,
+                                   reduction="sum") / total_weight
+            loss.backward()
+            loss_sum += loss.item()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(member.parameters(), grad_clip)
+    return loss_sum
+
+
 @torch.no_grad()
 def predict(
-    model: Ensemble, split: Split, *, batch_size: int, device: torch.device, precision: Precision = "fp32"
+    model: Ensemble, split: Split, *, batch_size: int, device: torch.device, precision: Precision = "fp32",
+    turns: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The members' mean softmax (n, C) over ``split``, and its labels (n,)."""
+    """The members' mean softmax (n, C) over ``split``, and its labels (n,); member by member
+    (in ``turns``, each on the device for its own pass)."""
     model.eval()
-    probabilities, labels = [], []
-    for start in range(0, len(split), batch_size):
-        images, batch_labels = _batch(split, np.arange(start, min(start + batch_size, len(split))), device)
-        with autocast(device, precision):
-            probabilities.append(model.predict_proba(normalize(to_float(images))).float().cpu())
-        labels.append(batch_labels.cpu())
-    if not labels:
+    total: torch.Tensor | None = None
+    labels: list[torch.Tensor] = []
+    for member in model.members:
+        probabilities = []
+        with on_device(member, device) if turns else contextlib.nullcontext():
+            for start in range(0, len(split), batch_size):
+                images, batch_labels = _batch(split, np.arange(start, min(start + batch_size, len(split))), device)
+                with autocast(device, precision):
+                    logits = member(normalize(to_float(images)))
+                probabilities.append(logits.float().softmax(dim=-1).cpu())
+                if total is None:
+                    labels.append(batch_labels.cpu())
+        if probabilities:
+            member_proba = torch.cat(probabilities).double()
+            total = member_proba if total is None else total + member_proba
+    if total is None:
         return np.zeros((0, 1)), np.zeros(0, dtype=np.int64)
-    return torch.cat(probabilities).double().numpy(), torch.cat(labels).numpy()
+    return (total / len(model.members)).numpy(), torch.cat(labels).numpy()
 
 
 def score_units(predicted: tuple[np.ndarray, np.ndarray], split: Split,
@@ -346,11 +492,11 @@ def score_units(predicted: tuple[np.ndarray, np.ndarray], split: Split,
 
 def evaluate(
     model: Ensemble, split: Split, *, batch_size: int, device: torch.device, precision: Precision = "fp32",
-    eval_groups: EvalGroups = "image",
+    eval_groups: EvalGroups = "image", turns: bool = False,
 ) -> dict[str, float | None]:
     """Every metric (:func:`pdsweep.objective.scores`) of the members' mean softmax on ``split``."""
-    return scores(*score_units(predict(model, split, batch_size=batch_size, device=device, precision=precision),
-                               split, eval_groups))
+    return scores(*score_units(predict(model, split, batch_size=batch_size, device=device, precision=precision,
+                                       turns=turns), split, eval_groups))
 
 
 # ---- optimizer, schedule, precision --------------------------------------------------------
@@ -399,15 +545,20 @@ def autocast(device: torch.device, precision: Precision) -> Iterator[None]:
         yield
 
 
-def check_fits(config: Config, settings: TrainingSettings, device: DeviceName = "auto") -> float:
-    """The predicted peak memory in GB; an error if it exceeds what the device has free."""
+def fit_to_device(config: Config, settings: TrainingSettings,
+                  device: DeviceName = "auto") -> tuple[TrainingSettings, float]:
+    """``settings`` with the step arranged to fit what the device has free, where they leave that
+    open (:func:`pdsweep.cost.arrange`), and its predicted peak in GB; an error if nothing fits."""
     target = resolve_device(device)
     precision: Precision = settings.precision if target.type == "cuda" else "fp32"
-    needed_gb = cost.memory(config, replace(settings.step, precision=precision)).gb
+    setup = replace(settings.step, precision=precision)
     free_gb = free_memory_gb(target)
-    if free_gb is not None and needed_gb > free_gb:
+    arranged = cost.arrange(config, setup, free_gb)
+    if arranged is None:
+        least = cost.loosest(setup, config.ensemble_size)
         raise PdsweepError(
-            f"{config.name} needs about {needed_gb:.2f} GB at batch {settings.batch_size} ({precision}), more than "
-            f"the {free_gb:.2f} GB free on {target}; lower --batch-size or --ensemble-size, or pick a smaller model."
+            f"{config.name} needs about {cost.memory(config, least).gb:.2f} GB at batch {settings.batch_size} "
+            f"({precision}, arranged as {cost.describe(least)}), more than the {free_gb:.2f} GB free on {target}; "
+            "lower --batch-size or --ensemble-size, or pick a smaller model."
         )
-    return needed_gb
+    return settings.arranged(arranged), cost.memory(config, arranged).gb

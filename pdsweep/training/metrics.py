@@ -66,6 +66,8 @@ class TrainResult:
     test_intervals: Mapping[str, tuple[float, float] | None] = field(default_factory=dict)  # bootstrap 95%
     class_recall: tuple[float | None, ...] = ()  # on the test split, per class
     scored_by: str = "image"  # what a test score is over: images, or groups (training.eval_groups: mean)
+    micro_batch_size: int | None = None  # the images of each forward and backward (the batch: none cut)
+    member_turns: bool = False  # an ensemble's members trained in turns
 
     @property
     def epochs(self) -> int:
@@ -110,4 +112,6 @@ class TrainResult:
             "test_intervals": {k: list(v) if v else None for k, v in self.test_intervals.items()},
             "class_recall": list(self.class_recall),
             "scored_by": self.scored_by,
+            "micro_batch_size": self.micro_batch_size,
+            "member_turns": self.member_turns,
         }

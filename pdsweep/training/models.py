@@ -98,6 +98,19 @@ class Ensemble(nn.Module):
         return self(x).softmax(dim=-1).mean(dim=0)
 
 
+@contextlib.contextmanager
+def one_draw(member: nn.Module, batch_size: int) -> Iterator[None]:
+    """The forwards inside are micro-batches of one step of ``batch_size`` images: PatchDropout
+    draws once for the step (a Swin's window rows and columns, a ViT's kept patches for every
+    image), as the batch at once would."""
+    module = member.window_drop if hasattr(member, "window_drop") else member.patch_drop
+    module.begin_step(batch_size)
+    try:
+        yield
+    finally:
+        module.end_step()
+
+
 def build_model(config: Config, *, device: str | torch.device | None = None, attention: Attention = "fused") -> Ensemble:
     """The ensemble for ``config`` (one member when ``ensemble_size == 1``)."""
     return Ensemble([build_member(config, device=device, attention=attention) for _ in range(config.ensemble_size)])

@@ -12,11 +12,16 @@ number, so the batch stays one dense tensor. Which patches survive is the sampli
 The module takes counts, not a rate: the cost model charged :func:`strategy_count` of them, and
 the model keeps exactly that (timm's module recomputes its count from ``1 - prob``, which can
 round to one token fewer). Keep mode ``uniform`` draws the requested count each iteration.
+
+A step trained as micro-batches (:func:`pdsweep.training.models.one_draw`) draws once for its
+whole batch, at its first micro-batch, and each micro-batch takes its own images' rows: the
+same count and the same kept patches as the batch at once.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -52,11 +57,22 @@ class PatchDropout(nn.Module):
         self.sampling = sampling
         self.num_prefix_tokens = num_prefix_tokens
         self.test_keep_rate: float | None = None
+        self._step: _StepDraw | None = None  # a step's draw, shared by its micro-batches
+
+    def begin_step(self, batch_size: int) -> None:
+        """The forwards until :meth:`end_step` are micro-batches of one step of ``batch_size`` images."""
+        self._step = _StepDraw(batch_size)
+
+    def end_step(self) -> None:
+        self._step = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, P + N, D) prefix tokens then patch tokens -> (B, P + n, D)."""
         num_patches = x.shape[1] - self.num_prefix_tokens
-        if self.training and len(self.counts) == 1:
+        step = self._step if self.training else None
+        if step is not None and step.count is not None:
+            count = step.count
+        elif self.training and len(self.counts) == 1:
             count = self.counts[0]
         elif self.training:
             count = int(torch.randint(self.counts[0], self.counts[-1] + 1, ()).item())
@@ -66,9 +82,16 @@ class PatchDropout(nn.Module):
             return x
         if num_patches != self.grid * self.grid:
             raise ValueError(f"expected {self.grid ** 2} patch tokens, got {num_patches}.")
+        if step is not None:
+            step.count = count
         if strategy_count(self.grid, count, self.sampling) >= num_patches:
             return x
-        keep = keep_indices(x.shape[0], self.grid, count, self.sampling, x.device)  # (B, n)
+        if step is None:
+            keep = keep_indices(x.shape[0], self.grid, count, self.sampling, x.device)  # (B, n)
+        else:
+            if step.keep is None:
+                step.keep = keep_indices(step.batch_size, self.grid, count, self.sampling, x.device)
+            keep, step.offset = step.keep[step.offset : step.offset + x.shape[0]], step.offset + x.shape[0]
         prefix, patches = x[:, : self.num_prefix_tokens], x[:, self.num_prefix_tokens :]
         rows = torch.arange(x.shape[0], device=x.device).unsqueeze(1)  # (B, 1)
         return torch.cat([prefix, patches[rows, keep]], dim=1)
@@ -76,6 +99,17 @@ class PatchDropout(nn.Module):
     def extra_repr(self) -> str:
         counts = self.counts[0] if len(self.counts) == 1 else f"{self.counts[0]}..{self.counts[-1]}"
         return f"grid={self.grid}, counts={counts}, sampling={self.sampling}"
+
+
+@dataclass
+class _StepDraw:
+    """One step's draw while its micro-batches run: the count, the (B, n) kept indices, and how
+    many of the batch's images the micro-batches so far took."""
+
+    batch_size: int
+    count: int | None = None
+    keep: torch.Tensor | None = None
+    offset: int = 0
 
 
 def keep_indices(batch: int, grid: int, count: int, sampling: str, device: torch.device) -> torch.Tensor:

@@ -105,7 +105,15 @@ class WindowPatchDropout(nn.Module):
         self._masks: dict[tuple[Any, ...], torch.Tensor | None] = {}
         self.active = False
         self._rows = self._cols = torch.empty(0, dtype=torch.long)
+        self._holding = self._drawn = False  # micro-batches of one step: its first forward draws, the rest reuse it
         model.patch_embed.register_forward_hook(self._hook)
+
+    def begin_step(self, batch_size: int) -> None:
+        """The forwards until :meth:`end_step` are micro-batches of one step: one draw serves them."""
+        self._holding, self._drawn = True, False
+
+    def end_step(self) -> None:
+        self._holding = self._drawn = False
 
     @property
     def tokens_kept(self) -> int:
@@ -174,6 +182,9 @@ class WindowPatchDropout(nn.Module):
     def _hook(self, module: nn.Module, inputs: Any, x: torch.Tensor) -> torch.Tensor:
         """x: (B, G, G, C) patch embedding (NHWC) -> (B, G/W n_r, G/W n_c, C) in training (the
         model's mode, which ``patch_embed`` follows whether or not this module is attached)."""
+        if module.training and self._drawn:  # a later micro-batch of the step: the step's rows and columns
+            return x.index_select(1, self._rows).index_select(2, self._cols) if self.active else x
+        self._drawn = module.training and self._holding
         keep = self._step_keep(module.training)
         if keep is None:
             if self.active:

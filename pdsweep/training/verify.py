@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from pdsweep._compat import memory_timeline
 from pdsweep.config import Config
 from pdsweep.cost import StepSetup
 from pdsweep.training.models import build_member, build_model, set_attention
-from pdsweep.training.loop import autocast, make_optimizer, train_step
+from pdsweep.training.loop import autocast, make_optimizer, member_step, train_step
 
 
 def _sdpa_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
@@ -69,7 +69,8 @@ def fvcore_flops(config: Config, *, train: bool = True, fused_attention: bool = 
 
 
 def saved_activation_bytes(config: Config, setup: StepSetup) -> int:
-    """Bytes autograd keeps for backward in one member's forward and loss (parameters excluded).
+    """Bytes autograd keeps for backward in one member's forward and loss (parameters excluded),
+    on one micro-batch where ``setup`` cuts the batch (the whole batch it is cut from counted).
 
     Tensors sharing a storage (views) are counted once, at the storage's size.
     """
@@ -86,6 +87,7 @@ def saved_activation_bytes(config: Config, setup: StepSetup) -> int:
 
     images, labels = _batch(config, setup.batch_size)
     storages[images.untyped_storage().data_ptr()] = images.nbytes  # the batch is held anyway
+    images, labels = images[: setup.micro], labels[: setup.micro]  # a micro-batch: a view into it
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         with autocast(images.device, setup.precision):
             logits = member(images)
@@ -101,7 +103,7 @@ class MeasuredMemory:
     params: int
     grads: int
     optimizer_state: int
-    activations: int  # saved for backward by one member, plus the input batch
+    activations: int  # saved for backward by one member (one micro-batch), plus the input batch
     peak: int  # the step's peak from the profiler's memory timeline
 
     @property
@@ -110,18 +112,24 @@ class MeasuredMemory:
 
 
 def measure_memory(config: Config, setup: StepSetup) -> MeasuredMemory:
-    """Measure one training step of the real ensemble on the CPU."""
+    """Measure one training step of the real ensemble on the CPU, arranged as ``setup`` says.
+
+    Members in turns: a step of the first member's turn, the others waiting (on a GPU, on the
+    host: outside the device's memory). The profiler's timeline lists every tensor a step touches
+    and every parameter its optimizer holds, so here the optimizer holds the first member's (the
+    step is the same: the others have no gradient), and the states counted are that member's.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     torch.manual_seed(0)
     model = build_model(config, attention=setup.attention).train()
-    opt = make_optimizer(model, setup.optimizer, lr=0.01, weight_decay=1e-4)
     images, labels = _batch(config, setup.batch_size)
-    train_step(model, opt, (images, labels), precision=setup.precision)  # creates the optimizer state
+    trained, opt, step = _arranged_step(model, setup, (images, labels))
+    step()  # creates the optimizer state
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
-        train_step(model, opt, (images, labels), precision=setup.precision)
-    params = list(model.parameters())
-    state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t) and t.dim() > 0]
+        step()
+    params = list(trained.parameters())
+    state = [t for p in params for t in opt.state.get(p, {}).values() if torch.is_tensor(t) and t.dim() > 0]
     return MeasuredMemory(
         params=sum(p.nbytes for p in params),
         grads=sum(p.grad.nbytes for p in params if p.grad is not None),
@@ -131,8 +139,28 @@ def measure_memory(config: Config, setup: StepSetup) -> MeasuredMemory:
     )
 
 
+def _arranged_step(model: nn.Module, setup: StepSetup,
+                   batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[nn.Module, torch.optim.Optimizer, Callable[[], None]]:
+    """What one step of ``setup``'s arrangement trains (the ensemble, or in member turns its
+    first member), its optimizer, and the step."""
+    turns = bool(setup.member_turns) and len(model.members) > 1
+    trained = model.members[0] if turns else model
+    opt = make_optimizer(trained, setup.optimizer, lr=0.01, weight_decay=1e-4)
+
+    def step() -> None:
+        if turns:
+            opt.zero_grad(set_to_none=True)
+            member_step(trained, batch, precision=setup.precision, micro_batch_size=setup.micro_batch_size)
+            opt.step()
+        else:
+            train_step(model, opt, batch, precision=setup.precision, micro_batch_size=setup.micro_batch_size)
+
+    return trained, opt, step
+
+
 def measure_cuda_peak(config: Config, setup: StepSetup) -> int:
-    """Peak bytes ``torch.cuda.max_memory_allocated`` sees over one training step on the GPU.
+    """Peak bytes ``torch.cuda.max_memory_allocated`` sees over one training step on the GPU,
+    arranged as ``setup`` says (member turns: the first member's, the others on the host).
 
     Measured on the second step (the first creates the optimizer state), counted from the
     allocation before the model existed.
@@ -141,13 +169,14 @@ def measure_cuda_peak(config: Config, setup: StepSetup) -> int:
     torch.cuda.empty_cache()
     baseline = torch.cuda.memory_allocated(device)
     torch.manual_seed(0)
-    model = build_model(config, attention=setup.attention).to(device).train()
-    opt = make_optimizer(model, setup.optimizer, lr=0.01, weight_decay=1e-4)
+    model = build_model(config, attention=setup.attention).train()
     images, labels = (t.to(device) for t in _batch(config, setup.batch_size))
-    train_step(model, opt, (images, labels), precision=setup.precision)
+    trained, _, step = _arranged_step(model, setup, (images, labels))
+    trained.to(device)
+    step()
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
-    train_step(model, opt, (images, labels), precision=setup.precision)
+    step()
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device) - baseline
 
