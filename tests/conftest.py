@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,24 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_address(ray_session) -> Iterator[str]:
+    """The session Ray's address, for a `pdsweep` driver in a subprocess (``--address``): it joins
+    in a second where starting its own Ray costs ~15 s. A killed driver's trials die with it (Ray
+    ends a dead driver's actors); the test waits for that before it resumes or moves the sweep, and
+    after it every CPU must be free again, so no trial of it holds the next test's CPUs."""
+    yield ray_session.get_runtime_context().gcs_address
+    wait_for_free_cpus(ray_session)
+
+
+def wait_for_free_cpus(ray: Any, ceiling_s: float = 120) -> None:
+    """Until every CPU of the session Ray is free (no trial of a driver still runs), or fail."""
+    deadline = time.monotonic() + ceiling_s
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
+        assert time.monotonic() < deadline, f"a trial still holds a CPU after {ceiling_s} s: {ray.available_resources()}"
+        time.sleep(0.2)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ import torch
 GPU_SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu.py"
 
 
+@pytest.mark.slow
 def test_the_dry_run_measures_every_check_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "gpu.json"
     done = subprocess.run([sys.executable, str(GPU_SCRIPT), "--dry-run", "--no-record", "--json-out", str(out)],
@@ -22,8 +23,10 @@ def test_the_dry_run_measures_every_check_on_the_cpu(tmp_path: Path) -> None:
     assert result["dry_run"] is True and set(result["seconds"]) == {"memory", "step", "packing"}
     # Memory: the model's prediction beside a measured peak, for each toy config (both kernels, both families).
     memory = result["memory"]
-    assert [row["attention"] for row in memory] == ["fused", "fused", "fused", "eager", "fused"]
-    assert [row["config"].split("-")[0] for row in memory] == ["vit_micro"] * 4 + ["swin_micro"]
+    assert [row["attention"] for row in memory] == ["fused", "fused", "fused", "eager", "fused", "fused", "fused"]
+    assert [row["config"].split("-")[0] for row in memory] == ["vit_micro"] * 4 + ["swin_micro"] + ["vit_micro"] * 2
+    # ... and the steps arranged to fit a small GPU: an ensemble's members in turns, micro-batches.
+    assert [row["arrangement"] for row in memory][-2:] == ["member turns", "micro-batch 4"]
     for row in memory:
         assert row["predicted_gb"] > 0 and row["measured_gb"] > 0
         assert row["error"] == pytest.approx(row["predicted_gb"] / row["measured_gb"] - 1)

@@ -120,6 +120,7 @@ def _grid_sweep(tmp_path: Path, name: str, space_text: str, budget: float, **ove
     return run_sweep(settings, out=lines.append, err=lines.append), lines
 
 
+@pytest.mark.slow
 def test_diverging_trials_end_at_once_and_are_never_best(ray_session, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     outcome, lines = _grid_sweep(tmp_path, "d", DIVERGING, 1.0, concurrency=2)
@@ -138,6 +139,7 @@ def test_diverging_trials_end_at_once_and_are_never_best(ray_session, tmp_path: 
     assert all(t.constraints.get("diverged", 0) > 0 for t in trials)
 
 
+@pytest.mark.slow
 def test_out_of_memory_is_recorded_once_and_the_sweep_goes_on(ray_session, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     outcome, lines = _grid_sweep(tmp_path, "m", OOM_SPACE, 20.0, concurrency=1, trial_memory_cap_gb=0.5, max_failures=2)
@@ -178,14 +180,16 @@ def _epochs_logged(runs: Path) -> int:
         return 0
 
 
-def test_a_killed_worker_resumes_its_trial_from_the_last_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_killed_worker_resumes_its_trial_from_the_last_checkpoint(ray_address: str, tmp_path: Path) -> None:
     space = tmp_path / "slow.yaml"
     space.write_text(DIVERGING.replace("lr: 1.0e+6", "lr: 1.0e-3").replace("grad_clip: null", "grad_clip: 1.0")
                      .replace("epochs: 3", "epochs: 4").replace("keep_rate: [0.5, 1.0]", "keep_rate: 1.0"))
     runs = tmp_path / "runs"
     run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "1", "--search", "grid", "--scheduler", "none",
            "--dataset", "synthetic:3000", "--cache-dir", str(tmp_path / "cache"), "--name", "w", "--runs-dir", str(runs),
-           "--checkpoint-every-s", "0", "--no-estimate"]  # a checkpoint every epoch: the retry starts where the kill fell
+           "--checkpoint-every-s", "0", "--no-estimate",  # a checkpoint every epoch: the retry starts where the kill fell
+           "--address", ray_address]  # the session's Ray (a worker of it is killed): no Ray of its own to start
     driver = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     starts = runs / "w" / "starts.log"
     deadline = time.monotonic() + 240
@@ -243,6 +247,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_ui_stopped_with_sigterm_leaves_no_process(tmp_path: Path) -> None:
     from pdsweep.results import tracking
 
@@ -318,6 +323,7 @@ def _children(runs: Path, experiment: str = "slow") -> list:
     return [r for r in found if "mlflow.parentRunId" in r.data.tags], [r for r in found if "mlflow.parentRunId" not in r.data.tags]
 
 
+@pytest.mark.slow
 def test_a_driver_stopped_with_sigterm_closes_its_runs_and_resumes(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     driver = _start_driver(tmp_path, runs, "t")
@@ -407,6 +413,7 @@ class FullDisk:
         return fs.PyFileSystem(Handler())
 
 
+@pytest.mark.slow
 def test_a_full_disk_mid_sweep_loses_no_row(ray_session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 

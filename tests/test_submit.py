@@ -181,6 +181,7 @@ def _pdsweep(cluster: Cluster, *args: str, timeout: float = 600) -> subprocess.C
                           timeout=timeout)
 
 
+@pytest.mark.slow
 def test_submitted_sweep_runs_on_both_nodes(cluster: Cluster) -> None:
     space = cluster.root / "tiny.yaml"
     space.write_text(TINY_SPACE)

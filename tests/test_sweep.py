@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, wait_for_free_cpus
 from pdsweep.config import Config
 from pdsweep.cost import train_gflops
 from pdsweep.errors import PdsweepError
@@ -54,6 +54,7 @@ def _settings(tmp_path: Path, space_file: Path, **overrides) -> SweepSettings:
     return SweepSettings(**{**values, **overrides})
 
 
+@pytest.mark.slow
 def test_sweep_with_two_tiers_and_repeats(ray_session, tmp_path: Path, space_file: Path) -> None:
     lines: list[str] = []
     outcome = run_sweep(_settings(tmp_path, space_file, repeats=2, top_k=2), out=lines.append, err=lines.append)
@@ -98,10 +99,18 @@ def test_sweep_with_two_tiers_and_repeats(ray_session, tmp_path: Path, space_fil
 
 
 def test_grid_search_runs_every_feasible_config_once(ray_session, tmp_path: Path, space_file: Path) -> None:
-    outcome = run_sweep(_settings(tmp_path, space_file, search="grid", budgets=(0.0008,), scheduler="none"),
-                        out=lambda _: None, err=lambda _: None)
+    # A 1.5 MB memory cap: the 32 px config (2.0 MB as it is) fits only as micro-batches.
+    lines: list[str] = []
+    outcome = run_sweep(_settings(tmp_path, space_file, search="grid", budgets=(0.0008,), scheduler="none",
+                                  memory_gb=0.0015), out=lines.append, err=lines.append)
     assert sorted(r.config.resolution for r in outcome.rows) == [16, 32]
     assert all(r.status == "completed" and r.test_accuracy is not None for r in outcome.rows)
+    # Each row records how its trial trained, and the trial trained so: within the cap.
+    arranged = {r.config.resolution: r for r in outcome.rows}
+    assert arranged[16].micro_batch_size == 16 and arranged[32].micro_batch_size < 16
+    assert not any(r.member_turns for r in outcome.rows)
+    assert all(r.predicted_memory_gb <= 0.0015 for r in outcome.rows)
+    assert any("to fit 0.0015 GB: 1 in micro-batches" in line for line in lines)
 
 
 PRETRAINED_SPACE = """\
@@ -126,6 +135,7 @@ finetune:
 """
 
 
+@pytest.mark.slow
 def test_a_sweep_over_init_starts_pretrained_trials_from_hub_weights(ray_session, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
@@ -232,6 +242,7 @@ def test_a_trial_no_node_can_hold_is_refused_before_anything_is_written(ray_sess
     assert result.code == 0, result.err
 
 
+@pytest.mark.slow
 def test_a_worker_rays_memory_monitor_kills_is_oom_at_once(tmp_path: Path) -> None:
     """A Ray whose memory monitor kills every worker (a threshold of 1% of this machine's
     memory): the trial ends as oom after one attempt although --max-failures allows three, and
@@ -257,19 +268,21 @@ def _pdsweep() -> str:
     return str(Path(sys.executable).parent / "pdsweep")
 
 
-def _slow_driver(tmp_path: Path, name: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    """`pdsweep run` of four SLOW_SPACE trials, one at a time, in its own session (to be killed)."""
+def _slow_driver(tmp_path: Path, name: str, address: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    """`pdsweep run` of four SLOW_SPACE trials, one at a time, on the Ray at ``address`` (the
+    session's: the driver and its resume each skip starting a Ray), in its own session (to be killed)."""
     space = tmp_path / "slow.yaml"
     space.write_text(SLOW_SPACE)
     run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", "4", "--concurrency", "1",
            "--scheduler", "none", "--no-estimate", "--dataset", "synthetic:1000", "--cache-dir", str(tmp_path / "cache"), "--name", name,
-           "--runs-dir", str(tmp_path / "runs"), *extra]
+           "--runs-dir", str(tmp_path / "runs"), "--address", address, *extra]
     return subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=env)
 
 
-def test_killed_driver_resumes_moved_and_runs_each_trial_once(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_killed_driver_resumes_moved_and_runs_each_trial_once(ray_session, ray_address: str, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    driver = _slow_driver(tmp_path, "k")
+    driver = _slow_driver(tmp_path, "k", ray_address)
     table = runs / "k" / results.RESULTS_FILE
     deadline = time.monotonic() + 240
     while not (table.is_file() and len(results.read_rows(table)) >= 1):
@@ -281,8 +294,9 @@ def test_killed_driver_resumes_moved_and_runs_each_trial_once(tmp_path: Path) ->
     second = subprocess.run([_pdsweep(), "resume", "k", "--runs-dir", str(runs)], capture_output=True, text=True, timeout=60)
     assert second.returncode == 2 and time.monotonic() - asked < 10, second.stderr
     assert second.stderr.count("\n") == 1 and f"being driven by pid {driver.pid} on " in second.stderr
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started, mid-trial
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver, mid-trial
     driver.wait()
+    wait_for_free_cpus(ray_session)  # Ray ended its trial too: nothing more is written where the sweep was
     finished_before = {r.trial_id: r for r in results.read_rows(table)}
     assert 1 <= len(finished_before) < 4
     moved = tmp_path / "elsewhere" / "runs"
@@ -330,13 +344,15 @@ def test_killed_driver_resumes_moved_and_runs_each_trial_once(tmp_path: Path) ->
     assert not {c.data.tags["pdsweep.trial_id"] for c in lost} & {r.trial_id for r in rows}
 
 
-def test_a_driver_killed_long_after_tunes_last_save_loses_and_repeats_nothing(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_driver_killed_long_after_tunes_last_save_loses_and_repeats_nothing(ray_session, ray_address: str,
+                                                                             tmp_path: Path) -> None:
     # Tune saves its state on a period (and at trial checkpoints). Here it saves once, at its first
     # step, knowing only the first trial: the kill comes after two trials ended and a third began.
     runs = tmp_path / "runs"
     common = ["--runs-dir", str(runs)]
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "3600"}
-    driver = _slow_driver(tmp_path, "p", "--checkpoint-every-s", "3600", env=env)
+    driver = _slow_driver(tmp_path, "p", ray_address, "--checkpoint-every-s", "3600", env=env)
     table, starts_log = runs / "p" / results.RESULTS_FILE, runs / "p" / "starts.log"
     deadline = time.monotonic() + 300
     while not (table.is_file() and len(results.read_rows(table)) >= 2 and len(starts_log.read_text().splitlines()) >= 3):
@@ -345,6 +361,7 @@ def test_a_driver_killed_long_after_tunes_last_save_loses_and_repeats_nothing(tm
         time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
+    wait_for_free_cpus(ray_session)  # its third trial, killed with it
     finished_before = {r.trial_id: r for r in results.read_rows(table)}
     assert len(finished_before) == 2
     saved = json.loads(next((runs / "p" / "search").glob("experiment_state-*.json")).read_text())
@@ -378,7 +395,8 @@ def test_a_driver_killed_long_after_tunes_last_save_loses_and_repeats_nothing(tm
     assert (status.get(lost[0].user_attrs["ray_trial_id"], "KILLED"), tags.get(lost[0].user_attrs["ray_trial_id"], "lost")) == ("KILLED", "lost")
 
 
-def test_killed_sweep_on_a_uri_resumes_from_another_machine(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_killed_sweep_on_a_uri_resumes_from_another_machine(ray_session, ray_address: str, tmp_path: Path) -> None:
     space = tmp_path / "slow.yaml"
     space.write_text(TINY_SPACE.replace("epochs: 2", "epochs: 6").replace("resolution: [16, 32]", "resolution: 32"))
     remote = f"file://{tmp_path / 'remote'}"
@@ -386,7 +404,8 @@ def test_killed_sweep_on_a_uri_resumes_from_another_machine(tmp_path: Path) -> N
     # above), and ASHA, which Tune restores from the pickle it made when the sweep started.
     run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", "3", "--concurrency", "1",
            "--scheduler", "asha", "--grace-period", "1", "--search", "random", "--keep-policy", "search",
-           "--no-estimate", "--dataset", "synthetic:1000", "--cache-dir", str(tmp_path / "cache"), "--name", "u", "--runs-dir", remote]
+           "--no-estimate", "--dataset", "synthetic:1000", "--cache-dir", str(tmp_path / "cache"), "--name", "u", "--runs-dir", remote,
+           "--address", ray_address]  # the session's Ray: neither driver starts its own
     first_machine = {**os.environ, "PDSWEEP_CACHE": str(tmp_path / "machine-a")}
     driver = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=first_machine)
     table = tmp_path / "remote" / "u" / results.RESULTS_FILE  # as published to the runs dir
@@ -397,6 +416,7 @@ def test_killed_sweep_on_a_uri_resumes_from_another_machine(tmp_path: Path) -> N
         time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
+    wait_for_free_cpus(ray_session)
     assert len(results.read_rows(table)) < 3
     other_machine = {**os.environ, "PDSWEEP_CACHE": str(tmp_path / "machine-b")}  # an empty mirror
     resumed = subprocess.run([_pdsweep(), "resume", "u", "--runs-dir", remote], capture_output=True, text=True,

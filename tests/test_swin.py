@@ -175,6 +175,7 @@ def test_evaluation_uses_every_token_after_training_with_fewer() -> None:
     assert seen == [(4, 14, 14, 32)]
 
 
+@pytest.mark.slow
 def test_training_loss_falls_with_a_third_of_the_tokens() -> None:
     from pdsweep.training.synthetic import render
 

@@ -55,7 +55,8 @@ def test_grid_reaches_every_phase_of_the_peak() -> None:
 
 
 # fp32 only: a CPU trains in fp32 (see tests/test_verify.py for why bf16 is not measured here).
-@pytest.mark.parametrize(("config", "setup"), GRID, ids=_id)
+@pytest.mark.parametrize(("config", "setup"), [pytest.param(*case, marks=pytest.mark.slow) if case[0].resolution == 224 else case
+                                               for case in GRID], ids=_id)  # 224 px takes over 10 s
 def test_memory_prediction_within_15_percent_of_measured(config: Config, setup: StepSetup) -> None:
     measured = measure_memory(config, setup)
     predicted = swin_memory(config, setup)

@@ -14,6 +14,7 @@ from pdsweep.errors import PdsweepError
 from pdsweep.results import tracking
 from pdsweep.results import rows as results
 from pdsweep.results.rows import ResultRow
+from pdsweep.results.tracking_queue import QueuedTracker
 from pdsweep.sweep import SweepSettings, run_sweep
 from test_sweep import TINY_SPACE
 
@@ -61,24 +62,29 @@ def test_one_parent_and_one_child_per_trial_equal_to_the_parquet_rows(ray_sessio
     assert {"report.md", "report.png", "tiny.yaml", "sweep.json"} <= names
 
 
-def test_a_store_lost_mid_sweep_is_reported_once_and_back_filled(tmp_path: Path) -> None:
+def row(i: int, **values) -> ResultRow:
+    """A completed trial's results row, ``t{i}``."""
+    return ResultRow.from_dict({name: None for name in results.SCHEMA.names}
+                               | dict(sweep="s", trial_id=f"t{i}", phase="search", budget_gflops=1.0, seed=0,
+                                      status="completed", model="vit_micro", resolution=32, patch_size=8, depth=1,
+                                      ensemble_size=1, keep_rate=0.5, sampling="random", keep_mode="fixed", init="random",
+                                      tokens_kept=9, num_classes=4, train_gflops=0.1, inference_gflops=0.2,
+                                      predicted_memory_gb=0.01, best_val_accuracy=0.5 + i / 10, epochs_run=2,
+                                      epochs_planned=2, wall_seconds=1.0) | values)
+
+
+@pytest.mark.parametrize("kind", [tracking.Tracker, QueuedTracker])
+def test_a_store_lost_mid_sweep_is_reported_once_and_back_filled(tmp_path: Path, kind: type[tracking.Tracker]) -> None:
     good = tmp_path / "good.db"
     ids = tracking.start_sweep(f"sqlite:///{good}", "x", (tmp_path / "art").as_uri(), "s", {"a": 1}, files=[])
-    rows = [
-        ResultRow.from_dict({name: None for name in results.SCHEMA.names}
-        | dict(sweep="s", trial_id=f"t{i}", phase="search", budget_gflops=1.0, seed=0, status="completed",
-               model="vit_micro", resolution=32, patch_size=8, depth=1, ensemble_size=1, keep_rate=0.5,
-               sampling="random", keep_mode="fixed", init="random", tokens_kept=9, num_classes=4, train_gflops=0.1,
-               inference_gflops=0.2, predicted_memory_gb=0.01, best_val_accuracy=0.5 + i / 10, epochs_run=2,
-               epochs_planned=2, wall_seconds=1.0))
-        for i in range(3)
-    ]
-    tracker = tracking.Tracker(ids)
+    rows = [row(i) for i in range(3)]
+    tracker = kind(ids)
     tracker.finish(rows[0])
-    broken = tracking.Tracker(replace(ids, uri=f"sqlite:///{tmp_path / 'gone' / 'nowhere' / 'x.db'}"))
+    broken = kind(replace(ids, uri=f"sqlite:///{tmp_path / 'gone' / 'nowhere' / 'x.db'}"))
     for r in rows[1:]:
         broken.finish(r)  # must not raise
-    assert broken.unlogged == {"t1", "t2"}
+    assert tracker.flush() is None and broken.flush() is None
+    assert broken.unlogged == {"t1", "t2"} and broken.failures == 1  # the breaker opened at the first failure
     assert "2 trial(s) were not fully logged" in broken.warning() and "pdsweep report --to-mlflow NAME" in broken.warning()
     assert tracking.backfill(ids, rows) == 2
     assert tracking.backfill(ids, rows) == 0  # nothing missing now

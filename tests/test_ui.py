@@ -43,6 +43,7 @@ def store(tmp_path: Path) -> Path:
     return runs
 
 
+@pytest.mark.slow
 def test_ui_shows_the_sweeps_runs_and_metrics(store: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 

@@ -12,17 +12,19 @@ The default store is SQLite, ``RUNS_DIR/mlflow.db``, with artifacts in ``RUNS_DI
 (MLflow 3 refuses the old ``./mlruns`` file store). A store that cannot be reached at the start
 is an error; one that fails mid-sweep is not: the sweep goes on, ``results.parquet`` stays
 complete, and one warning at the end says what was not logged and how to back-fill it
-(``pdsweep report --to-mlflow NAME``).
+(``pdsweep report --to-mlflow NAME``). The sweep's driver makes its calls through
+:class:`~pdsweep.results.tracking_queue.QueuedTracker`, off Ray Tune's loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -183,7 +185,7 @@ def start_sweep(uri: str, experiment: str, artifact_location: str | None, sweep:
     run = client.create_run(experiment_id, run_name=sweep, tags=tags)
     from mlflow.entities import Param
 
-    client.log_batch(run.info.run_id, params=[Param(k, _text(v)) for k, v in params.items()])
+    log_batch(client, run.info.run_id, params=[Param(k, _text(v)) for k, v in params.items()])
     for file in files:
         client.log_artifact(run.info.run_id, str(file))
     return TrackingIds(uri, experiment_id, run.info.run_id)
@@ -207,6 +209,7 @@ class Tracker:
     """
 
     cooldown_s = 60.0
+    flush_s = 30.0  # on the driver's way out, the longest it waits for calls still queued
 
     def __init__(self, ids: TrackingIds, labels: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.ids = ids
@@ -220,6 +223,8 @@ class Tracker:
         self.failures = 0
         self._open_until = 0.0  # the breaker is open (no calls) until this time.monotonic()
         self._forced_failed = False
+        self._created: set[str] = set()  # trials whose child run this tracker created
+        self._found: dict[str, Any] | None = None  # trial id -> its child run in the store, read at the first child()
 
     def _guard(self, trial_id: str, action: Any, *, force: bool = False) -> bool:
         """Run ``action`` unless the breaker is open (``force``: the last calls of a sweep)."""
@@ -233,6 +238,7 @@ class Tracker:
             self.failures += 1
             self._forced_failed = self._forced_failed or force  # one forced call that fails is enough
             self._open_until = time.monotonic() + self.cooldown_s
+            self._found = None  # a call that failed may still have been made: read the store again
             if self.error is None:
                 self.error = _first_line(error)
                 log.debug("MLflow logging failed", exc_info=True)
@@ -247,13 +253,11 @@ class Tracker:
         def create() -> None:
             client = _client(self.ids.uri)
             parent = self.ids.parent_run_id
-            found = client.search_runs(
-                [self.ids.experiment_id],
-                filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent}'",
-                max_results=1,
-            )
-            if found:
-                run = found[0]
+            if self._found is None:  # one search for the runs earlier drivers made, not one per trial
+                self._found = {run.data.tags.get(TRIAL_TAG): run
+                               for run in _search_all(client, self.ids, f"tags.`mlflow.parentRunId` = '{parent}'")}
+            run = self._found.get(trial_id)
+            if run is not None:
                 if run.info.status == "KILLED":  # interrupted with its sweep: it goes on now
                     client.update_run(run.info.run_id, status="RUNNING")
                     client.set_tag(run.info.run_id, "pdsweep.status", "running")
@@ -263,27 +267,37 @@ class Tracker:
                                     tags={"mlflow.parentRunId": parent, TRIAL_TAG: trial_id, **tags,
                                           **self.labels.get(run_name, {})})
             self.runs[trial_id] = run.info.run_id
+            self._created.add(trial_id)
 
         self._guard(trial_id, create)
         return self.runs.get(trial_id)
 
     def epoch(self, trial_id: str, run_name: str, tags: Mapping[str, str], result: Mapping[str, Any]) -> None:
         """One epoch's metrics, at step = epoch, stamped with the worker's clock."""
-        started = result.get("started_at")
+        self.epochs(trial_id, run_name, tags, [result])
+
+    def epochs(self, trial_id: str, run_name: str, tags: Mapping[str, str], results: Sequence[Mapping[str, Any]]) -> None:
+        """Several epochs' metrics of one trial, in one ``log_batch``, each at step = epoch."""
+        started = results[0].get("started_at") if results else None
         run_id = self.child(trial_id, run_name, tags, _ms(started) if _number(started) else None)
-        if run_id is None or "epoch" not in result:
+        if run_id is None:
             return
         from mlflow.entities import Metric
 
-        reported = result.get("reported_at")
-        now = _ms(reported) if _number(reported) else int(time.time() * 1000)
-        step = int(result["epoch"])
         steps = self.steps.setdefault(trial_id, set())
-        if step in steps:  # a trial resumed from an earlier checkpoint trains this epoch again: logged once
-            return
-        metrics = [Metric(k, float(result[k]), now, step) for k in EPOCH_METRICS if _number(result.get(k))]
-        if self._guard(trial_id, lambda: _client(self.ids.uri).log_batch(run_id, metrics=metrics)):
-            steps.add(step)
+        new: dict[int, list[Any]] = {}
+        for result in results:
+            if "epoch" not in result:
+                continue
+            step = int(result["epoch"])
+            if step in steps or step in new:  # a trial resumed from a checkpoint trains an epoch again: logged once
+                continue
+            reported = result.get("reported_at")
+            now = _ms(reported) if _number(reported) else int(time.time() * 1000)
+            new[step] = [Metric(k, float(result[k]), now, step) for k in EPOCH_METRICS if _number(result.get(k))]
+        metrics = [metric for logged in new.values() for metric in logged]
+        if new and self._guard(trial_id, lambda: log_batch(_client(self.ids.uri), run_id, metrics=metrics)):
+            steps.update(new)
 
     def finish(self, row: ResultRow, *, history: bool = False) -> None:
         """A finished trial's params, costs, final metrics and status, from its results row
@@ -297,7 +311,10 @@ class Tracker:
         missed = {p.epoch for p in row.history or ()} - self.steps.get(trial_id, set())
         history = history or bool(missed)  # epochs the breaker skipped go with the row
         labels = self.labels.get(row.config.name, {})
-        if self._guard(trial_id, lambda: log_row(self.ids.uri, run_id, row, history=history, labels=labels)):
+        # A run this tracker made, with no call of its trial failed, holds no params and the epochs in self.steps.
+        logged = self.steps.get(trial_id, set()) if trial_id in self._created and trial_id not in self.unlogged else None
+        if self._guard(trial_id, lambda: log_row(self.ids.uri, run_id, row, history=history, labels=labels,
+                                                 logged=logged)):
             self.ended.add(trial_id)
             self.unlogged.discard(trial_id)
 
@@ -323,14 +340,7 @@ class Tracker:
         with it (or wait to resume, which reopens them)."""
         client = _client(self.ids.uri)
         query = f"tags.`mlflow.parentRunId` = '{self.ids.parent_run_id}' and attributes.status = 'RUNNING'"
-        strays, token = [], None
-        while True:
-            page = client.search_runs([self.ids.experiment_id], query, max_results=1000, page_token=token)
-            strays += page
-            token = page.token
-            if not token:
-                break
-        for run in strays:  # closed after the search: a page is not changed under its own query
+        for run in _search_all(client, self.ids, query):  # closed after the search: a page is not changed under its query
             client.set_tag(run.info.run_id, "pdsweep.status", tag)
             client.set_terminated(run.info.run_id, status=status)
 
@@ -341,6 +351,11 @@ class Tracker:
     def end_sweep(self, status: str = "FINISHED") -> None:
         """Close the sweep's parent run."""
         self._guard(PARENT, lambda: _client(self.ids.uri).set_terminated(self.ids.parent_run_id, status=status), force=True)
+
+    def flush(self, timeout_s: float | None = None) -> str | None:
+        """Wait for the calls still to be sent: none here, each call is made as it comes
+        (:class:`~pdsweep.results.tracking_queue.QueuedTracker` queues them)."""
+        return None
 
     def warning(self) -> str | None:
         trials = self.unlogged - {PARENT}
@@ -377,15 +392,16 @@ def listed_tags(listed: Iterable[ListedConfig]) -> dict[str, dict[str, str]]:
 
 
 def log_row(uri: str, run_id: str, row: ResultRow, *, history: bool = False,
-            labels: Mapping[str, str] | None = None) -> None:
+            labels: Mapping[str, str] | None = None, logged: Collection[int] | None = None) -> None:
     """Params, metrics and tags of a results row onto a child run, and close it at the time
     the trial ended (``history``: also each epoch's metrics that the run lacks, at its step;
-    ``labels``: the tags of its listed config, :func:`listed_tags`)."""
+    ``labels``: the tags of its listed config, :func:`listed_tags`; ``logged``: the epochs a run
+    this process made holds, and it has no params yet; None: read both from the run)."""
     from mlflow.entities import Metric, Param, RunTag
 
     client = _client(uri)
     ended = _ms(row.ended_at.timestamp()) if row.ended_at else int(time.time() * 1000)
-    existing = client.get_run(run_id).data.params
+    existing = client.get_run(run_id).data.params if logged is None else {}
     values = row.to_dict()
     params = [Param(k, _text(values[k])) for k in CONFIG_PARAMS if values.get(k) is not None and k not in existing]
     params += [Param("budget_gflops", _text(row.budget_gflops))] if "budget_gflops" not in existing else []
@@ -397,18 +413,41 @@ def log_row(uri: str, run_id: str, row: ResultRow, *, history: bool = False,
     metrics += [Metric(f"test_recall_{_key(c.name)}", c.recall, ended, 0) for c in row.class_recall or () if c.recall is not None]
     if history:
         for key in ("train_loss", *VAL_METRICS):
-            logged = {m.step for m in client.get_metric_history(run_id, key)}
+            steps = {m.step for m in client.get_metric_history(run_id, key)} if logged is None else logged
             metrics += [Metric(key, float(getattr(p, key)), ended, p.epoch) for p in row.history or ()
-                        if p.epoch not in logged and _number(getattr(p, key))]
+                        if p.epoch not in steps and _number(getattr(p, key))]
     tags = [RunTag(k, v) for k, v in {**run_tags(row), **(labels or {})}.items()]
     if row.error:
         tags.append(RunTag("pdsweep.error", _text(row.error)))
-    for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
-        client.log_batch(run_id, metrics=metrics[start:start + 1000], params=params if start == 0 else [],
-                         tags=tags if start == 0 else [])
-    if not metrics:
-        client.log_batch(run_id, params=params, tags=tags)
+    log_batch(client, run_id, metrics=metrics, params=params, tags=tags)
     client.set_terminated(run_id, status=RUN_STATUS.get(row.status, "FAILED"), end_time=ended)
+
+
+def _search_all(client: Any, ids: TrackingIds, query: str) -> list[Any]:
+    """Every run of the sweep's experiment that ``query`` finds, page by page."""
+    found, token = [], None
+    while True:
+        page = client.search_runs([ids.experiment_id], query, max_results=1000, page_token=token)
+        found += page
+        token = page.token
+        if not token:
+            return found
+
+
+def log_batch(client: Any, run_id: str, *, metrics: Sequence[Any] = (), params: Sequence[Any] = (),
+              tags: Sequence[Any] = ()) -> None:
+    """``client.log_batch`` in as many calls as MLflow's per-call limits need (100 params, 100
+    tags, 1000 metrics, 1000 entries in all; ``mlflow.utils.validation``, MLflow 3.17)."""
+    from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+
+    size = MAX_PARAMS_TAGS_PER_BATCH
+    for start in itertools.count(0, size):
+        batch_params, batch_tags = params[start:start + size], tags[start:start + size]
+        room = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(batch_params) - len(batch_tags))
+        batch_metrics, metrics = metrics[:room], metrics[room:]
+        if not (batch_params or batch_tags or batch_metrics):
+            return
+        client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags)
 
 
 def reopen(ids: TrackingIds) -> None:
@@ -454,7 +493,7 @@ def backfill(ids: TrackingIds, rows: Iterable[ResultRow], labels: Mapping[str, M
     client = _client(ids.uri)
     done = {
         run.data.tags.get(TRIAL_TAG)
-        for run in client.search_runs([ids.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{ids.parent_run_id}'")
+        for run in _search_all(client, ids, f"tags.`mlflow.parentRunId` = '{ids.parent_run_id}'")
         if run.info.status in ("FINISHED", "FAILED")
     }
     tracker = Tracker(ids, labels)

@@ -2,8 +2,9 @@
 
 :class:`SweepCallback` is a Ray Tune callback on the driver. As each trial ends it appends the
 trial's row to ``results.parquet`` (rewritten atomically, then published to a remote runs dir),
-logs the trial to MLflow (:mod:`pdsweep.results.tracking`) and prints one line; every epoch's
-metrics go to MLflow as they arrive.
+logs the trial to MLflow and prints one line; every epoch's metrics go to MLflow as they arrive.
+MLflow's calls are queued and made by a thread of their own
+(:mod:`pdsweep.results.tracking_queue`), so Tune's loop never waits for the tracking store.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pdsweep.results.rows import (
     write,
 )
 from pdsweep.results.summary import progress_line
+from pdsweep.results.tracking_queue import QueuedTracker
 from pdsweep.sweep.spec import ROBUSTNESS_PREFIX, TrialSpec
 from pdsweep.sweep.store import STARTS_FILE, STUDY_FILE, relocated, retried
 from pdsweep.training.faults import killed_for_memory
@@ -52,7 +54,7 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         self.err = err
         self.mlflow_ids = mlflow_ids
         self.labels = labels or {}  # a recipe's config name -> its MLflow label and group tags
-        self.tracker: tracking.Tracker | None = None
+        self.tracker: QueuedTracker | None = None
         self.table = RowTable()  # the rows written so far, by trial id
         self.finished_before: set[str] = set()  # trials a previous driver recorded as ended
         self.history: dict[str, dict[int, EpochPoint]] = {}
@@ -66,7 +68,10 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
     def setup(self, **info: Any) -> None:
         self.table = RowTable(read_rows(self.sweep_dir / RESULTS_FILE))
         self.finished_before = {trial_id for trial_id, row in self.rows.items() if row.status != "interrupted"}
-        self.tracker = tracking.Tracker(self.mlflow_ids, self.labels) if self.mlflow_ids else None
+        if self.mlflow_ids is None:
+            self.tracker = None
+        elif self.tracker is None or self.tracker.ids != self.mlflow_ids:  # the repeats keep the search's queue
+            self.tracker = QueuedTracker(self.mlflow_ids, self.labels)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         if result.get("done_training") or "epoch" not in result:
@@ -112,8 +117,8 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         self._save()
         if self.tracker is not None:
             self.tracker.finish(row)
-            if self.settings.store.remote and not self.settings.mlflow_uri:  # the sweep's own SQLite store
-                self.warn_storage(retried(lambda: self.settings.store.publish(MLFLOW_FILE)))
+            if self.settings.store.remote and not self.settings.mlflow_uri:  # the sweep's own SQLite store, once written
+                self.tracker.then(lambda: self.warn_storage(retried(lambda: self.settings.store.publish(MLFLOW_FILE))))
         self.err(progress_line(row, list(self.rows.values())))
 
     def _save(self) -> None:
@@ -140,7 +145,7 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["err"] = None  # a print function from the original process
-        state["tracker"] = None  # rebuilt in setup()
+        state["tracker"] = None  # its queue and thread: rebuilt in setup()
         state["table"] = None  # read again in setup()
         state.pop("rows", None)
         return state
@@ -218,7 +223,10 @@ def result_row(settings: SweepSettings, trial_id: str, spec: TrialSpec, last: di
     error = error or last.get("error")
     done = status == "completed"
     epochs = sorted(history or {})
-    estimate = cost.estimate(spec.config, spec.settings.step)
+    setup = spec.settings.step  # as the trial arranged it where it said (the device's free memory may decide)
+    if last.get("micro_batch_size") is not None:
+        setup = replace(setup, micro_batch_size=int(last["micro_batch_size"]), member_turns=bool(last.get("member_turns")))
+    estimate = cost.estimate(spec.config, setup)
     epochs_run = int(last.get("epoch", epochs[-1] if epochs else 0))
     wall_seconds = float(last.get("time_total_s", 0.0))
     images = spec.context.train_images
@@ -262,6 +270,8 @@ def result_row(settings: SweepSettings, trial_id: str, spec: TrialSpec, last: di
         spent_tflop=trial_tflop(estimate.train_gflops, images, epochs_run) if images is not None else None,
         device_seconds=wall_seconds * devices if devices is not None else None,
         **_weights_columns(spec, last),
+        micro_batch_size=estimate.setup.micro,
+        member_turns=bool(estimate.setup.member_turns),
     )
 
 

@@ -371,6 +371,9 @@ def _close_tracking(state: SweepState, callback: SweepCallback, status: str) -> 
     tracker = callback.tracker or tracking.Tracker(ids)  # no trial ran under this driver
     tracker.close_open("KILLED", sweep_done=status == "FINISHED")
     tracker.end_sweep(status)
+    unsent = tracker.flush(tracker.flush_s)  # the queued calls, sent before the store is published or the driver exits
+    if unsent:
+        callback.err(unsent.replace("NAME", state.settings.name))
     store = state.settings.store
     if store.remote and not state.settings.mlflow_uri:
         callback.warn_storage(retried(lambda: store.publish(MLFLOW_FILE)))
