@@ -38,7 +38,8 @@ QUEUE_SIZE = 10_000  # calls; when it is full the driver waits for room (a store
 TAKEN_AT_ONCE = 1_000  # calls the worker takes off the queue together (and coalesces)
 # The worker takes what came within this long of a first call together: its MLflow work runs in
 # bursts, a trial's epochs in one call. Made call by call, that work holds the GIL in many short
-# spells, and each one delays Tune's loop (300 trials with SQLite: 0.58 s a trial, 0.37 with bursts).
+# spells, each of which delays Tune's loop (bench/RESULTS.md, "Driver at scale": 300 trials with
+# SQLite, 205 s call by call, 128 s in bursts).
 LINGER_S = 1.0
 IDLE_S = 60.0  # a worker with nothing to do for this long ends (none is left behind by a finished sweep)
 _EPOCH_KEYS = ("epoch", "started_at", "reported_at", *EPOCH_METRICS)  # what Tracker.epochs reads of a result

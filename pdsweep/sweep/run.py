@@ -369,6 +369,16 @@ def _close_tracking(state: SweepState, callback: SweepCallback, status: str) -> 
     if ids is None:
         return
     tracker = callback.tracker or tracking.Tracker(ids)  # no trial ran under this driver
+    # A driver killed outright (SIGKILL) loses what it had queued: a trial it had finished and
+    # written to results.parquet may still have an open run. Finish those from the rows first, so
+    # the close below ends only the runs of trials that were really lost.
+    tracker.flush(tracker.flush_s)
+    if tracker.warning() is None:  # the store answered so far
+        try:
+            with tracking.quick_requests():
+                tracking.backfill(ids, callback.rows.values())
+        except Exception:  # the store went out: the end's warning says so, and report --to-mlflow back-fills
+            pass
     tracker.close_open("KILLED", sweep_done=status == "FINISHED")
     tracker.end_sweep(status)
     unsent = tracker.flush(tracker.flush_s)  # the queued calls, sent before the store is published or the driver exits
