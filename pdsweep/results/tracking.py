@@ -508,5 +508,15 @@ def backfill(ids: TrackingIds, rows: Iterable[ResultRow], labels: Mapping[str, M
     return count
 
 
+def finish_open(ids: TrackingIds, rows: Iterable[ResultRow]) -> int:
+    """Finish the child runs an earlier driver left open although their rows are in
+    ``results.parquet`` (it was killed with their calls still queued); rows without a run are
+    left to ``report --to-mlflow``. Returns how many were finished."""
+    client = _client(ids.uri)
+    query = f"tags.`mlflow.parentRunId` = '{ids.parent_run_id}' and attributes.status = 'RUNNING'"
+    open_trials = {run.data.tags.get(TRIAL_TAG) for run in _search_all(client, ids, query)}
+    return backfill(ids, [row for row in rows if row.trial_id in open_trials])
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value

@@ -376,7 +376,7 @@ def _close_tracking(state: SweepState, callback: SweepCallback, status: str) -> 
     if tracker.warning() is None:  # the store answered so far
         try:
             with tracking.quick_requests():
-                tracking.backfill(ids, callback.rows.values())
+                tracking.finish_open(ids, callback.rows.values())
         except Exception:  # the store went out: the end's warning says so, and report --to-mlflow back-fills
             pass
     tracker.close_open("KILLED", sweep_done=status == "FINISHED")
