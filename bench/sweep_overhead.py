@@ -1,6 +1,6 @@
 """Benchmark: what Ray Tune and pdsweep add around the trials' own work, and where it goes.
 
-    python bench/sweep_overhead.py [--trials 16] [--concurrency 2] [--epochs 8,16] [--images 2400] [--no-record]
+    python bench/sweep_overhead.py [--trials 16,64] [--concurrency 2] [--epochs 8,16] [--images 2400] [--no-record]
 
 Runs real sweeps (local Ray, the synthetic dataset, a tiny ViT, random search, no early
 stopping) and reads each trial's own training seconds (``train_seconds``: model, epochs, test and
@@ -73,13 +73,15 @@ def breakdown(rows: list[ResultRow], began: float, returned: float, slots: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", default="16,64", help="sweep sizes (comma-separated): the first is measured with "
+                        "fresh actors and every trial length too, the others with reused actors at the first length")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--epochs", default="8,16", help="trial lengths to compare, as epochs (comma-separated)")
     parser.add_argument("--images", type=int, default=2400)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     lengths = [int(e) for e in args.epochs.split(",")]
+    sizes = [int(n) for n in args.trials.split(",")]
 
     import ray
 
@@ -89,18 +91,19 @@ def main() -> None:
     ray_start = time.perf_counter() - started
     c = args.concurrency
     rows_out = []
-    for epochs, reuse in [(lengths[0], True), (lengths[0], False), *((e, True) for e in lengths[1:])]:
+    for trials, epochs, reuse in [(sizes[0], lengths[0], True), (sizes[0], lengths[0], False),
+                                  *((sizes[0], e, True) for e in lengths[1:]), *((n, lengths[0], True) for n in sizes[1:])]:
         space = work / f"space-{epochs}.yaml"
         space.write_text(SPACE.format(epochs=epochs))
         settings = SweepSettings(
-            name=f"overhead-{epochs}-reuse-{reuse}", space=str(space), budgets=(1.0,), search="random",
-            trials=args.trials, concurrency=c, scheduler="none", dataset=f"synthetic:{args.images}",
+            name=f"overhead-{trials}-{epochs}-reuse-{reuse}", space=str(space), budgets=(1.0,), search="random",
+            trials=trials, concurrency=c, scheduler="none", dataset=f"synthetic:{args.images}",
             runs_dir=str(work / "runs"), cache_dir=str(work / "cache"), reuse_actors=reuse,
             # Keep rates searched: four architectures give as many distinct configs as trials (a
             # tier trains no config twice); no wall-time estimate: its ~2 s is pdsweep's, not Ray's.
             policy="search", estimate=False,
         )
-        run_sweep(replace(settings, name=f"warm-{epochs}-{reuse}", trials=c), out=lambda _: None, err=lambda _: None)
+        run_sweep(replace(settings, name=f"warm-{trials}-{epochs}-{reuse}", trials=c), out=lambda _: None, err=lambda _: None)
         began = time.time()
         run_sweep(settings, out=lambda _: None, err=lambda _: None)
         returned = time.time()
@@ -117,9 +120,14 @@ def main() -> None:
         f"## Sweep overhead (`python bench/sweep_overhead.py`, {time.strftime('%Y-%m-%d')}, "
         f"{platform.machine()} CPU, {os.cpu_count()} cores)",
         "",
-        f"{args.trials} trials per sweep (vit_micro, 32 px, patch 4 or 8, depth 1 or 2, on {args.images} synthetic "
-        f"images), random search, concurrency {c}, no early stopping. Ray's own start (ray.init, local): "
-        f"{ray_start:.1f} s, not counted.",
+        f"Sweeps of {' and '.join(map(str, sizes))} trials (vit_micro, 32 px, patch 4 or 8, depth 1 or 2, on "
+        f"{args.images} synthetic images), random search, concurrency {c}, no early stopping. Ray's own start "
+        f"(ray.init, local): {ray_start:.1f} s, not counted.",
+        "",
+        "Start-up is paid once per slot per sweep, mostly a fresh worker process importing ray.tune, torch and "
+        "timm (about 5 s on this machine, `python -X importtime`); the idle tail once per sweep; what each trial "
+        "adds is 'between trials' and 'in trial'. So the ratio falls toward 1 + (those two) / trial seconds as "
+        "a sweep grows.",
         "",
         "Overhead ratio = wall x concurrency / trials' own seconds. The overhead (wall x concurrency - own, in "
         "slot-seconds) splits into start-up (call to each slot's first trial), between trials (per trial), "

@@ -1,4 +1,5 @@
-"""``pdsweep submit`` through the Ray Jobs API of a real two-node Ray cluster on 127.0.0.1.
+"""``pdsweep submit`` through the Ray Jobs API of a real two-node Ray cluster on 127.0.0.1, and
+the pretrained weights checked on each of its nodes before a sweep's first trial.
 
 The cluster is two ``ray start`` processes (a head with the dashboard, a worker node with its own
 CPU), each on loopback addresses and its own ports so it never meets the tests' shared local Ray,
@@ -7,6 +8,7 @@ and every process they start is stopped at the end, also when the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -28,6 +30,9 @@ from conftest import assert_one_line_error
 from pdsweep.results import rows as results
 from pdsweep.results.tracking import TRIAL_TAG
 from test_sweep import TINY_SPACE
+from test_watch import REPO
+from test_watch import SPACE as WATCH_SPACE
+from weights_cache import micro_state, write_hub_weights
 
 BIN = Path(sys.executable).parent
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "two-node-cluster"
@@ -54,6 +59,7 @@ class Cluster:
     gcs: str
     env: dict[str, str]
     root: Path
+    homes: Path | None = None  # the nodes' HF_HOME folders: head/, worker/
 
 
 def _node_flags(ports: list[int]) -> list[str]:
@@ -115,8 +121,10 @@ def _stop(processes: list[subprocess.Popen], root: Path) -> str:
     return "\n".join(survivors)
 
 
-def _start(root: Path, env: dict[str, str], processes: list[subprocess.Popen]) -> Cluster:
-    """A head with the dashboard and a worker node, one CPU each; raises if either fails to come up."""
+def _start(root: Path, env: dict[str, str], processes: list[subprocess.Popen],
+           worker_env: dict[str, str] | None = None) -> Cluster:
+    """A head with the dashboard and a worker node, one CPU each (the worker's processes with
+    ``worker_env``, else ``env``); raises if either fails to come up."""
     gcs_port, dashboard_port, client_port, *ports = _free_ports(3 + 2 * NODE_PORTS)
     head = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}",
@@ -133,7 +141,7 @@ def _start(root: Path, env: dict[str, str], processes: list[subprocess.Popen]) -
         if processes[0].poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("the head did not start:\n" + (logs / "head.log").read_text()[-3000:])
         time.sleep(1)
-    processes.append(subprocess.Popen(worker, env=env, cwd=root, start_new_session=True,
+    processes.append(subprocess.Popen(worker, env=worker_env or env, cwd=root, start_new_session=True,
                                       stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT))
     while _alive_nodes(cluster) < 2:
         if processes[1].poll() is not None or time.monotonic() > deadline:
@@ -142,22 +150,27 @@ def _start(root: Path, env: dict[str, str], processes: list[subprocess.Popen]) -
     return cluster
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+@contextlib.contextmanager
+def two_nodes(head_env: dict[str, str] | None = None, worker_env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """A head and a worker node on 127.0.0.1 with their own token (``head_env``, ``worker_env``:
+    variables each node's processes get besides the cluster's; the head's are the drivers' too),
+    stopped at the end whatever happens."""
     root = Path(tempfile.mkdtemp(prefix="pdc", dir="/tmp"))  # short: Ray's socket paths have a limit
     token = root / "auth_token"  # the cluster's own token, as `ray get-auth-token --generate` makes one
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    worker = {**env, **worker_env} if worker_env else None
+    env.update(head_env or {})
     processes: list[subprocess.Popen] = []
     try:
         try:
-            found = _start(root, env, processes)
+            found = _start(root, env, processes, worker)
         except RuntimeError:  # a port taken between choosing and binding it: once more, on new ports
             _stop(processes, root)
             processes.clear()
-            found = _start(root, env, processes)
+            found = _start(root, env, processes, worker)
         yield found
     finally:
         left = _stop(processes, root)
@@ -166,6 +179,22 @@ def cluster() -> Iterator[Cluster]:
             shutil.copytree(root / "logs", ARTIFACTS, dirs_exist_ok=True)
         shutil.rmtree(root, ignore_errors=True)
         assert not left, f"cluster processes still running:\n{left}"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """The two nodes, each with its own Hugging Face cache, empty (the weights test fills the
+    head's: the worker node is then a node that never fetched them)."""
+    homes = Path(tempfile.mkdtemp(prefix="pdh", dir="/tmp"))
+    hf = {name: {"HF_HOME": str(homes / name), "HF_HUB_CACHE": "", "HF_HUB_OFFLINE": "1"} for name in ("head", "worker")}
+    for name in hf:
+        (homes / name / "hub").mkdir(parents=True)
+    try:
+        with two_nodes(head_env=hf["head"], worker_env=hf["worker"]) as found:
+            found.homes = homes
+            yield found
+    finally:
+        shutil.rmtree(homes, ignore_errors=True)
 
 
 def _dashboard_up(port: int) -> bool:
@@ -280,3 +309,37 @@ def test_submit_where_nothing_listens(cli) -> None:
 )
 def test_submit_bad_input(cli, args, fragment) -> None:
     assert_one_line_error(cli("submit", *args), fragment)
+
+
+@pytest.mark.slow
+def test_a_node_without_the_weights_stops_the_sweep_before_it_starts(cluster: Cluster, tmp_path: Path) -> None:
+    """The weights are checked on every node before the first trial: the head's Hugging Face
+    cache (the driver's) holds them, the worker node's does not, so ``run`` is refused in one line
+    naming the worker node; with one ``--weights-cache`` both nodes read, every check passes."""
+    head_home = cluster.homes / "head"
+    write_hub_weights(head_home / "hub", REPO, micro_state(), model_args={"num_heads": 2})
+    space = tmp_path / "pretrained.yaml"
+    space.write_text(WATCH_SPACE)
+    env = cluster.env  # the driver's, as the head's
+    nodes = subprocess.run(  # the worker node's id: the node without the head's resource
+        [sys.executable, "-c", "import json, ray; ray.init(log_to_driver=False); print(json.dumps("
+         "[n['NodeID'] for n in ray.nodes() if n['Alive'] and 'node:__internal_head__' not in n['Resources']]))"],
+        env={**env, "RAY_ADDRESS": cluster.gcs}, capture_output=True, text=True, timeout=120)
+    assert nodes.returncode == 0, nodes.stderr[-2000:]
+    [worker] = json.loads(nodes.stdout.strip().splitlines()[-1])
+    runs = tmp_path / "runs"
+    flags = ["run", "--space", str(space), "--budget-gflops", "1", "--search", "grid", "--scheduler", "none",
+             "--address", cluster.gcs, "--dataset", "synthetic:200", "--cache-dir", str(tmp_path / "cache"),
+             "--runs-dir", str(runs), "--name", "w", "--no-estimate"]
+    refused = subprocess.run([str(BIN / "pdsweep"), *flags], env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith("pdsweep: error: node ") and "which may run trials, lacks the sweep's pretrained " \
+        f"weights: vit_micro: weights {REPO}@" in line and str(cluster.homes / "worker" / "hub") in line, line
+    assert line.split("(", 1)[1][:8] == worker[:8]  # the worker node is named
+    assert "Traceback" not in refused.stderr and not runs.exists()
+    # One cache both nodes read (one machine here; a shared filesystem on a real cluster).
+    passed = subprocess.run([str(BIN / "pdsweep"), *flags, "--weights-cache", str(head_home / "hub"), "--dry-run"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert passed.returncode == 0, passed.stderr[-3000:]
+    assert "every check passed" in passed.stderr and not runs.exists()

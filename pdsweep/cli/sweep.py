@@ -66,6 +66,9 @@ class Run(Command):
         parser.add_argument("--cpus-per-trial", type=int, default=of("cpus_per_trial"),
                             help="CPUs per trial (default %(default)s)")
         parser.add_argument("--gpu-memory-gb", type=positive_float, help="memory of one GPU, to size GPU shares")
+        parser.add_argument("--resource-timeout", type=positive_float, default=of("resource_timeout_s") / 60,
+                            metavar="MINUTES", help="when no trial runs and some wait for a node this long (an "
+                            "autoscaling cluster that adds none), stop; `pdsweep resume` continues (default: %(default)g)")
         parser.add_argument("--max-failures", type=int, default=of("max_failures"),
                             help="retries of a trial whose worker or node was lost, from its last checkpoint "
                                  "(default %(default)s); a trial that fails in its own code, runs out of memory or "
@@ -105,7 +108,7 @@ class Run(Command):
             dataset=dataset_with_window(args.dataset, args.window),
             runs_dir=args.runs_dir, address=args.address, cpus_per_trial=args.cpus_per_trial,
             gpu_memory_gb=args.gpu_memory_gb, max_failures=args.max_failures, cache_dir=args.cache_dir,
-            checkpoint_every_s=args.checkpoint_every_s,
+            checkpoint_every_s=args.checkpoint_every_s, resource_timeout_s=args.resource_timeout * 60,
             weights_cache=args.weights_cache,
             trial_memory_cap_gb=args.trial_memory_cap_gb,
             reuse_actors=not args.fresh_actors, verbose=args.verbose, mlflow_uri=args.mlflow_uri,
@@ -138,13 +141,20 @@ class Resume(Command):
                             help="log nothing to MLflow now; `pdsweep report --to-mlflow NAME` back-fills later")
         parser.add_argument("--trust", action="store_true",
                             help="resume from a sweep folder other users can write (its Ray Tune state is unpickled)")
+        parser.add_argument("--weights-cache", metavar="DIR",
+                            help="read the pretrained weights from this cache from now on (on every node; they must "
+                                 "be the files the sweep checked when it started)")
+        parser.add_argument("--resource-timeout", type=positive_float, metavar="MINUTES",
+                            help="a new limit on how long trials wait for a node (default: as the sweep was started)")
         json_flag(parser, "print the per-tier summary as JSON")
 
     def take_action(self, args: argparse.Namespace) -> int:
         from pdsweep.sweep import resume_sweep
 
         outcome = resume_sweep(args.name, args.runs_dir, address=args.address, mlflow_uri=args.mlflow_uri,
-                               no_mlflow=args.no_mlflow, trust=args.trust, out=_quiet_if(args.json))
+                               no_mlflow=args.no_mlflow, trust=args.trust, weights_cache=args.weights_cache,
+                               resource_timeout_s=args.resource_timeout * 60 if args.resource_timeout else None,
+                               out=_quiet_if(args.json))
         return finish(outcome, args.json)
 
 

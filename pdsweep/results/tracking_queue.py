@@ -71,6 +71,7 @@ class QueuedTracker(Tracker):
         self._queue: queue.Queue[_Epoch | _Call] = queue.Queue(QUEUE_SIZE)
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()  # the worker's hand-over of what it took, against flush's give-up
+        self._hurry = threading.Event()  # a flush waits: the worker takes what is queued without lingering
         self._taken: deque[_Epoch | _Call] = deque()  # taken off the queue, not yet made
         self._making: list[_Call] = []  # being made now
 
@@ -104,12 +105,15 @@ class QueuedTracker(Tracker):
             return None
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         made = threading.Event()
+        self._hurry.set()
         try:
             self._put(_Call(None, made.set), timeout_s)
             if made.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
                 return None
         except queue.Full:
             pass
+        finally:
+            self._hurry.clear()
         return self._give_up(timeout_s or 0.0)
 
     def _put(self, item: _Epoch | _Call, timeout_s: float | None = None) -> None:
@@ -158,7 +162,7 @@ class QueuedTracker(Tracker):
                         return
                 continue
             if self._queue.qsize() < TAKEN_AT_ONCE:
-                time.sleep(LINGER_S)
+                self._hurry.wait(LINGER_S)
             with self._lock:
                 self._taken.append(first)
                 while len(self._taken) < TAKEN_AT_ONCE:

@@ -34,6 +34,7 @@ from pdsweep.training.faults import killed_for_memory
 
 if TYPE_CHECKING:
     from pdsweep.sweep.settings import SweepSettings
+    from pdsweep.sweep.watch import ClusterWatch
 
 Print = Callable[[str], None]
 
@@ -60,6 +61,7 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         self.history: dict[str, dict[int, EpochPoint]] = {}
         self.storage_warned = False
         self.ended: set[str] = set()  # trials this driver wrote a row for
+        self.watch: ClusterWatch | None = None  # the driver's watch over nodes and waiting trials (run._execute)
 
     @property
     def rows(self) -> dict[str, ResultRow]:
@@ -72,6 +74,10 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
             self.tracker = None
         elif self.tracker is None or self.tracker.ids != self.mlflow_ids:  # the repeats keep the search's queue
             self.tracker = QueuedTracker(self.mlflow_ids, self.labels)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.watch is not None:
+            self.watch.step(trials)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         if result.get("done_training") or "epoch" not in result:
@@ -147,11 +153,12 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
         state["err"] = None  # a print function from the original process
         state["tracker"] = None  # its queue and thread: rebuilt in setup()
         state["table"] = None  # read again in setup()
+        state["watch"] = None  # Ray task references: made again by the driver that resumes
         state.pop("rows", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"storage_warned": False, "ended": set(), "labels": {}, **state})
+        self.__dict__.update({"storage_warned": False, "ended": set(), "labels": {}, "watch": None, **state})
         self.__dict__.pop("rows", None)  # pickled by pdsweep before RowTable: a plain dict, empty
         self.table = RowTable()  # read again in setup()
         _UNPICKLED[self.settings.name] = self
@@ -176,7 +183,7 @@ def driving(callback: SweepCallback) -> SweepCallback:
     if restored is None or restored is callback:
         return callback
     restored.settings, restored.sweep_dir, restored.err = callback.settings, callback.sweep_dir, callback.err
-    restored.mlflow_ids, restored.labels = callback.mlflow_ids, callback.labels
+    restored.mlflow_ids, restored.labels, restored.watch = callback.mlflow_ids, callback.labels, callback.watch
     return restored
 
 

@@ -8,7 +8,7 @@ import math
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,6 @@ from pdsweep.space import SearchSpace
 from pdsweep.sweep.settings import DataProbe
 from pdsweep.sweep.spec import TrialSpec
 from pdsweep.sweep.store import SweepStore
-from pdsweep.training.weights import WeightFile
 
 if TYPE_CHECKING:
     from pdsweep.sweep.settings import SweepSettings
@@ -44,18 +43,17 @@ def probe_dataset(settings: SweepSettings, space: SearchSpace) -> DataProbe:
 PROBE_TIMEOUT_S = 900  # an autoscaling cluster may have to start its first worker for the probe
 
 
-def probe_on_cluster(settings: SweepSettings, space: SearchSpace,
-                     weights: Mapping[str, WeightFile] | None = None) -> DataProbe:
+def probe_on_cluster(settings: SweepSettings, space: SearchSpace) -> DataProbe:
     """:func:`probe_dataset` as a Ray task placed like a trial: on a GPU node when the cluster
     has GPUs, else where a trial's CPUs are free (a head started with no CPUs never qualifies, so
     an autoscaler starts a worker). The path is resolved where the trials will read it, and that
-    node's GPU memory sizes the trials' GPU shares; the pretrained ``weights`` the driver checked
-    must be in that node's cache too, unchanged."""
+    node's GPU memory sizes the trials' GPU shares (the pretrained weights are checked on every
+    node: :func:`pdsweep.sweep.watch.check_nodes`)."""
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0)
     options = {"num_cpus": 0, "num_gpus": 0.01} if gpus else {"num_cpus": settings.cpus_per_trial}
-    task = ray.remote(**options)(_probe_worker).remote(settings, space, dict(weights or {}))
+    task = ray.remote(**options)(_probe_worker).remote(settings, space)
     try:
         return ray.get(task, timeout=PROBE_TIMEOUT_S)
     except ray.exceptions.GetTimeoutError:
@@ -71,10 +69,7 @@ def probe_on_cluster(settings: SweepSettings, space: SearchSpace,
         raise
 
 
-def _probe_worker(settings: SweepSettings, space: SearchSpace, weights: Mapping[str, WeightFile]) -> DataProbe:
-    from pdsweep.training.weights import check_unchanged
-
-    check_unchanged(weights, settings.weights_cache)  # a worker reads the weights from its own cache
+def _probe_worker(settings: SweepSettings, space: SearchSpace) -> DataProbe:
     memory = local_gpu_memory_gb()
     return replace(probe_dataset(settings, space), worker_gpu_memory_gb=memory or None)
 
@@ -165,7 +160,8 @@ def check_capacity(settings: SweepSettings, err: Print, fix: str | None = None) 
     line = (f"no {node} of the Ray cluster can hold one trial: a trial takes {cpus} CPU(s)"
             f"{' and a GPU share' if gpu else ''}, and the largest of its {len(eligible)} {node}(s) has {most:g}; {fix}.")
     if autoscaling_cluster() or (settings.address or "").startswith("ray://"):
-        err(f"  warning: {line} The cluster may autoscale: the sweep waits for such a node.")
+        err(f"  warning: {line} The cluster may autoscale: the sweep waits for such a node, up to "
+            f"--resource-timeout ({settings.resource_timeout_s / 60:g} minutes) with no trial running.")
         return
     raise PdsweepError(line)
 

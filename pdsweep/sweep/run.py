@@ -14,6 +14,7 @@ start), and Tune's experiments ``search/`` and ``repeats/``.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -45,6 +46,7 @@ from pdsweep.sweep.settings import DataProbe, SweepSettings, SweepState, read_st
 from pdsweep.sweep.lock import SweepLock
 from pdsweep.sweep.store import RESUME_FILES, SWEEP_FILE, SweepStore, relocate, retried
 from pdsweep.sweep.trust import check_private
+from pdsweep.sweep.watch import ClusterWatch, check_nodes, trial_nodes
 from pdsweep.sweep.tuners import repeats_tuner, search_tuner, tune_trainable
 from pdsweep.training.faults import memory_kill
 from pdsweep.training.weights import WeightFile, check_unchanged, inspect_space
@@ -85,7 +87,8 @@ def run_sweep(settings: SweepSettings, *, out: Print = print, err: Print = _stde
             state = replace(state, mlflow=_start_tracking(state, ready.space, ready.tracking_uri, err))
             tracked = True
             state.write()
-            return _execute(state, ready.space, restore=False, out=out, err=err, prior=ready.throughput)
+            return _execute(state, ready.space, restore=False, out=out, err=err, prior=ready.throughput,
+                            checked_nodes=ready.checked_nodes)
     finally:
         if not tracked and not store.remote:  # MLflow refused the new store: no half-made sweep is left
             shutil.rmtree(settings.sweep_dir, ignore_errors=True)
@@ -108,6 +111,7 @@ class _Ready:
     planned: ComputePlan
     throughput: Throughput | None
     tracking_uri: str
+    checked_nodes: frozenset[str]  # the nodes found to hold the pretrained weights
 
 
 def _prepare(settings: SweepSettings, err: Print) -> _Ready:
@@ -130,7 +134,8 @@ def _prepare(settings: SweepSettings, err: Print) -> _Ready:
     if on_cluster:  # the dataset path is the workers': look where they will
         connect(settings.address, settings.verbose)
         check_capacity(settings, err)  # before the probe, which would wait for such a node
-        data = probe_on_cluster(settings, space, weights)
+        checked = check_nodes(settings, weights)  # every node that may run a trial, before the first
+        data = probe_on_cluster(settings, space)
     else:
         data = probe_dataset(settings, space)
     if not settings.budgets:  # every listed config runs: the tier's budget is the dearest one's cost
@@ -145,7 +150,9 @@ def _prepare(settings: SweepSettings, err: Print) -> _Ready:
         check_capacity(settings, err)
     warn_if_not_shared(store, err)
     planned, throughput = preflight(settings, space, plans, data, err, weights)
-    return _Ready(settings, space, dict(weights), data, planned, throughput, uri)
+    if not on_cluster:  # this machine, whose cache inspect_space checked
+        checked = set(trial_nodes(settings.cpus_per_trial))
+    return _Ready(settings, space, dict(weights), data, planned, throughput, uri, frozenset(checked))
 
 
 def _recipe_settings(settings: SweepSettings, space: SearchSpace) -> SweepSettings:
@@ -171,13 +178,16 @@ def _recipe_settings(settings: SweepSettings, space: SearchSpace) -> SweepSettin
 
 def resume_sweep(name: str, runs_dir: str = DEFAULT_RUNS_DIR, *, address: str | None = None,
                  mlflow_uri: str | None = None, no_mlflow: bool = False, trust: bool = False,
+                 weights_cache: str | None = None, resource_timeout_s: float | None = None,
                  out: Print = print, err: Print = _stderr) -> SweepOutcome:
     """Continue a sweep whose driver stopped: finished trials are kept, the rest run once.
 
     ``mlflow_uri``: log to this tracking store from now on (the finished trials are back-filled
     into it); ``no_mlflow``: log nothing now (``pdsweep report --to-mlflow`` back-fills later);
     ``trust``: resume from a local sweep folder that other users can write (Tune's state in it is
-    unpickled: :mod:`pdsweep.sweep.trust`).
+    unpickled: :mod:`pdsweep.sweep.trust`); ``weights_cache``: read the pretrained weights from
+    this cache from now on (checked as when the sweep started: the same files, unchanged);
+    ``resource_timeout_s``: a new ``--resource-timeout``.
     """
     if mlflow_uri and no_mlflow:
         raise PdsweepError("give --mlflow-uri or --no-mlflow, not both.")
@@ -194,6 +204,12 @@ def resume_sweep(name: str, runs_dir: str = DEFAULT_RUNS_DIR, *, address: str | 
     with SweepLock(store, err), sigterm_as_ctrl_c():
         store.fetch(*RESUME_FILES)
         state = read_state(store, shown=runs_dir)
+        changed = {**({"weights_cache": str(Path(weights_cache).expanduser().resolve())} if weights_cache else {}),
+                   **({"resource_timeout_s": resource_timeout_s} if resource_timeout_s is not None else {})}
+        if changed:
+            if weights_cache and not state.weights:
+                raise PdsweepError(f"sweep {name!r} starts no model from pretrained weights; drop --weights-cache.")
+            state = replace(state, settings=replace(state.settings, **changed))
         check_unchanged(state.weights, state.settings.weights_cache)  # the weights the sweep checked, still here
         relocate(store)  # Ray's pickled searcher and callback look here for the sweep's files
         alias_legacy_modules()  # ... and sweeps of pdsweep 0.1 pickled them under their old module names
@@ -205,11 +221,15 @@ def resume_sweep(name: str, runs_dir: str = DEFAULT_RUNS_DIR, *, address: str | 
         connect(settings.address, settings.verbose)
         # The cluster may have changed since the sweep started: checked before MLflow is touched.
         check_capacity(settings, err, fix=f"continue on a cluster with such a node: pdsweep resume {name} --address ...")
+        on_cluster = bool(settings.address or os.environ.get("RAY_ADDRESS"))
+        checked = check_nodes(settings, state.weights) if on_cluster else set(trial_nodes(settings.cpus_per_trial))
+        if changed:
+            state.write()  # what this resume changed holds for the next
         state = _resume_tracking(state, space, mlflow_uri, no_mlflow, err)
         if state.mlflow and not no_mlflow:
             tracking.reopen(state.mlflow)
         err(f"resuming sweep {name!r} ({state.phase} phase)")
-        return _execute(state, space, restore=True, out=out, err=err, log=not no_mlflow)
+        return _execute(state, space, restore=True, out=out, err=err, log=not no_mlflow, checked_nodes=frozenset(checked))
 
 
 def _start_tracking(state: SweepState, space: SearchSpace, uri: str, err: Print) -> tracking.TrackingIds:
@@ -265,9 +285,11 @@ def _resume_tracking(state: SweepState, space: SearchSpace, mlflow_uri: str | No
 
 
 def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print, err: Print,
-             log: bool = True, prior: Throughput | None = None) -> SweepOutcome:
+             log: bool = True, prior: Throughput | None = None, checked_nodes: frozenset[str] = frozenset()) -> SweepOutcome:
     """Run the sweep's phases (``log``: to MLflow; ``prior``: the pre-flight's measured
-    throughput); on every way out the MLflow runs are closed with a true status."""
+    throughput; ``checked_nodes``: those found to hold the pretrained weights); on every way out
+    the MLflow runs are closed with a true status. A sweep the cluster watch stopped (a node
+    without the weights, trials that waited past ``--resource-timeout``) ends in one line."""
     settings = state.settings
     # A worker Ray's memory monitor killed would be killed again by the same allocation: its
     # trial ends at once, as oom, and is told to Optuna as infeasible (other losses are retried).
@@ -282,6 +304,7 @@ def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the engine that honours verbose=0
     labels = tracking.listed_tags(space.configs)  # a recipe's trials named by label and group in MLflow
     active = [SweepCallback(settings, err, state.mlflow if log else None, labels)]  # the callback Tune calls, as it changes
+    watch = active[0].watch = ClusterWatch(settings, state.weights, set(checked_nodes))
     status = "FAILED"
     with tracking.quick_requests():  # a tracking store that went away costs seconds, not minutes
         try:
@@ -303,6 +326,9 @@ def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print
     tracker = active[0].tracker
     if tracker is not None and tracker.warning():
         err(tracker.warning().replace("NAME", settings.name))
+    if interrupted and watch.reason is not None:
+        raise PdsweepError(f"{watch.reason}; the sweep is saved: `pdsweep resume {settings.name} --runs-dir "
+                           f"{settings.runs_dir}`.")
     for line in summary_lines(outcome.name, len(outcome.rows), outcome.results_path, outcome.report):
         out(line)
     if interrupted:
@@ -400,8 +426,16 @@ def _write_report(built: report.Report, state: SweepState, tracker: tracking.Tra
 
 def _fit(tuner: Any) -> bool:
     """Run a Tuner; True if it was stopped (Ctrl-C, SIGTERM) before its trials were all done."""
-    with tune_interruption() as stopped:
-        grid = tuner.fit()
+    # At its end Tune reads each trial's result.json for its ResultGrid, and warns of every trial
+    # stopped before its first result (a line each); pdsweep's rows are in results.parquet.
+    analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = analysis.level
+    analysis.setLevel(logging.ERROR)
+    try:
+        with tune_interruption() as stopped:
+            grid = tuner.fit()
+    finally:
+        analysis.setLevel(level)
     return stopped[0] or (grid is not None and grid.num_terminated + grid.num_errors < len(grid))
 
 

@@ -59,6 +59,7 @@ class SweepSettings:
     cpus_per_trial: int = 1
     gpu_memory_gb: float | None = None
     max_failures: int = 2  # retries of a trial whose worker or node was lost (from its last checkpoint)
+    resource_timeout_s: float = 600.0  # no trial running and some waiting for a node this long: the sweep stops (resumable)
     # A trial checkpoints at the first epoch end this long after its last checkpoint (0: every epoch).
     # Each checkpoint makes Ray Tune save the whole experiment's state (with num_to_keep, see
     # tuners.run_config), which grows with the trials: per epoch, that bounds a long sweep's driver
@@ -92,6 +93,8 @@ class SweepSettings:
                 raise PdsweepError(f"`--{name.replace('_', '-')}` must be a positive number, got {value!r}.")
         if not (is_number(self.checkpoint_every_s) and 0 <= self.checkpoint_every_s < float("inf")):
             raise PdsweepError(f"`--checkpoint-every-s` must be a number of seconds >= 0, got {self.checkpoint_every_s!r}.")
+        if not (is_number(self.resource_timeout_s) and 0 < self.resource_timeout_s < float("inf")):
+            raise PdsweepError(f"`--resource-timeout` must be a positive number of minutes, got {self.resource_timeout_s!r} s.")
         if self.max_failures < 0:
             raise PdsweepError(f"`--max-failures >= 0` must hold, got {self.max_failures!r}.")
         parse_overrides(self.overrides)  # each a KEY.PATH=VALUE; what it sets is checked with the space

@@ -26,8 +26,10 @@ from pdsweep.objective import METRICS, result_keys
 from pdsweep.sweep.spec import ROBUSTNESS_PREFIX, TrialSpec
 from pdsweep.training.faults import fault_line, fault_status
 
-def run_trial(trial_config: dict[str, Any]) -> None:
-    """Train one config (the function Tune runs on a worker, given the trial's spec dict).
+def run_trial(trial_config: dict[str, Any], weights_cache: str | None = None) -> None:
+    """Train one config (the function Tune runs on a worker, given the trial's spec dict;
+    ``weights_cache``: the sweep's cache now, which ``resume --weights-cache`` may have moved
+    since the trial's spec was made).
 
     A trial that fails in its own code or data (it diverged, ran out of memory, or raised) ends
     here with a last report that says so (``trial_status``, ``error``), not with an exception:
@@ -55,7 +57,7 @@ def run_trial(trial_config: dict[str, Any]) -> None:
     cap = None if torch.cuda.is_available() else trial.context.memory_cap_gb  # CUDA maps far more than it uses
     try:
         with memory_cap(cap):
-            final = _train(trial, checkpoint, node, epochs)
+            final = _train(trial, checkpoint, node, epochs, weights_cache)
     except _ReportFailed as failed:  # Ray's side (storage, the session): Tune's retry may help
         raise failed.__cause__ or failed from None
     except Exception as error:  # the trial's own: the same config fails the same way again
@@ -83,7 +85,8 @@ class _ReportFailed(Exception):
     """Reporting to Tune failed (not the training): re-raised for Tune to handle."""
 
 
-def _train(trial: TrialSpec, checkpoint: Any, node: dict[str, Any], epochs: list[int]) -> dict[str, Any]:
+def _train(trial: TrialSpec, checkpoint: Any, node: dict[str, Any], epochs: list[int],
+           weights_cache: str | None = None) -> dict[str, Any]:
     """The trial's training, reporting each epoch; returns its last report."""
     from ray import tune
 
@@ -110,7 +113,7 @@ def _train(trial: TrialSpec, checkpoint: Any, node: dict[str, Any], epochs: list
             epochs.append(metrics)
 
         result = train(config, dataset, trial.settings, checkpoint_dir=work_dir, on_epoch_end=report_epoch,
-                       pretrained=trial.weights, weights_cache=context.weights_cache,
+                       pretrained=trial.weights, weights_cache=weights_cache or context.weights_cache,
                        checkpoint_every_s=context.checkpoint_every_s)
     last = result.history[-1]
     final = {k: v for k, v in asdict(last).items() if v is not None}

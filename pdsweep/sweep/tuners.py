@@ -154,4 +154,5 @@ def tune_trainable(settings: SweepSettings, space: SearchSpace, state: SweepStat
 
     from pdsweep.sweep.trainable import run_trial
 
-    return tune.with_resources(run_trial, resources_for(settings, space, state.data.worker_gpu_memory_gb))
+    trainable = tune.with_parameters(run_trial, weights_cache=settings.weights_cache)  # resume may have moved it
+    return tune.with_resources(trainable, resources_for(settings, space, state.data.worker_gpu_memory_gb))
