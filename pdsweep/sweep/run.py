@@ -426,16 +426,20 @@ def _write_report(built: report.Report, state: SweepState, tracker: tracking.Tra
 
 def _fit(tuner: Any) -> bool:
     """Run a Tuner; True if it was stopped (Ctrl-C, SIGTERM) before its trials were all done."""
-    # At its end Tune reads each trial's result.json for its ResultGrid, and warns of every trial
-    # stopped before its first result (a line each); pdsweep's rows are in results.parquet.
-    analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
-    level = analysis.level
-    analysis.setLevel(logging.ERROR)
+    # Tune's warnings of its own per-trial files, a line per trial, are not news to the user: its
+    # TensorBoard logger skips the list values pdsweep reports (per-class recall), and at its end
+    # Tune looks for a result.json of each trial, which a trial stopped before its first result
+    # lacks. pdsweep's rows are in results.parquet and MLflow.
+    quiet = [logging.getLogger(name) for name in ("ray.tune.analysis.experiment_analysis", "ray.tune.logger.tensorboardx")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
     try:
         with tune_interruption() as stopped:
             grid = tuner.fit()
     finally:
-        analysis.setLevel(level)
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
     return stopped[0] or (grid is not None and grid.num_terminated + grid.num_errors < len(grid))
 
 
