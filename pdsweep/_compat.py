@@ -67,34 +67,51 @@ def autoscaling_cluster() -> bool:
 
 
 _ENDED_AT_ONCE: set[str] = set()  # trial ids end_at_once ended, in this driver
+_FAILURE_RULES: dict[str, list[Callable[[BaseException], bool]]] = {"end": [], "uncounted": []}
 
 
 def end_at_once(predicate: Callable[[BaseException], bool]) -> None:
     """Make Ray Tune end a trial at its first failure for which ``predicate`` holds (a worker
     Ray's memory monitor killed: retrying repeats the allocation that killed it), instead of
     retrying it up to ``FailureConfig.max_failures`` times; other failures keep their retries.
+    :func:`ended_at_once` says which trials it ended (the searcher tells Optuna of them)."""
+    _failure_rule("end", predicate)
 
-    Tune has no per-error hook: ``TuneController._process_trial_failure`` calls
+
+def retry_uncounted(predicate: Callable[[BaseException], bool]) -> None:
+    """Make Ray Tune retry a trial after a failure for which ``predicate`` holds without counting
+    it toward ``FailureConfig.max_failures`` (the node's fault, not the trial's: a node without the
+    sweep's weights, which the driver's watch stops the sweep for)."""
+    _failure_rule("uncounted", predicate)
+
+
+def _failure_rule(kind: str, predicate: Callable[[BaseException], bool]) -> None:
+    """Tune has no per-error hook: ``TuneController._process_trial_failure`` calls
     ``Trial.handle_error``, which counts the failure in ``run_metadata.num_failures``, then
     ``Trial.should_recover`` (Ray 2.60.0). ``Trial.handle_error`` is wrapped, once per driver
-    process, to count such a failure as past the last one allowed; :func:`ended_at_once` says
-    which trials it ended (the searcher tells Optuna of them)."""
+    process, to move that count as the rules say."""
     from ray.tune.experiment.trial import Trial
 
+    if predicate not in _FAILURE_RULES[kind]:
+        _FAILURE_RULES[kind].append(predicate)
     original = Trial.handle_error
-    if getattr(original, "pdsweep_predicate", None) is not None:
-        if predicate not in original.pdsweep_predicate:  # type: ignore[attr-defined]
-            original.pdsweep_predicate.append(predicate)  # type: ignore[attr-defined]
+    if getattr(original, "pdsweep_rules", False):
         return
 
     def handle_error(self: Any, exc: BaseException | None = None) -> None:
         original(self, exc)
-        if exc is not None and self.max_failures >= 0 and any(p(exc) for p in handle_error.pdsweep_predicate):
+        if exc is None or self.max_failures < 0:
+            return
+        if any(rule(exc) for rule in _FAILURE_RULES["end"]):
             self.run_metadata.num_failures = max(self.run_metadata.num_failures, self.max_failures + 1)
-            self.run_metadata.invalidate_cache()
             _ENDED_AT_ONCE.add(self.trial_id)
+        elif any(rule(exc) for rule in _FAILURE_RULES["uncounted"]):
+            self.run_metadata.num_failures = max(0, self.run_metadata.num_failures - 1)
+        else:
+            return
+        self.run_metadata.invalidate_cache()
 
-    handle_error.pdsweep_predicate = [predicate]  # type: ignore[attr-defined]
+    handle_error.pdsweep_rules = True  # type: ignore[attr-defined]
     Trial.handle_error = handle_error  # type: ignore[method-assign]
 
 

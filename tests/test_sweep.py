@@ -295,7 +295,7 @@ def test_killed_driver_resumes_moved_and_runs_each_trial_once(ray_session, ray_a
     # A second driver while the first is alive: refused, in seconds, naming the holder.
     asked = time.monotonic()
     second = subprocess.run([_pdsweep(), "resume", "k", "--runs-dir", str(runs)], capture_output=True, text=True, timeout=60)
-    assert second.returncode == 2 and time.monotonic() - asked < 10, second.stderr
+    assert second.returncode == 2 and time.monotonic() - asked < 30, second.stderr  # at once, not when the trials end
     assert second.stderr.count("\n") == 1 and f"being driven by pid {driver.pid} on " in second.stderr
     os.killpg(driver.pid, signal.SIGKILL)  # the driver, mid-trial
     driver.wait()

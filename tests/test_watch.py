@@ -143,6 +143,47 @@ def test_trials_that_wait_past_the_resource_timeout_stop_the_sweep_and_resume_ta
     assert f'"weights_cache": "{moved}"' in (runs / "w" / "sweep.json").read_text()  # the next resume reads it there too
 
 
+@pytest.mark.slow
+def test_a_trial_on_a_node_without_the_weights_is_retried_uncounted_and_the_sweep_stops_resumable(
+        ray_session, cli, tmp_path: Path, pretrained: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The weights change on the node after the driver checked them (as on a node that joins
+    between two polls of the watch): the trial that finds them changed is not an error, even with
+    --max-failures 0, and the sweep stops at once naming the node; resumed once they are back,
+    every trial completes."""
+    import pdsweep.sweep.run as run_module
+
+    space, cache = pretrained
+    runs = tmp_path / "runs"
+    weights_file = next(cache.rglob("model.safetensors"))
+    original = weights_file.read_bytes()
+
+    class ChangedAfterTheCheck(ClusterWatch):
+        def __init__(self, *args, **kwargs) -> None:  # the driver's checks are done; no trial has started
+            super().__init__(*args, **kwargs)
+            weights_file.write_bytes(original + b" ")
+
+    monkeypatch.setattr(run_module, "ClusterWatch", ChangedAfterTheCheck)
+    result = cli("run", "--space", space, "--budget-gflops", "1", "--search", "grid", "--scheduler", "none",
+                 "--concurrency", "1", "--max-failures", "0", "--dataset", "synthetic:200", "--cache-dir",
+                 tmp_path / "cache", "--runs-dir", runs, "--name", "n", "--weights-cache", cache, "--no-estimate")
+    wait_for_free_cpus(ray_session)
+    assert result.code == 2 and result.out == "" and "Traceback" not in result.err, result
+    last = result.err.strip().splitlines()[-1]
+    assert re.match(r"pdsweep: error: node \S+ \([0-9a-f]{8}\), which may run trials, lacks the sweep's pretrained "
+                    r"weights: weights pdsweep-test/vit_micro_watch at \S+ are not the ones checked before the "
+                    r"run .*; the sweep is saved: `pdsweep resume n --runs-dir \S+`\.$", last), last
+    assert "NodeWithoutWeights" not in caplog.text  # no traceback of the trial that found it
+    table = runs / "n" / results.RESULTS_FILE
+    assert not [r for r in (results.read_rows(table) if table.is_file() else []) if r.status == "error"]
+    monkeypatch.undo()
+    weights_file.write_bytes(original)
+    done = cli("resume", "n", "--runs-dir", runs)
+    assert done.code == 0, done.err
+    rows = results.read_rows(table)
+    assert sorted(r.config.keep_rate for r in rows) == [0.5, 1.0] and all(r.status == "completed" for r in rows)
+
+
 def test_on_an_autoscaling_cluster_a_trial_no_node_holds_is_waited_for_then_given_up(
         ray_session, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """What KubeRay sets in its pods says the cluster may autoscale: a trial of 1,000 CPUs is

@@ -94,10 +94,17 @@ class SweepCallback(_callback_base()):  # type: ignore[misc]
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._record(trial, error=None)
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Tune retries the trial: its worker or node was lost, or its node lacks the weights (the watch stops the sweep)
+        if self.watch is not None:
+            self.watch.trial_failed(_error_text(trial))
+
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Tune gave up on the trial: its worker or node was lost more than --max-failures times
         # (errors in the trial's own code end it with a report instead, see sweep.trainable).
         text = _error_text(trial)
+        if self.watch is not None:
+            self.watch.trial_failed(text)
         self._record(trial, error=_error_line(text), status="oom" if killed_for_memory(text) else "error")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pdsweep._compat import alias_legacy_modules, end_at_once, tune_interruption
+from pdsweep._compat import alias_legacy_modules, end_at_once, retry_uncounted, tune_interruption
 from pdsweep.cost import Budget
 from pdsweep.errors import PdsweepError
 from pdsweep.interrupts import sigterm_as_ctrl_c
@@ -46,7 +46,7 @@ from pdsweep.sweep.settings import DataProbe, SweepSettings, SweepState, read_st
 from pdsweep.sweep.lock import SweepLock
 from pdsweep.sweep.store import RESUME_FILES, SWEEP_FILE, SweepStore, relocate, retried
 from pdsweep.sweep.trust import check_private
-from pdsweep.sweep.watch import ClusterWatch, check_nodes, trial_nodes
+from pdsweep.sweep.watch import ClusterWatch, check_nodes, node_without_weights, trial_nodes
 from pdsweep.sweep.tuners import repeats_tuner, search_tuner, tune_trainable
 from pdsweep.training.faults import memory_kill
 from pdsweep.training.weights import WeightFile, check_unchanged, inspect_space
@@ -294,6 +294,7 @@ def _execute(state: SweepState, space: SearchSpace, *, restore: bool, out: Print
     # A worker Ray's memory monitor killed would be killed again by the same allocation: its
     # trial ends at once, as oom, and is told to Optuna as infeasible (other losses are retried).
     end_at_once(memory_kill)
+    retry_uncounted(node_without_weights)  # a node without the weights: the watch stops the sweep, resumable
     # Tune saves its experiment state (every trial's, so a save grows with the sweep) on its own
     # adaptive period, max(10 s, 19 x a save's time), and at each trial checkpoint (num_to_keep;
     # trials checkpoint every --checkpoint-every-s). A driver killed between saves loses nothing:
@@ -434,13 +435,22 @@ def _fit(tuner: Any) -> bool:
     levels = [logger.level for logger in quiet]
     for logger in quiet:
         logger.setLevel(logging.ERROR)
+    # Nor is the traceback of a trial whose node lacks the weights: the sweep stops in one line that says so.
+    controller = logging.getLogger("ray.tune.execution.tune_controller")
+    controller.addFilter(_not_node_without_weights)
     try:
         with tune_interruption() as stopped:
             grid = tuner.fit()
     finally:
         for logger, level in zip(quiet, levels):
             logger.setLevel(level)
+        controller.removeFilter(_not_node_without_weights)
     return stopped[0] or (grid is not None and grid.num_terminated + grid.num_errors < len(grid))
+
+
+def _not_node_without_weights(record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return error is None or not node_without_weights(error)
 
 
 def space_of(state: SweepState, source: str | None = None) -> SearchSpace:

@@ -24,7 +24,9 @@ from pdsweep.cost import memory
 from pdsweep.results.compute import held_devices
 from pdsweep.objective import METRICS, result_keys
 from pdsweep.sweep.spec import ROBUSTNESS_PREFIX, TrialSpec
+from pdsweep.sweep.watch import NodeWithoutWeights, missing_line
 from pdsweep.training.faults import fault_line, fault_status
+from pdsweep.training.weights import WeightsNotHere
 
 def run_trial(trial_config: dict[str, Any], weights_cache: str | None = None) -> None:
     """Train one config (the function Tune runs on a worker, given the trial's spec dict;
@@ -60,6 +62,9 @@ def run_trial(trial_config: dict[str, Any], weights_cache: str | None = None) ->
             final = _train(trial, checkpoint, node, epochs, weights_cache)
     except _ReportFailed as failed:  # Ray's side (storage, the session): Tune's retry may help
         raise failed.__cause__ or failed from None
+    except WeightsNotHere as error:  # this node's cache, not the config: retried, uncounted, and the driver's
+        # watch stops the sweep (resumable) naming the node
+        raise NodeWithoutWeights(missing_line(ray.util.get_node_ip_address(), node["node_id"], str(error))) from None
     except Exception as error:  # the trial's own: the same config fails the same way again
         status = fault_status(error)
         metric = trial.settings.objective.val_key

@@ -60,6 +60,17 @@ def _check_here(weights: Mapping[str, WeightFile], cache: str | None) -> str | N
     return None
 
 
+class NodeWithoutWeights(PdsweepError):
+    """A trial found its node without the sweep's weights (the node joined between two polls of
+    the watch, or its cache changed): Ray Tune retries the trial without counting the failure
+    (:func:`pdsweep._compat.retry_uncounted`), and the watch stops the sweep."""
+
+
+def node_without_weights(error: BaseException) -> bool:
+    """Whether a trial's failure, as Ray Tune sees it, is :class:`NodeWithoutWeights`."""
+    return isinstance(error, NodeWithoutWeights) or NodeWithoutWeights.__name__ in f"{type(error).__name__}: {error}"
+
+
 def missing_line(address: str, node_id: str, problem: str) -> str:
     """``problem`` (what the weights check said, with its fix) on a node that may run trials."""
     return f"node {address} ({node_id[:8]}), which may run trials, lacks the sweep's pretrained weights: {problem}"
@@ -119,6 +130,15 @@ class ClusterWatch:
             self._watch_nodes()
         if self.reason is not None:
             self.stop()
+
+    def trial_failed(self, error_text: str) -> None:
+        """A trial failed on its worker (Ray's error for it, ``error_text``): if its node lacked the
+        weights, the sweep stops now, with the trial's own line."""
+        line = next((line for line in reversed(error_text.splitlines()) if NodeWithoutWeights.__name__ in line), None)
+        if line is None or self.reason is not None:
+            return
+        self.reason = line.split(f"{NodeWithoutWeights.__name__}: ", 1)[-1].strip().rstrip(".")
+        self.stop()
 
     def _watch_waiting(self, trials: list[Any], now: float) -> None:
         if any(t.status == "RUNNING" for t in trials) or not any(t.status == "PENDING" for t in trials):

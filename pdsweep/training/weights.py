@@ -50,7 +50,12 @@ def default_cache() -> Path:
     return Path(home).expanduser() / "hub"
 
 
-class WeightsMissing(PdsweepError):
+class WeightsNotHere(PdsweepError):
+    """This machine lacks the weights a run checked before it began (missing, or another file):
+    in a trial, the node's fault, not the config's."""
+
+
+class WeightsMissing(WeightsNotHere):
     """A source that is not on this machine (a file that does not exist, a hub name not cached)."""
 
 
@@ -262,7 +267,7 @@ def check_unchanged(weights: Mapping[str, WeightFile], cache: str | Path | None 
         try:
             _find_checked(found, cache)
         except PdsweepError as error:
-            raise PdsweepError(f"{model}: {error}") from None
+            raise type(error)(f"{model}: {error}") from None
 
 
 def sha256(path: Path) -> str:
@@ -335,7 +340,7 @@ def _find_checked(weights: WeightFile, cache: str | Path | None) -> Path:
     path = locate(weights.pinned, cache)
     found = sha256(path)
     if found != weights.sha256:
-        raise PdsweepError(
+        raise WeightsNotHere(
             f"weights {weights.source} at {path} are not the ones checked before the run (SHA-256 {found[:12]}..., "
             f"expected {weights.sha256[:12]}...); restore that file, or start a new run with these weights."
         )
