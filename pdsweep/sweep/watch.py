@@ -3,7 +3,9 @@
 - **Nodes and weights.** Every node that may run a trial must hold the sweep's pretrained
   weights, unchanged, in its own cache. :func:`check_nodes` checks every such node before the
   first trial (a Ray task pinned to each node); :class:`ClusterWatch` checks a node that joins
-  later as soon as the driver sees it, and stops the sweep (resumable) if it lacks them.
+  later as soon as the driver sees it, and stops the sweep (resumable) if it lacks them. A trial
+  Ray placed on such a node before its check fails with :class:`NodeWithoutWeights`, which Tune
+  retries without counting it, and the watch stops the sweep at once.
 - **Trials that cannot start.** On a cluster that may autoscale, a trial no node can hold waits
   for one; if no trial runs and some wait for ``--resource-timeout``, the sweep stops (resumable)
   in one line that says what a trial takes and what the cluster has free.
