@@ -63,6 +63,9 @@ def test_ui_shows_the_sweeps_runs_and_metrics(store: Path) -> None:
                       "--disable-sync", "--no-first-run"],
             )
             page = browser.new_page(viewport={"width": 2600, "height": 1000})  # MLflow 3's side panel is wide
+            # Generous ceilings (a wait ends when the page is ready): a busy machine paints slowly.
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)
             page.goto(runs_url)
             best = report.build("hand", ROWS).tiers[1].best.config.name
             expect(page.get_by_text(best, exact=True).first).to_be_visible(timeout=60_000)  # a trial of the sweep
