@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -73,6 +76,33 @@ def ray_session():
     ray.shutdown()
 
 
+_SPAWNED: list[subprocess.Popen] = []
+
+
+def spawn(args: list[str], **kwargs: Any) -> subprocess.Popen:
+    """A ``pdsweep`` driver (or any command) in its own session, stopped with all its children
+    when the test ends, passed or failed: a failed test leaves no driver running trials on the
+    session Ray for the next test to wait on."""
+    process = subprocess.Popen(args, start_new_session=True, **kwargs)
+    _SPAWNED.append(process)
+    return process
+
+
+def kill_spawned() -> None:
+    while _SPAWNED:
+        process = _SPAWNED.pop()
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(autouse=True)
+def _no_spawned_process_outlives_its_test() -> Iterator[None]:
+    yield
+    kill_spawned()
+
+
 @pytest.fixture
 def ray_address(ray_session) -> Iterator[str]:
     """The session Ray's address, for a `pdsweep` driver in a subprocess (``--address``): it joins
@@ -80,10 +110,11 @@ def ray_address(ray_session) -> Iterator[str]:
     ends a dead driver's actors); the test waits for that before it resumes or moves the sweep, and
     after it every CPU must be free again, so no trial of it holds the next test's CPUs."""
     yield ray_session.get_runtime_context().gcs_address
+    kill_spawned()  # a driver its test left running (it failed) holds no CPU of the next test's
     wait_for_free_cpus(ray_session)
 
 
-def wait_for_free_cpus(ray: Any, ceiling_s: float = 120) -> None:
+def wait_for_free_cpus(ray: Any, ceiling_s: float = 300) -> None:
     """Until every CPU of the session Ray is free (no trial of a driver still runs), or fail."""
     deadline = time.monotonic() + ceiling_s
     while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:

@@ -15,6 +15,7 @@ import optuna
 import pytest
 import torch
 
+from conftest import spawn
 from pdsweep.config import Config
 from pdsweep.results import rows as results
 from pdsweep.space import TrainingSettings
@@ -190,9 +191,9 @@ def test_a_killed_worker_resumes_its_trial_from_the_last_checkpoint(ray_address:
            "--dataset", "synthetic:3000", "--cache-dir", str(tmp_path / "cache"), "--name", "w", "--runs-dir", str(runs),
            "--checkpoint-every-s", "0", "--no-estimate",  # a checkpoint every epoch: the retry starts where the kill fell
            "--address", ray_address]  # the session's Ray (a worker of it is killed): no Ray of its own to start
-    driver = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    driver = spawn(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     starts = runs / "w" / "starts.log"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 900
     # Wait until the driver has two epochs of the trial (Tune registers an epoch's checkpoint
     # after its result, once the worker confirms the save), then kill its worker mid-trial.
     while not (starts.is_file() and _epochs_logged(runs) >= 2):
@@ -201,7 +202,7 @@ def test_a_killed_worker_resumes_its_trial_from_the_last_checkpoint(ray_address:
         time.sleep(0.1)
     trial_id, _, pid = starts.read_text().split()[:3]
     os.kill(int(pid), signal.SIGKILL)
-    _, err = driver.communicate(timeout=300)
+    _, err = driver.communicate(timeout=900)
     assert driver.returncode == 0, err.decode()[-3000:]
     rows = results.read_rows(runs / "w" / results.RESULTS_FILE)
     assert [r.trial_id for r in rows] == [trial_id] and rows[0].status == "completed"
@@ -304,11 +305,11 @@ def _start_driver(tmp_path: Path, runs: Path, name: str, trials: int = 3) -> sub
     run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", str(trials),
            "--concurrency", "1", "--scheduler", "none", "--no-estimate", "--dataset", "synthetic:1000", "--cache-dir",
            str(tmp_path / "cache"), "--name", name, "--runs-dir", str(runs)]
-    return subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    return spawn(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _wait_for_rows(driver: subprocess.Popen, table: Path, count: int = 1) -> None:
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 900
     while not (table.is_file() and len(results.read_rows(table)) >= count):
         assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
         assert time.monotonic() < deadline, "no trial finished in time"
@@ -329,18 +330,18 @@ def test_a_driver_stopped_with_sigterm_closes_its_runs_and_resumes(tmp_path: Pat
     driver = _start_driver(tmp_path, runs, "t")
     _wait_for_rows(driver, runs / "t" / results.RESULTS_FILE)
     first = results.read_rows(runs / "t" / results.RESULTS_FILE)[0].epochs_run
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600
     while _epochs_logged(runs) <= first:  # into the next trial: its first epoch reached the driver
         assert driver.poll() is None and time.monotonic() < deadline, "the next trial reported no epoch in time"
         time.sleep(0.1)
     started = _descendants(driver.pid)  # its local Ray
     driver.send_signal(signal.SIGTERM)  # `kill PID`
-    _, err = driver.communicate(timeout=60)
+    _, err = driver.communicate(timeout=300)
     err = err.decode()
     assert driver.returncode == 130, err[-3000:]
     assert f"interrupted; continue with `pdsweep resume t --runs-dir {runs}`" in err
     assert "SIGTERM received" not in err and "*** " not in err  # no C++ failure-signal dump
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120
     while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [pid for pid in started if _alive(pid)]  # the local Ray ended with it
@@ -351,7 +352,7 @@ def test_a_driver_stopped_with_sigterm_closes_its_runs_and_resumes(tmp_path: Pat
     assert [p.info.status for p in parents] == ["KILLED"]
     assert {c.info.status for c in children} == {"FINISHED", "KILLED"} and all(c.info.status != "RUNNING" for c in children)
 
-    resumed = subprocess.run([_pdsweep(), "resume", "t", "--runs-dir", str(runs)], capture_output=True, text=True, timeout=420)
+    resumed = subprocess.run([_pdsweep(), "resume", "t", "--runs-dir", str(runs)], capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = results.read_rows(runs / "t" / results.RESULTS_FILE)
     assert len(rows) == 3 and all(r.status == "completed" for r in rows)

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import assert_one_line_error, wait_for_free_cpus
+from conftest import assert_one_line_error, spawn, wait_for_free_cpus
 from pdsweep.config import Config
 from pdsweep.cost import train_gflops
 from pdsweep.errors import PdsweepError
@@ -279,7 +279,7 @@ def _slow_driver(tmp_path: Path, name: str, address: str, *extra: str, env: dict
     run = [_pdsweep(), "run", "--space", str(space), "--budget-gflops", "0.0008", "--trials", "4", "--concurrency", "1",
            "--scheduler", "none", "--no-estimate", "--dataset", "synthetic:1000", "--cache-dir", str(tmp_path / "cache"), "--name", name,
            "--runs-dir", str(tmp_path / "runs"), "--address", address, *extra]
-    return subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=env)
+    return spawn(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
 @pytest.mark.slow
@@ -287,7 +287,7 @@ def test_killed_driver_resumes_moved_and_runs_each_trial_once(ray_session, ray_a
     runs = tmp_path / "runs"
     driver = _slow_driver(tmp_path, "k", ray_address)
     table = runs / "k" / results.RESULTS_FILE
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 900
     while not (table.is_file() and len(results.read_rows(table)) >= 1):
         assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
         assert time.monotonic() < deadline, "no trial finished in time"
@@ -307,7 +307,7 @@ def test_killed_driver_resumes_moved_and_runs_each_trial_once(ray_session, ray_a
     runs.rename(moved)  # `mv`: the sweep folder and its SQLite store together
     table = moved / "k" / results.RESULTS_FILE
 
-    resumed = subprocess.run([_pdsweep(), "resume", "k", "--runs-dir", str(moved)], capture_output=True, text=True, timeout=420)
+    resumed = subprocess.run([_pdsweep(), "resume", "k", "--runs-dir", str(moved)], capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"taking over the lock of sweep 'k' from pid {driver.pid}" in resumed.stderr
     assert "resuming sweep 'k'" in resumed.stderr
@@ -357,7 +357,7 @@ def test_a_driver_killed_long_after_tunes_last_save_loses_and_repeats_nothing(ra
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "3600"}
     driver = _slow_driver(tmp_path, "p", ray_address, "--checkpoint-every-s", "3600", env=env)
     table, starts_log = runs / "p" / results.RESULTS_FILE, runs / "p" / "starts.log"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900
     while not (table.is_file() and len(results.read_rows(table)) >= 2 and len(starts_log.read_text().splitlines()) >= 3):
         assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
         assert time.monotonic() < deadline, "two trials did not finish in time"
@@ -370,7 +370,7 @@ def test_a_driver_killed_long_after_tunes_last_save_loses_and_repeats_nothing(ra
     saved = json.loads(next((runs / "p" / "search").glob("experiment_state-*.json")).read_text())
     assert len(saved["trial_data"]) == 1  # Tune's state knows one trial of the three
 
-    resumed = subprocess.run([_pdsweep(), "resume", "p", *common], capture_output=True, text=True, timeout=420, env=env)
+    resumed = subprocess.run([_pdsweep(), "resume", "p", *common], capture_output=True, text=True, timeout=900, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = results.read_rows(table)
     # Four trials, as asked, each a different config (a tier trains each once), none trained twice.
@@ -410,9 +410,9 @@ def test_killed_sweep_on_a_uri_resumes_from_another_machine(ray_session, ray_add
            "--no-estimate", "--dataset", "synthetic:1000", "--cache-dir", str(tmp_path / "cache"), "--name", "u", "--runs-dir", remote,
            "--address", ray_address]  # the session's Ray: neither driver starts its own
     first_machine = {**os.environ, "PDSWEEP_CACHE": str(tmp_path / "machine-a")}
-    driver = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=first_machine)
+    driver = spawn(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=first_machine)
     table = tmp_path / "remote" / "u" / results.RESULTS_FILE  # as published to the runs dir
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 900
     while not (table.is_file() and len(results.read_rows(table)) >= 1):
         assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
         assert time.monotonic() < deadline, "no trial finished in time"
@@ -423,7 +423,7 @@ def test_killed_sweep_on_a_uri_resumes_from_another_machine(ray_session, ray_add
     assert len(results.read_rows(table)) < 3
     other_machine = {**os.environ, "PDSWEEP_CACHE": str(tmp_path / "machine-b")}  # an empty mirror
     resumed = subprocess.run([_pdsweep(), "resume", "u", "--runs-dir", remote], capture_output=True, text=True,
-                             timeout=420, env=other_machine)
+                             timeout=900, env=other_machine)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = results.read_rows(table)
     assert len(rows) == 3 and len({r.trial_id for r in rows}) == 3

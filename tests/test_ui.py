@@ -87,7 +87,7 @@ def test_ui_shows_the_sweeps_runs_and_metrics(store: Path) -> None:
             browser.close()
     finally:
         os.killpg(ui.pid, signal.SIGINT)  # Ctrl-C: pdsweep ui stops MLflow's server and its workers
-        ui.wait(timeout=30)
+        ui.wait(timeout=120)  # a ceiling: it stops in seconds when idle
     time.sleep(0.5)
     with socket.socket() as probe:  # nothing left listening
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

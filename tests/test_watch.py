@@ -134,7 +134,7 @@ def test_trials_that_wait_past_the_resource_timeout_stop_the_sweep_and_resume_ta
     moved = tmp_path / "moved-hub"
     shutil.move(cache, moved)
     assert_one_line_error(cli("resume", "w", "--runs-dir", runs), "vit_micro: ")
-    done = cli("resume", "w", "--runs-dir", runs, "--weights-cache", moved)
+    done = cli("resume", "w", "--runs-dir", runs, "--weights-cache", moved, "--resource-timeout", "10")
     assert done.code == 0, done.err
     rows = results.read_rows(runs / "w" / results.RESULTS_FILE)
     digest = hashlib.sha256(next(moved.rglob("model.safetensors")).read_bytes()).hexdigest()
